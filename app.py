@@ -1,0 +1,205 @@
+"""Music genre classifier: upload a song, see its genre, how each ~3 s segment voted, and its spectrograms.
+
+Run with ``streamlit run app.py``. This file is UI only: widgets, layout and
+caching. Everything from bytes to a prediction is in :mod:`codeFeature`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from codeFeature import GENRES, GenreError, SUPPORTED_EXTENSIONS, load_audio, load_model, predict_audio
+from codeFeature.audio import FFMPEG_EXTENSIONS, find_ffmpeg
+from codeFeature.config import DEFAULT_CONFIG
+from codeFeature.model_io import default_model_name, list_models, read_manifest, resolve_model_dir
+from codeFeature.plots import MAX_PLOT_SECONDS, song_figure
+
+log = logging.getLogger("app")
+
+#: One colour per genre, the same in every chart.
+GENRE_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
+                 "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+
+st.set_page_config(page_title="Music genre classifier", page_icon="🎵", layout="wide")
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def get_model(name: str):
+    """Load a model once per server process; sessions share it (inference is thread-safe)."""
+    return load_model(name)
+
+
+@st.cache_data(show_spinner=False)
+def model_card(name: str) -> dict:
+    return read_manifest(resolve_model_dir(name))
+
+
+def sidebar() -> str:
+    st.sidebar.header("Model")
+    names = list_models(task="genre")
+    default = default_model_name()
+    name = st.sidebar.selectbox("Genre model", names, index=names.index(default) if default in names else 0,
+                                help="Every shipped model; the default is the most accurate on GTZAN's valid split.")
+    card = model_card(name)
+    st.sidebar.caption(card.get("description", ""))
+    valid = card.get("metrics", {}).get("valid")
+    if valid:
+        st.sidebar.metric("Valid accuracy (tracks)", f"{valid['track_accuracy']:.0%}",
+                          help=f"Majority vote over each track's segments, on {valid['tracks']} GTZAN tracks of "
+                               "the fault-filtered valid split, which was also used to select the model.")
+        st.sidebar.caption(f"Segment accuracy {valid['segment_accuracy']:.0%} on {valid['segments']} segments.")
+    training = card.get("training", {})
+    if training:
+        st.sidebar.markdown(f"**Trained on** {training.get('train_tracks', '?')} GTZAN tracks "
+                            f"({training.get('train_segments', '?')} segments) from "
+                            + ", ".join(f"`{d}`" for d in training.get("data", [])))
+    if card.get("reproduce"):
+        st.sidebar.markdown("**Reproduce**")
+        st.sidebar.code(card["reproduce"], language="bash")
+    return name
+
+
+def uploaded_types() -> list[str]:
+    extensions = [e.lstrip(".") for e in SUPPORTED_EXTENSIONS]
+    if find_ffmpeg() is None:
+        extensions = [e for e in extensions if "." + e not in FFMPEG_EXTENSIONS]
+    return extensions
+
+
+def classify(data: bytes, filename: str, model_name: str):
+    """Decode and classify, with a progress bar; returns (prediction, samples)."""
+    model = get_model(model_name)
+    bar = st.progress(0.0, text="Decoding…")
+    decoded = load_audio(data, sample_rate=model.config.sample_rate, filename=filename)
+    bar.progress(0.05, text=f"Decoded {decoded.duration:.0f} s of audio; classifying…")
+    prediction = predict_audio(decoded.samples, model=model, file=filename, warnings=decoded.warnings,
+                               progress=lambda f, msg: bar.progress(0.05 + 0.95 * f, text=msg))
+    bar.empty()
+    return prediction, decoded.samples
+
+
+def show_summary(prediction) -> None:
+    left, right = st.columns([1, 2])
+    with left:
+        st.metric("Genre", prediction.genre.capitalize())
+        st.metric("Confidence", f"{prediction.confidence:.0%}",
+                  help="The genre's probability averaged over all segments.")
+        st.caption(f"{prediction.votes.max()} of {len(prediction.probabilities)} segments voted "
+                   f"{prediction.genre} · {prediction.duration:.1f} s analysed")
+    with right:
+        probs = pd.DataFrame({"genre": list(prediction.labels), "probability": prediction.mean_probabilities})
+        chart = alt.Chart(probs).mark_bar().encode(
+            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            y=alt.Y("genre:N", sort=list(prediction.labels), title=None),
+            color=alt.Color("genre:N", scale=alt.Scale(domain=list(GENRES), range=GENRE_COLOURS), legend=None),
+            tooltip=["genre", alt.Tooltip("probability:Q", format=".1%")],
+        ).properties(height=260, title="Mean probability over segments")
+        st.altair_chart(chart, width="stretch")
+
+
+def show_timeline(prediction) -> None:
+    table = pd.DataFrame(prediction.segments())
+    table["segment"] = np.arange(1, len(table) + 1)
+    chart = alt.Chart(table).mark_rect(stroke="white", strokeWidth=0.5).encode(
+        x=alt.X("start:Q", title="time (s)"), x2="end:Q",
+        color=alt.Color("genre:N", scale=alt.Scale(domain=list(GENRES), range=GENRE_COLOURS),
+                        legend=alt.Legend(orient="bottom", columns=10, title=None)),
+        opacity=alt.Opacity("confidence:Q", scale=alt.Scale(domain=[0, 1], range=[0.25, 1]), legend=None),
+        tooltip=["segment", "start", "end", "genre", alt.Tooltip("confidence:Q", format=".0%")],
+    ).properties(height=70, title="Segment timeline (colour = genre, opacity = confidence)")
+    st.altair_chart(chart, width="stretch")
+
+
+def display_config(model_config):
+    """The model's config when it uses MFCC, else the default MFCC config (the plots' 13 coefficients)."""
+    return model_config if model_config.feature == "mfcc" else DEFAULT_CONFIG
+
+
+def resample_for_display(samples: np.ndarray, source_rate: int, config) -> np.ndarray:
+    if source_rate == config.sample_rate:
+        return samples
+    import soxr
+
+    return soxr.resample(samples, source_rate, config.sample_rate).astype(np.float32)
+
+
+def show_plots(prediction, samples: np.ndarray, model_config) -> None:
+    config = display_config(model_config)
+    samples = resample_for_display(samples, model_config.sample_rate, config)
+    whole, closeup = st.tabs(["Whole song", "One segment close up"])
+    with whole:
+        shown = samples[: int(MAX_PLOT_SECONDS * config.sample_rate)]
+        if len(shown) < len(samples):
+            st.info(f"The plots show the first {MAX_PLOT_SECONDS / 60:.0f} minutes; every segment was classified.")
+        st.pyplot(song_figure(shown, config, boundaries=prediction.starts[prediction.starts < MAX_PLOT_SECONDS]),
+                  clear_figure=True)
+    with closeup:
+        n = len(prediction.starts)
+        index = st.slider("Segment", 1, n, 1, key="segment_index", disabled=n == 1) - 1 if n > 1 else 0
+        start = float(prediction.starts[index])
+        lo = int(start * config.sample_rate)
+        piece = samples[lo: lo + config.segment_samples]
+        probs = prediction.probabilities[index]
+        st.markdown(f"**Segment {index + 1} of {n}**, {start:.1f}–{prediction.ends[index]:.1f} s: "
+                    f"**{prediction.segment_labels[index]}** ({probs.max():.0%})")
+        st.audio(piece, sample_rate=config.sample_rate)
+        left, right = st.columns([3, 1])
+        with left:
+            st.pyplot(song_figure(piece, config, offset=start, width=8.5), clear_figure=True)
+        with right:
+            frame = pd.DataFrame({"genre": list(prediction.labels), "probability": probs})
+            st.altair_chart(alt.Chart(frame).mark_bar().encode(
+                x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+                y=alt.Y("genre:N", sort=list(prediction.labels), title=None),
+                color=alt.Color("genre:N", scale=alt.Scale(domain=list(GENRES), range=GENRE_COLOURS), legend=None),
+            ).properties(height=300), width="stretch")
+
+
+def main() -> None:
+    st.title("🎵 Music genre classifier")
+    st.write("Upload a song. It is cut into ~3 s segments; each segment is classified into one of GTZAN's ten "
+             "genres, and the segments vote.")
+    model_name = sidebar()
+    upload = st.file_uploader("Song", type=uploaded_types(), key="upload",
+                              help="wav, flac, ogg, mp3" + ("; m4a, aac, wma and more via ffmpeg"
+                                                            if find_ffmpeg() else "; install ffmpeg for m4a, aac, wma"))
+    if upload is None:
+        st.info("Choose an audio file to begin. Nothing is stored: the file is analysed in memory.")
+        return
+    data = upload.getvalue()
+    key = (hashlib.sha1(data).hexdigest(), model_name)
+    if st.session_state.get("result_key") != key:
+        st.session_state.pop("result", None)
+        try:
+            st.session_state["result"] = classify(data, upload.name, model_name)
+        except GenreError as exc:
+            st.error(f"Could not classify {upload.name}: {exc}")
+            return
+        except Exception:  # never show a traceback to the user; log it for the operator
+            log.exception("unexpected failure classifying %r", upload.name)
+            st.error(f"Something unexpected went wrong with {upload.name}. Try another file; "
+                     "the problem has been logged.")
+            return
+        st.session_state["result_key"] = key
+    prediction, samples = st.session_state["result"]
+    for note in prediction.warnings:
+        st.warning(note)
+    st.audio(data)
+    show_summary(prediction)
+    show_timeline(prediction)
+    st.download_button("Download per-segment predictions (CSV)", prediction.to_csv(),
+                       file_name=os.path.splitext(os.path.basename(upload.name))[0] + "-segments.csv",
+                       mime="text/csv")
+    show_plots(prediction, samples, get_model(model_name).config)
+
+
+main()

@@ -1,0 +1,25 @@
+"""codeFeature: classify a song's genre, segment by segment.
+
+>>> from codeFeature import load_model, predict_file
+>>> model = load_model()                      # the default shipped model
+>>> prediction = predict_file("song.mp3", model=model)
+>>> prediction.genre, prediction.confidence   # doctest: +SKIP
+
+Nothing is downloaded or loaded at import; TensorFlow is imported by the first
+:func:`load_model` call.
+"""
+
+from .config import DEFAULT_CONFIG, GENRES, FeatureConfig
+from .errors import (AudioDecodeError, AudioTooShortError, ConfigError, GenreError, ModelError,
+                     UnsupportedFormatError)
+from .audio import DecodedAudio, decode, load_audio, SUPPORTED_EXTENSIONS
+from .model_io import LoadedModel, default_model_name, list_models, load_model, save_model
+from .predict import Prediction, predict_audio, predict_file, predict_segments, vote_index
+
+__all__ = [
+    "GENRES", "FeatureConfig", "DEFAULT_CONFIG",
+    "GenreError", "ConfigError", "AudioDecodeError", "UnsupportedFormatError", "AudioTooShortError", "ModelError",
+    "DecodedAudio", "decode", "load_audio", "SUPPORTED_EXTENSIONS",
+    "LoadedModel", "load_model", "save_model", "list_models", "default_model_name",
+    "Prediction", "predict_file", "predict_audio", "predict_segments", "vote_index",
+]

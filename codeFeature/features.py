@@ -1,0 +1,123 @@
+"""Features computed from segments: MFCC, log-mel, and the dispatch every model uses.
+
+:func:`segment_features` is the one function training and serving both call to
+turn segments into a model's input, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+
+from .config import FeatureConfig
+
+
+def mfcc(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """MFCC of each segment.
+
+    Parameters
+    ----------
+    segments : np.ndarray, shape (n_segments, n_samples), float32
+    config : FeatureConfig
+        ``n_mfcc``, ``n_fft``, ``hop_length``, ``n_mels`` and ``mfcc_backend`` apply.
+
+    Returns
+    -------
+    np.ndarray, shape (n_segments, frames, n_mfcc), float32
+        ``frames`` is ``config.frames_per_segment`` for full segments (130 by default).
+    """
+    segments = _as_batch(segments)
+    if config.mfcc_backend == "python_speech_features":
+        return _mfcc_psf(segments, config)
+    # one call over the whole batch: librosa vectorises over leading axes
+    coeffs = librosa.feature.mfcc(y=segments, sr=config.sample_rate, n_mfcc=config.n_mfcc,
+                                  n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels)
+    return np.ascontiguousarray(np.swapaxes(coeffs, 1, 2), dtype=np.float32)
+
+
+def logmel(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Log-mel spectrogram (dB, relative to 1.0) of each segment.
+
+    Returns
+    -------
+    np.ndarray, shape (n_segments, frames, n_mels), float32
+    """
+    segments = _as_batch(segments)
+    mel = librosa.feature.melspectrogram(y=segments, sr=config.sample_rate, n_fft=config.n_fft,
+                                         hop_length=config.hop_length, n_mels=config.n_mels)
+    # ref=1.0 (not max) so that a segment's level does not depend on its neighbours
+    db = librosa.power_to_db(mel, ref=1.0, top_db=None)
+    return np.ascontiguousarray(np.swapaxes(db, 1, 2), dtype=np.float32)
+
+
+def segment_features(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The model input for each segment, whatever the feature kind.
+
+    Parameters
+    ----------
+    segments : np.ndarray, shape (n_segments, config.segment_samples), float32
+    config : FeatureConfig
+
+    Returns
+    -------
+    np.ndarray, shape (n_segments, *config.input_shape), float32
+    """
+    segments = _as_batch(segments)
+    if config.feature == "mfcc":
+        out = mfcc(segments, config)[..., None]
+    elif config.feature == "logmel":
+        out = logmel(segments, config)[..., None]
+    else:
+        from .musicnn import musicnn_logmel
+
+        out = musicnn_logmel(segments, sample_rate=config.sample_rate)
+    expected = (len(segments), *config.input_shape)
+    if out.shape != expected:
+        raise ValueError(f"features have shape {out.shape}, expected {expected}; are the segments "
+                         f"{config.segment_samples} samples long?")
+    return out
+
+
+def song_mel_db(samples: np.ndarray, config: FeatureConfig, *, n_mels: int = 128) -> np.ndarray:
+    """Mel spectrogram of a whole song in dB relative to its peak, for display.
+
+    Returns
+    -------
+    np.ndarray, shape (n_mels, frames), float32
+    """
+    mel = librosa.feature.melspectrogram(y=np.asarray(samples, np.float32), sr=config.sample_rate,
+                                         n_fft=config.n_fft, hop_length=config.hop_length, n_mels=n_mels)
+    return librosa.power_to_db(mel, ref=np.max, top_db=80.0).astype(np.float32)
+
+
+def song_mfcc(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """MFCC of a whole song with the model's MFCC parameters, for display.
+
+    Returns
+    -------
+    np.ndarray, shape (n_mfcc, frames), float32
+    """
+    return mfcc(np.asarray(samples, np.float32)[None, :], config)[0].T
+
+
+def _as_batch(segments: np.ndarray) -> np.ndarray:
+    segments = np.asarray(segments, dtype=np.float32)
+    if segments.ndim != 2:
+        raise ValueError(f"segments must have shape (n_segments, n_samples), got {segments.shape}")
+    return segments
+
+
+def _mfcc_psf(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    import python_speech_features as psf
+
+    pad = config.n_fft // 2
+    frames = 1 + segments.shape[1] // config.hop_length
+    out = np.empty((len(segments), frames, config.n_mfcc), dtype=np.float32)
+    for i, seg in enumerate(segments):
+        # centre the frames as librosa does, so both backends give the same frame count
+        centred = np.pad(seg, pad, mode="constant")
+        coeffs = psf.mfcc(centred, samplerate=config.sample_rate, winlen=config.n_fft / config.sample_rate,
+                          winstep=config.hop_length / config.sample_rate, numcep=config.n_mfcc,
+                          nfilt=config.n_mels, nfft=config.n_fft, winfunc=np.hanning)
+        out[i] = coeffs[:frames]
+    return out

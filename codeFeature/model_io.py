@@ -1,0 +1,266 @@
+"""Save and load model folders: ``model.json`` + ``model.weights.h5`` + ``manifest.json``.
+
+A model folder is the only model format the project reads. The architecture is
+Keras 3 JSON, deserialised in safe mode (no Python code is loaded), the weights
+are HDF5, and the manifest says what the model expects: its feature
+configuration, its ordered output labels, its training data and its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import FeatureConfig
+from .errors import ConfigError, ModelError
+
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "model.weights.h5"
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+#: Shipped models live in ``models/`` beside the package; ``CODEFEATURE_MODELS`` overrides it.
+MODELS_DIR = Path(os.environ.get("CODEFEATURE_MODELS", Path(__file__).resolve().parent.parent / "models"))
+DEFAULT_FILE = "default.txt"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with what its manifest says about it.
+
+    Attributes
+    ----------
+    name : str
+        The model's name (its folder name unless the manifest says otherwise).
+    path : pathlib.Path
+        The model folder.
+    keras_model : keras.Model
+        The network; its input is ``config.input_shape`` per segment.
+    manifest : dict
+        The parsed ``manifest.json``.
+    config : FeatureConfig
+        Rebuilt from the manifest, never from defaults.
+    labels : tuple of str
+        Output labels in output order.
+    """
+
+    name: str
+    path: Path
+    keras_model: Any
+    manifest: dict
+    config: FeatureConfig
+    labels: tuple[str, ...]
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.manifest.get("task", "genre")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that decide a model's numbers."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for dist in ("tensorflow", "tensorflow-cpu", "keras", "librosa", "numpy", "soundfile", "python_speech_features"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return versions
+
+
+def save_model(model: Any, folder: str | os.PathLike, manifest: dict) -> Path:
+    """Write ``model`` and ``manifest`` as a model folder.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The network; ``model.to_json()`` must round-trip with built-in layers only.
+    folder : path-like
+        Created if missing; existing files of the three names are replaced.
+    manifest : dict
+        Must hold ``feature_config`` (a :meth:`FeatureConfig.to_dict`) and ``labels``.
+        ``format_version``, ``input_shape``, ``output_size`` and ``versions`` are filled in.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+    """
+    folder = Path(folder)
+    if "feature_config" not in manifest or "labels" not in manifest:
+        raise ModelError("a manifest needs 'feature_config' and 'labels'")
+    config = FeatureConfig.from_dict(manifest["feature_config"])
+    labels = list(manifest["labels"])
+    _check_shapes(model, config, labels, manifest.get("input_shape"), where=str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    full = {
+        "format_version": FORMAT_VERSION,
+        "name": manifest.get("name", folder.name),
+        "task": manifest.get("task", "genre"),
+        **manifest,
+        "input_shape": list(_model_input_shape(model)),
+        "output_size": len(labels),
+        "versions": manifest.get("versions") or library_versions(),
+    }
+    (folder / MODEL_JSON).write_text(model.to_json(indent=1))
+    model.save_weights(str(folder / WEIGHTS_FILE))
+    (folder / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
+    return folder
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """Parse a folder's ``manifest.json``, with a clear error if it is missing or broken."""
+    path = Path(folder) / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelError(f"{folder} has no {MANIFEST_FILE}; a model folder needs {MODEL_JSON}, "
+                         f"{WEIGHTS_FILE} and {MANIFEST_FILE}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path} must hold a JSON object")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(f"{path} has format_version={version!r}; this library reads {FORMAT_VERSION}")
+    for key in ("feature_config", "labels"):
+        if key not in manifest:
+            raise ModelError(f"{path} lacks the key {key!r}")
+    return manifest
+
+
+def resolve_model_dir(name_or_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None) -> Path:
+    """Turn a shipped model's name, or a folder path, into a model folder.
+
+    ``None`` means the default shipped model (``models/default.txt``).
+    """
+    root = Path(models_dir) if models_dir is not None else MODELS_DIR
+    if name_or_dir is None:
+        name_or_dir = default_model_name(models_dir=root)
+    candidate = Path(name_or_dir)
+    if (candidate / MANIFEST_FILE).is_file() or (candidate / MODEL_JSON).is_file():
+        return candidate
+    shipped = root / str(name_or_dir)
+    if str(name_or_dir) in {m for m in list_models(models_dir=root)}:
+        return shipped
+    known = ", ".join(list_models(models_dir=root)) or "none"
+    raise ModelError(f"no model called {str(name_or_dir)!r}: give a shipped model's name ({known}) "
+                     f"or a folder holding {MODEL_JSON}, {WEIGHTS_FILE} and {MANIFEST_FILE}")
+
+
+def list_models(*, models_dir: str | os.PathLike | None = None, task: str | None = None) -> list[str]:
+    """Names of the model folders under ``models_dir``, sorted; optionally only one ``task``."""
+    root = Path(models_dir) if models_dir is not None else MODELS_DIR
+    if not root.is_dir():
+        return []
+    names = []
+    for child in sorted(root.iterdir()):
+        if not (child / MANIFEST_FILE).is_file():
+            continue
+        if task is not None:
+            try:
+                if read_manifest(child).get("task", "genre") != task:
+                    continue
+            except ModelError:
+                continue
+        names.append(child.name)
+    return names
+
+
+def default_model_name(*, models_dir: str | os.PathLike | None = None) -> str:
+    """The app's and CLI's default model: the name in ``models/default.txt``."""
+    root = Path(models_dir) if models_dir is not None else MODELS_DIR
+    try:
+        name = (root / DEFAULT_FILE).read_text().strip()
+    except OSError:
+        genre_models = list_models(models_dir=root, task="genre")
+        if not genre_models:
+            raise ModelError(f"no models found in {root}") from None
+        return genre_models[0]
+    return name
+
+
+def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None) -> LoadedModel:
+    """Load a model folder for inference.
+
+    Parameters
+    ----------
+    name_or_dir : str or path-like, optional
+        A shipped model's name, a model folder, or ``None`` for the default model.
+    models_dir : path-like, optional
+        Where shipped models live (default: the repository's ``models/``).
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    ModelError
+        If a file is missing, the JSON is not a safe Keras model, or the model's input or
+        output shape disagrees with its manifest.
+    """
+    import keras
+
+    folder = resolve_model_dir(name_or_dir, models_dir=models_dir)
+    manifest = read_manifest(folder)
+    try:
+        config = FeatureConfig.from_dict(manifest["feature_config"])
+    except ConfigError as exc:
+        raise ModelError(f"{folder / MANIFEST_FILE}: {exc}") from exc
+    labels = tuple(str(label) for label in manifest["labels"])
+    try:
+        architecture = json.loads((folder / MODEL_JSON).read_text())
+    except FileNotFoundError as exc:
+        raise ModelError(f"{folder} has no {MODEL_JSON}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{folder / MODEL_JSON} is not valid JSON: {exc}") from exc
+    try:
+        model = keras.saving.deserialize_keras_object(architecture, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad config
+        raise ModelError(f"{folder / MODEL_JSON} is not a Keras model this library can load safely: {exc}") from exc
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelError(f"{folder} has no {WEIGHTS_FILE}")
+    try:
+        model.load_weights(str(weights))
+    except Exception as exc:  # h5py / Keras raise several types for a mismatch
+        raise ModelError(f"{weights} does not fit the architecture in {MODEL_JSON}: {exc}") from exc
+    _check_shapes(model, config, list(labels), manifest.get("input_shape"), where=str(folder))
+    return LoadedModel(
+        name=str(manifest.get("name", folder.name)),
+        path=folder,
+        keras_model=model,
+        manifest=manifest,
+        config=config,
+        labels=labels,
+    )
+
+
+def _model_input_shape(model: Any) -> tuple[int, ...]:
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else model.input_shape
+    return tuple(int(d) for d in shape[1:])
+
+
+def _model_output_size(model: Any) -> int:
+    return int(model.outputs[0].shape[-1])
+
+
+def _check_shapes(model: Any, config: FeatureConfig, labels: list[str], manifest_shape: Any, *, where: str) -> None:
+    model_in = _model_input_shape(model)
+    expected = tuple(config.input_shape)
+    if model_in != expected:
+        raise ModelError(f"{where}: the model takes input {model_in} but its manifest's feature_config "
+                         f"produces {expected}")
+    if manifest_shape is not None and tuple(manifest_shape) != model_in:
+        raise ModelError(f"{where}: the model takes input {model_in} but its manifest says "
+                         f"input_shape {tuple(manifest_shape)}")
+    out = _model_output_size(model)
+    if out != len(labels):
+        raise ModelError(f"{where}: the model has {out} outputs but its manifest lists {len(labels)} labels")

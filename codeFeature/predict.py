@@ -1,0 +1,267 @@
+"""From audio to a genre: per-segment probabilities, the vote and the timings.
+
+Two levels, as in librosa: :func:`predict_file` for people, and
+:func:`predict_segments` for evaluation and charts, which returns arrays.
+Load a model once with :func:`codeFeature.model_io.load_model` and pass it in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from .audio import Source, load_audio
+from .errors import ConfigError
+from .features import segment_features
+from .model_io import LoadedModel, load_model
+from .split import segment_array
+
+#: Segments featurised and predicted at a time: bounds memory on hour-long files
+#: and paces the progress callback.
+CHUNK_SEGMENTS = 128
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class Prediction:
+    """A song's classification.
+
+    Attributes
+    ----------
+    model : str
+        Name of the model that classified it.
+    labels : tuple of str
+        Output labels, in the columns' order.
+    probabilities : np.ndarray, shape (n_segments, n_labels), float32
+        Each segment's softmax output.
+    starts : np.ndarray, shape (n_segments,), float64
+        Segment start times in seconds.
+    segment_seconds : float
+        Length of one segment.
+    duration : float
+        Length of the decoded audio in seconds.
+    file : str or None
+        Name of the input, when it had one.
+    timings : dict of str to float
+        Seconds spent decoding, extracting features and predicting.
+    warnings : list of str
+        Readable notes about the input (silence, clipping, padding).
+    """
+
+    model: str
+    labels: tuple[str, ...]
+    probabilities: np.ndarray
+    starts: np.ndarray
+    segment_seconds: float
+    duration: float
+    file: Optional[str] = None
+    timings: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    @property
+    def ends(self) -> np.ndarray:
+        """Segment end times in seconds, clipped to the song's duration."""
+        return np.minimum(self.starts + self.segment_seconds, self.duration)
+
+    @property
+    def segment_labels(self) -> list[str]:
+        """Each segment's most probable label."""
+        return [self.labels[i] for i in self.probabilities.argmax(axis=1)]
+
+    @property
+    def segment_confidences(self) -> np.ndarray:
+        """Each segment's top probability, shape (n_segments,)."""
+        return self.probabilities.max(axis=1)
+
+    @property
+    def mean_probabilities(self) -> np.ndarray:
+        """Probabilities averaged over segments, shape (n_labels,)."""
+        return self.probabilities.mean(axis=0)
+
+    @property
+    def votes(self) -> np.ndarray:
+        """How many segments voted for each label, shape (n_labels,)."""
+        return np.bincount(self.probabilities.argmax(axis=1), minlength=len(self.labels))
+
+    @property
+    def genre(self) -> str:
+        """The majority vote over segments; a tie goes to the higher mean probability."""
+        return self.labels[vote_index(self.probabilities)]
+
+    @property
+    def confidence(self) -> float:
+        """Mean probability of :attr:`genre` over the segments, in [0, 1]."""
+        return float(self.mean_probabilities[vote_index(self.probabilities)])
+
+    @property
+    def vote_share(self) -> float:
+        """Fraction of segments that voted for :attr:`genre`."""
+        return float(self.votes[vote_index(self.probabilities)] / len(self.probabilities))
+
+    def segments(self) -> list[dict]:
+        """One dict per segment: start, end, genre, confidence and every label's probability."""
+        rows = []
+        for start, end, probs in zip(self.starts, self.ends, self.probabilities):
+            best = int(np.argmax(probs))
+            row = {"start": round(float(start), 3), "end": round(float(end), 3),
+                   "genre": self.labels[best], "confidence": round(float(probs[best]), 4)}
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict:
+        """The CLI's JSON object (see ``python -m codeFeature --help``)."""
+        return {
+            "file": self.file,
+            "model": self.model,
+            "genre": self.genre,
+            "confidence": round(self.confidence, 4),
+            "probabilities": {label: round(float(p), 4) for label, p in zip(self.labels, self.mean_probabilities)},
+            "segments": self.segments(),
+            "seconds": round(float(self.duration), 3),
+        }
+
+    def to_csv(self) -> str:
+        """Per-segment predictions as CSV: start, end, genre, confidence, then one column per label."""
+        lines = [",".join(["start", "end", "genre", "confidence", *self.labels])]
+        for start, end, probs in zip(self.starts, self.ends, self.probabilities):
+            best = int(np.argmax(probs))
+            cells = [f"{start:.3f}", f"{end:.3f}", self.labels[best], f"{probs[best]:.4f}"]
+            lines.append(",".join(cells + [f"{p:.4f}" for p in probs]))
+        return "\n".join(lines) + "\n"
+
+
+def vote_index(probabilities: np.ndarray) -> int:
+    """Index of the majority-vote label over rows of ``probabilities``; ties go to the higher mean.
+
+    Parameters
+    ----------
+    probabilities : np.ndarray, shape (n_segments, n_labels)
+    """
+    probabilities = np.asarray(probabilities)
+    votes = np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1])
+    tied = np.flatnonzero(votes == votes.max())
+    return int(tied[np.argmax(probabilities.mean(axis=0)[tied])])
+
+
+def predict_segments(segments: np.ndarray, *, model: LoadedModel,
+                     progress: Optional[ProgressCallback] = None, timings: Optional[dict] = None) -> np.ndarray:
+    """Probabilities for each segment.
+
+    Parameters
+    ----------
+    segments : np.ndarray, shape (n_segments, model.config.segment_samples), float32
+        Segments at ``model.config.sample_rate`` (see :func:`codeFeature.split.segment_array`).
+    model : LoadedModel
+    progress : callable(fraction, message), optional
+        Called after each chunk of segments.
+    timings : dict, optional
+        ``features`` and ``predict`` seconds are added to it.
+
+    Returns
+    -------
+    np.ndarray, shape (n_segments, n_labels), float32
+    """
+    import keras
+
+    segments = np.asarray(segments, dtype=np.float32)
+    n = len(segments)
+    out = np.empty((n, len(model.labels)), dtype=np.float32)
+    t_feat = t_pred = 0.0
+    for lo in range(0, n, CHUNK_SEGMENTS):
+        hi = min(n, lo + CHUNK_SEGMENTS)
+        t0 = time.perf_counter()
+        x = segment_features(segments[lo:hi], model.config)
+        t1 = time.perf_counter()
+        # a direct call avoids predict()'s per-call dataset set-up, which dominates small batches
+        out[lo:hi] = keras.ops.convert_to_numpy(model.keras_model(x, training=False))
+        t2 = time.perf_counter()
+        t_feat += t1 - t0
+        t_pred += t2 - t1
+        if progress is not None:
+            progress(hi / n, f"classified {hi} of {n} segments")
+    if timings is not None:
+        timings["features"] = timings.get("features", 0.0) + t_feat
+        timings["predict"] = timings.get("predict", 0.0) + t_pred
+    return out
+
+
+def predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optional[int] = None,
+                  progress: Optional[ProgressCallback] = None, file: Optional[str] = None,
+                  warnings: Optional[list] = None) -> Prediction:
+    """Classify a mono signal.
+
+    Parameters
+    ----------
+    samples : np.ndarray, shape (n_samples,)
+        Mono audio.
+    model : LoadedModel
+    sample_rate : int, optional
+        Rate of ``samples``; resampled to the model's rate if different. Default: the model's.
+
+    Returns
+    -------
+    Prediction
+    """
+    if not isinstance(model, LoadedModel):
+        raise ConfigError(f"model must be a LoadedModel from load_model(), not {type(model).__name__}")
+    config = model.config
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ConfigError(f"samples must be 1-D mono, got shape {samples.shape}; average the channels first")
+    if sample_rate is not None and sample_rate != config.sample_rate:
+        import soxr
+
+        samples = soxr.resample(samples, sample_rate, config.sample_rate, quality="HQ").astype(np.float32)
+    notes = list(warnings or [])
+    duration = len(samples) / config.sample_rate
+    segments, starts = segment_array(samples, config)
+    if duration < config.segment_seconds:
+        notes.append(f"the audio lasts {duration:.1f} s, less than one {config.segment_seconds:g} s segment; "
+                     "it was padded by repeating it")
+    timings: dict = {}
+    probabilities = predict_segments(segments, model=model, progress=progress, timings=timings)
+    return Prediction(model=model.name, labels=model.labels, probabilities=probabilities, starts=starts,
+                      segment_seconds=config.segment_seconds, duration=duration, file=file,
+                      timings=timings, warnings=notes)
+
+
+def predict_file(source: Source, *, model: LoadedModel | str | None = None, filename: Optional[str] = None,
+                 progress: Optional[ProgressCallback] = None) -> Prediction:
+    """Classify an audio file or in-memory upload.
+
+    Parameters
+    ----------
+    source : path-like, bytes or binary file object
+        The song (wav, flac, ogg, mp3; more with ffmpeg).
+    model : LoadedModel, str or None
+        A loaded model (fastest: load it once), a shipped model's name, a model folder, or
+        ``None`` for the default model.
+    filename : str, optional
+        Name to report, and to guess the format of in-memory input.
+    progress : callable(fraction, message), optional
+
+    Returns
+    -------
+    Prediction
+
+    Raises
+    ------
+    GenreError
+        Or one of its children: :class:`AudioDecodeError`, :class:`AudioTooShortError`,
+        :class:`ModelError`.
+    """
+    if not isinstance(model, LoadedModel):
+        model = load_model(model)
+    t0 = time.perf_counter()
+    decoded = load_audio(source, sample_rate=model.config.sample_rate, filename=filename)
+    decode_seconds = time.perf_counter() - t0
+    name = filename or (str(source) if not hasattr(source, "read") and not isinstance(source, (bytes, bytearray, memoryview))
+                        else getattr(source, "name", None))
+    prediction = predict_audio(decoded.samples, model=model, progress=progress, file=name,
+                               warnings=decoded.warnings)
+    prediction.timings = {"decode": decode_seconds, **prediction.timings}
+    return prediction

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from codeFeature.audio import decode
+from codeFeature.config import DEFAULT_CONFIG, FeatureConfig
+from codeFeature.features import logmel, mfcc, segment_features
+from codeFeature.split import segment_array
+from tests.conftest import chord
+
+
+def test_mfcc_shape_and_batch_equals_single():
+    segments, _ = segment_array(chord(9.0), DEFAULT_CONFIG)
+    batch = segment_features(segments, DEFAULT_CONFIG)
+    assert batch.shape == (3, 130, 13, 1) and batch.dtype == np.float32
+    single = segment_features(segments[1:2], DEFAULT_CONFIG)
+    np.testing.assert_allclose(batch[1:2], single, rtol=1e-5, atol=1e-3)
+
+
+def test_mfcc_matches_the_original_per_segment_librosa_call():
+    import librosa
+
+    segments, _ = segment_array(chord(3.0), DEFAULT_CONFIG)
+    original = librosa.feature.mfcc(y=segments[0], sr=22050, n_mfcc=13, n_fft=2048, hop_length=512).T
+    np.testing.assert_allclose(mfcc(segments, DEFAULT_CONFIG)[0], original, rtol=1e-4, atol=1e-3)
+
+
+def test_python_speech_features_backend_gives_the_same_shape():
+    config = FeatureConfig(mfcc_backend="python_speech_features", n_mels=26)
+    segments, _ = segment_array(chord(6.0), config)
+    out = segment_features(segments, config)
+    assert out.shape == (2, 130, 13, 1)
+    assert np.isfinite(out).all()
+    librosa_out = segment_features(segments, FeatureConfig(n_mels=26))
+    # different MFCC definitions, same signal: the coefficients' trajectories correlate
+    assert np.corrcoef(out[0, 5:-5, 1, 0], librosa_out[0, 5:-5, 1, 0])[0, 1] > 0.5
+
+
+def test_logmel_shape():
+    config = FeatureConfig(feature="logmel", n_mels=64)
+    segments, _ = segment_array(chord(3.0), config)
+    assert segment_features(segments, config).shape == (1, 130, 64, 1)
+    assert logmel(segments, config).shape == (1, 130, 64)
+
+
+def test_wrong_segment_length_is_reported():
+    with pytest.raises(ValueError, match="66150"):
+        segment_features(np.zeros((2, 1000), np.float32), DEFAULT_CONFIG)
+
+
+def test_train_serve_parity(audio_dir, tiny_model, tmp_path):
+    """Training's dataset code and predict_file compute identical inputs and outputs for the same file."""
+    import shutil
+
+    from codeFeature.predict import predict_file
+    from training.data import build_segment_set, find_audio
+
+    genre_dir = tmp_path / "genres" / "rock"
+    genre_dir.mkdir(parents=True)
+    shutil.copy(audio_dir / "chord.mp3", genre_dir / "rock.00001.mp3")
+    tracks = find_audio([tmp_path / "genres"])
+    train_side = build_segment_set(tracks, ["rock.00001"], tiny_model.config, cache_dir=tmp_path / "cache")
+    cached = build_segment_set(tracks, ["rock.00001"], tiny_model.config, cache_dir=tmp_path / "cache")
+    serve_segments, _ = segment_array(decode(genre_dir / "rock.00001.mp3"), tiny_model.config)
+    serve_side = segment_features(serve_segments, tiny_model.config)
+    np.testing.assert_array_equal(train_side.x, serve_side)
+    np.testing.assert_array_equal(cached.x, serve_side)
+    served = predict_file(genre_dir / "rock.00001.mp3", model=tiny_model).probabilities
+    trained = np.asarray(tiny_model.keras_model(train_side.x, training=False))
+    np.testing.assert_allclose(served, trained, atol=1e-6)

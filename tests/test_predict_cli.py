@@ -1,0 +1,105 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from codeFeature.config import GENRES
+from codeFeature.errors import AudioTooShortError, ConfigError
+from codeFeature.predict import Prediction, predict_audio, predict_file, vote_index
+from tests.conftest import REPO, chord
+
+
+def test_vote_is_majority_and_ties_go_to_the_higher_mean():
+    p = np.array([[0.6, 0.4, 0], [0.6, 0.4, 0], [0.1, 0.9, 0]])
+    assert vote_index(p) == 0
+    tie = np.array([[0.5, 0.45, 0.05], [0.1, 0.9, 0.0]])
+    assert vote_index(tie) == 1  # one vote each; mean 0.675 beats 0.3
+
+
+def test_prediction_shapes_and_timeline(tiny_model, audio_dir):
+    prediction = predict_file(audio_dir / "chord.flac", model=tiny_model)
+    n = len(prediction.starts)
+    assert n == 2  # 7 s: two whole segments, a 1 s tail (< half) dropped
+    assert prediction.probabilities.shape == (n, 10)
+    np.testing.assert_allclose(prediction.probabilities.sum(axis=1), 1, atol=1e-5)
+    assert prediction.genre in GENRES
+    assert prediction.genre == GENRES[vote_index(prediction.probabilities)]
+    assert 0 <= prediction.confidence <= 1
+    assert set(prediction.timings) == {"decode", "features", "predict"}
+    rows = prediction.segments()
+    assert [r["start"] for r in rows] == [0.0, 3.0] and rows[-1]["end"] == 6.0
+    csv = prediction.to_csv().splitlines()
+    assert csv[0].split(",")[:4] == ["start", "end", "genre", "confidence"] and len(csv) == n + 1
+
+
+def test_short_clip_is_padded_with_a_warning(tiny_model):
+    prediction = predict_audio(chord(1.0), model=tiny_model)
+    assert len(prediction.starts) == 1 and prediction.duration == pytest.approx(1.0)
+    assert prediction.ends[0] == pytest.approx(1.0)
+    assert any("padded" in w for w in prediction.warnings)
+    with pytest.raises(AudioTooShortError):
+        predict_audio(chord(0.2), model=tiny_model)
+
+
+def test_predict_audio_resamples_and_validates(tiny_model):
+    at_44k = predict_audio(chord(6.0, 44100), model=tiny_model, sample_rate=44100)
+    at_22k = predict_audio(chord(6.0), model=tiny_model)
+    assert at_44k.probabilities.shape == at_22k.probabilities.shape
+    with pytest.raises(ConfigError, match="mono"):
+        predict_audio(np.zeros((100, 2)), model=tiny_model)
+    with pytest.raises(ConfigError, match="LoadedModel"):
+        predict_audio(chord(3.0), model="tiny")
+
+
+def test_long_input_is_chunked_consistently(tiny_model, monkeypatch):
+    from codeFeature import predict
+
+    y = chord(30.0)
+    whole = predict_audio(y, model=tiny_model).probabilities
+    monkeypatch.setattr(predict, "CHUNK_SEGMENTS", 3)
+    seen = []
+    chunked = predict_audio(y, model=tiny_model, progress=lambda f, m: seen.append(f)).probabilities
+    np.testing.assert_allclose(whole, chunked, atol=1e-5)
+    assert seen[-1] == 1.0 and len(seen) == 4
+
+
+def _cli(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "codeFeature", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=300)
+
+
+def test_cli_json_contract_and_exit_codes(tiny_model_dir, audio_dir):
+    good, bad, empty = audio_dir / "chord.mp3", audio_dir / "not_audio.mp3", audio_dir / "empty.wav"
+    result = _cli(good, bad, empty, audio_dir / "chord.wav", "--model", tiny_model_dir, "--json")
+    assert result.returncode == 2, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["file"] for r in records] == [str(good), str(bad), str(empty), str(audio_dir / "chord.wav")]
+    ok = records[0]
+    assert set(ok) == {"file", "model", "genre", "confidence", "probabilities", "segments", "seconds"}
+    assert ok["model"] == "tiny" and ok["genre"] in GENRES
+    assert list(ok["probabilities"]) == list(GENRES)
+    assert abs(sum(ok["probabilities"].values()) - 1) < 1e-3
+    assert all(set(s) == {"start", "end", "genre", "confidence"} for s in ok["segments"])
+    assert ok["seconds"] == pytest.approx(7.0, abs=0.1)
+    assert set(records[1]) == {"file", "error"} and "could not be decoded" in records[1]["error"]
+    assert "empty" in records[2]["error"]
+    assert "genre" in records[3]  # carried on after the failures
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_exit_zero_when_all_succeed_and_human_table(tiny_model_dir, audio_dir):
+    result = _cli(audio_dir / "chord.ogg", "--model", tiny_model_dir)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["file", "genre"]
+    assert any(g in lines[1] for g in GENRES)
+
+
+def test_cli_unknown_model_is_a_per_file_error(audio_dir):
+    result = _cli(audio_dir / "chord.ogg", "--model", "no-such-model", "--json")
+    assert result.returncode == 2
+    assert "no model called" in json.loads(result.stdout)["error"]

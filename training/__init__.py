@@ -1,0 +1,1 @@
+"""Offline training and evaluation. Imports :mod:`codeFeature`; never imported by it."""
