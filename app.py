@@ -95,6 +95,10 @@ def show_summary(prediction) -> None:
                   help="The genre's probability averaged over all segments.")
         st.caption(f"{prediction.votes.max()} of {len(prediction.probabilities)} segments voted "
                    f"{prediction.genre} · {prediction.duration:.1f} s analysed")
+        tags = prediction.top_tags(5)
+        if tags:
+            st.markdown("**Sounds like:** " + ", ".join(tag for tag, _ in tags),
+                        help="The strongest of musicnn's 50 Million Song Dataset tags, averaged over the segments.")
     with right:
         probs = pd.DataFrame({"genre": list(prediction.labels), "probability": prediction.mean_probabilities})
         chart = alt.Chart(probs).mark_bar().encode(
@@ -109,14 +113,23 @@ def show_summary(prediction) -> None:
 def show_timeline(prediction) -> None:
     table = pd.DataFrame(prediction.segments())
     table["segment"] = np.arange(1, len(table) + 1)
-    chart = alt.Chart(table).mark_rect(stroke="white", strokeWidth=0.5).encode(
+    table["middle"] = (table["start"] + table["end"]) / 2
+    table["bottom"], table["top"], table["label_y"] = 0.0, 1.0, 0.5
+    base = alt.Chart(table)
+    no_axis = alt.Scale(domain=[0, 1])
+    bars = base.mark_rect(stroke="white", strokeWidth=0.5).encode(
         x=alt.X("start:Q", title="time (s)"), x2="end:Q",
-        color=alt.Color("genre:N", scale=alt.Scale(domain=list(GENRES), range=GENRE_COLOURS),
-                        legend=alt.Legend(orient="bottom", columns=10, title=None)),
-        opacity=alt.Opacity("confidence:Q", scale=alt.Scale(domain=[0, 1], range=[0.25, 1]), legend=None),
+        y=alt.Y("bottom:Q", scale=no_axis, axis=None), y2="top:Q",
+        color=alt.Color("genre:N", scale=alt.Scale(domain=list(GENRES), range=GENRE_COLOURS), legend=None),
+        opacity=alt.Opacity("confidence:Q", scale=alt.Scale(domain=[0, 1], range=[0.3, 1]), legend=None),
         tooltip=["segment", "start", "end", "genre", alt.Tooltip("confidence:Q", format=".0%")],
-    ).properties(height=70, title="Segment timeline (colour = genre, opacity = confidence)")
-    st.altair_chart(chart, width="stretch")
+    )
+    layers = [bars]
+    if len(table) <= 30:  # name each segment while the names still fit
+        layers.append(base.mark_text(fontSize=11, angle=270 if len(table) > 12 else 0).encode(
+            x="middle:Q", y=alt.Y("label_y:Q", scale=no_axis, axis=None), text="genre:N"))
+    chart = alt.layer(*layers).properties(height=60, title="Segment timeline (colour = genre, opacity = confidence)")
+    st.altair_chart(chart, width="stretch", height=160)
 
 
 def display_config(model_config):
@@ -165,7 +178,7 @@ def show_plots(prediction, samples: np.ndarray, model_config) -> None:
 
 
 def main() -> None:
-    st.title("🎵 Music genre classifier")
+    st.title("Music genre classifier")
     st.write("Upload a song. It is cut into ~3 s segments; each segment is classified into one of GTZAN's ten "
              "genres, and the segments vote.")
     model_name = sidebar()

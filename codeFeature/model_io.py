@@ -98,6 +98,7 @@ def save_model(model: Any, folder: str | os.PathLike, manifest: dict) -> Path:
     config = FeatureConfig.from_dict(manifest["feature_config"])
     labels = list(manifest["labels"])
     _check_shapes(model, config, labels, manifest.get("input_shape"), where=str(folder))
+    _check_extra_outputs(model, manifest.get("extra_outputs", []), where=str(folder))
     folder.mkdir(parents=True, exist_ok=True)
     full = {
         "format_version": FORMAT_VERSION,
@@ -233,6 +234,7 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
     except Exception as exc:  # h5py / Keras raise several types for a mismatch
         raise ModelError(f"{weights} does not fit the architecture in {MODEL_JSON}: {exc}") from exc
     _check_shapes(model, config, list(labels), manifest.get("input_shape"), where=str(folder))
+    _check_extra_outputs(model, manifest.get("extra_outputs", []), where=str(folder))
     return LoadedModel(
         name=str(manifest.get("name", folder.name)),
         path=folder,
@@ -241,6 +243,17 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         config=config,
         labels=labels,
     )
+
+
+def _check_extra_outputs(model: Any, specs: list, where: str) -> None:
+    outputs = model.outputs[1:]
+    if len(outputs) != len(specs):
+        raise ModelError(f"{where}: the model has {len(outputs)} outputs after the first but its manifest's "
+                         f"extra_outputs lists {len(specs)}")
+    for tensor, spec in zip(outputs, specs):
+        if int(tensor.shape[-1]) != len(spec.get("labels", [])):
+            raise ModelError(f"{where}: output {spec.get('name')!r} has {int(tensor.shape[-1])} values but the "
+                             f"manifest lists {len(spec.get('labels', []))} labels")
 
 
 def _model_input_shape(model: Any) -> tuple[int, ...]:

@@ -50,6 +50,9 @@ class Prediction:
         Seconds spent decoding, extracting features and predicting.
     warnings : list of str
         Readable notes about the input (silence, clipping, padding).
+    extras : dict of str to np.ndarray
+        Per-segment values of a model's further outputs, such as musicnn's 50 tags,
+        each shape (n_segments, n_values); labelled by ``extra_labels``.
     """
 
     model: str
@@ -61,6 +64,8 @@ class Prediction:
     file: Optional[str] = None
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    extras: dict = field(default_factory=dict)
+    extra_labels: dict = field(default_factory=dict)
 
     @property
     def ends(self) -> np.ndarray:
@@ -101,6 +106,14 @@ class Prediction:
     def vote_share(self) -> float:
         """Fraction of segments that voted for :attr:`genre`."""
         return float(self.votes[vote_index(self.probabilities)] / len(self.probabilities))
+
+    def top_tags(self, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` strongest tags averaged over segments, when the model outputs tags."""
+        if "tags" not in self.extras:
+            return []
+        mean = self.extras["tags"].mean(axis=0)
+        order = np.argsort(mean)[::-1][:k]
+        return [(self.extra_labels["tags"][i], float(mean[i])) for i in order]
 
     def segments(self) -> list[dict]:
         """One dict per segment: start, end, genre, confidence and every label's probability."""
@@ -147,8 +160,8 @@ def vote_index(probabilities: np.ndarray) -> int:
     return int(tied[np.argmax(probabilities.mean(axis=0)[tied])])
 
 
-def predict_segments(segments: np.ndarray, *, model: LoadedModel,
-                     progress: Optional[ProgressCallback] = None, timings: Optional[dict] = None) -> np.ndarray:
+def predict_segments(segments: np.ndarray, *, model: LoadedModel, progress: Optional[ProgressCallback] = None,
+                     timings: Optional[dict] = None, extras: Optional[dict] = None) -> np.ndarray:
     """Probabilities for each segment.
 
     Parameters
@@ -160,6 +173,8 @@ def predict_segments(segments: np.ndarray, *, model: LoadedModel,
         Called after each chunk of segments.
     timings : dict, optional
         ``features`` and ``predict`` seconds are added to it.
+    extras : dict, optional
+        Filled with the model's further outputs (see the manifest's ``extra_outputs``), by name.
 
     Returns
     -------
@@ -170,6 +185,8 @@ def predict_segments(segments: np.ndarray, *, model: LoadedModel,
     segments = np.asarray(segments, dtype=np.float32)
     n = len(segments)
     out = np.empty((n, len(model.labels)), dtype=np.float32)
+    extra_specs = model.manifest.get("extra_outputs", [])
+    extra_parts: dict = {spec["name"]: [] for spec in extra_specs}
     t_feat = t_pred = 0.0
     for lo in range(0, n, CHUNK_SEGMENTS):
         hi = min(n, lo + CHUNK_SEGMENTS)
@@ -177,12 +194,19 @@ def predict_segments(segments: np.ndarray, *, model: LoadedModel,
         x = segment_features(segments[lo:hi], model.config)
         t1 = time.perf_counter()
         # a direct call avoids predict()'s per-call dataset set-up, which dominates small batches
-        out[lo:hi] = keras.ops.convert_to_numpy(model.keras_model(x, training=False))
+        result = model.keras_model(x, training=False)
+        if isinstance(result, (list, tuple)):
+            result, *rest = result
+            for spec, value in zip(extra_specs, rest):
+                extra_parts[spec["name"]].append(keras.ops.convert_to_numpy(value))
+        out[lo:hi] = keras.ops.convert_to_numpy(result)
         t2 = time.perf_counter()
         t_feat += t1 - t0
         t_pred += t2 - t1
         if progress is not None:
             progress(hi / n, f"classified {hi} of {n} segments")
+    if extras is not None:
+        extras.update({name: np.concatenate(parts) for name, parts in extra_parts.items() if parts})
     if timings is not None:
         timings["features"] = timings.get("features", 0.0) + t_feat
         timings["predict"] = timings.get("predict", 0.0) + t_pred
@@ -223,10 +247,12 @@ def predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optio
         notes.append(f"the audio lasts {duration:.1f} s, less than one {config.segment_seconds:g} s segment; "
                      "it was padded by repeating it")
     timings: dict = {}
-    probabilities = predict_segments(segments, model=model, progress=progress, timings=timings)
+    extras: dict = {}
+    probabilities = predict_segments(segments, model=model, progress=progress, timings=timings, extras=extras)
+    extra_labels = {spec["name"]: tuple(spec["labels"]) for spec in model.manifest.get("extra_outputs", [])}
     return Prediction(model=model.name, labels=model.labels, probabilities=probabilities, starts=starts,
                       segment_seconds=config.segment_seconds, duration=duration, file=file,
-                      timings=timings, warnings=notes)
+                      timings=timings, warnings=notes, extras=extras, extra_labels=extra_labels)
 
 
 def predict_file(source: Source, *, model: LoadedModel | str | None = None, filename: Optional[str] = None,
