@@ -28,7 +28,7 @@ GENRES: tuple[str, ...] = (
 )
 
 #: Feature kinds a model can be trained on (see :mod:`codeFeature.features`).
-FEATURE_KINDS: tuple[str, ...] = ("mfcc", "logmel", "musicnn_logmel")
+FEATURE_KINDS: tuple[str, ...] = ("mfcc", "logmel", "musicnn_logmel", "gtzan57", "spectrogram_image")
 MFCC_BACKENDS: tuple[str, ...] = ("librosa", "python_speech_features")
 
 
@@ -54,6 +54,8 @@ class FeatureConfig:
         Mel bands (for ``logmel`` and as the MFCC's filter bank size).
     mfcc_backend : str
         ``"librosa"`` or ``"python_speech_features"``.
+    image_size : int
+        Side, in pixels, of the spectrogram picture (``feature="spectrogram_image"``).
     """
 
     feature: str = "mfcc"
@@ -64,6 +66,7 @@ class FeatureConfig:
     hop_length: int = 512
     n_mels: int = 128
     mfcc_backend: str = "librosa"
+    image_size: int = 224
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURE_KINDS:
@@ -74,7 +77,7 @@ class FeatureConfig:
             raise ConfigError(
                 f"mfcc_backend={self.mfcc_backend!r} is not supported; use one of {', '.join(MFCC_BACKENDS)}"
             )
-        for name in ("sample_rate", "n_mfcc", "n_fft", "hop_length", "n_mels"):
+        for name in ("sample_rate", "n_mfcc", "n_fft", "hop_length", "n_mels", "image_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
@@ -108,6 +111,10 @@ class FeatureConfig:
             return (self.frames_per_segment, self.n_mfcc, 1)
         if self.feature == "logmel":
             return (self.frames_per_segment, self.n_mels, 1)
+        if self.feature == "gtzan57":
+            return (57,)
+        if self.feature == "spectrogram_image":
+            return (self.image_size, self.image_size, 3)
         # musicnn patches: the original cuts 3 s at 16 kHz into 187 frames
         from .musicnn import MUSICNN_FRAMES
 

@@ -67,6 +67,16 @@ def segment_features(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
         out = mfcc(segments, config)[..., None]
     elif config.feature == "logmel":
         out = logmel(segments, config)[..., None]
+    elif config.feature == "gtzan57":
+        from .gtzan_features import gtzan_features_batch
+
+        out = gtzan_features_batch(segments, sample_rate=config.sample_rate).astype(np.float32)
+    elif config.feature == "spectrogram_image":
+        from .spectrogram_image import spectrogram_image_for_model
+
+        # the whole segment is drawn: its length is the picture's time span
+        out = np.stack([spectrogram_image_for_model(s, sample_rate=config.sample_rate, size=config.image_size,
+                                                    seconds=None) for s in segments]).astype(np.float32)
     else:
         from .musicnn import musicnn_logmel
 
