@@ -12,30 +12,19 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import altair as alt
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from codeFeature import GENRES, GenreError, SUPPORTED_EXTENSIONS, load_audio, load_model, predict_audio
+from codeFeature import GenreError, SUPPORTED_EXTENSIONS, load_audio, predict_audio
 from codeFeature.audio import FFMPEG_EXTENSIONS, find_ffmpeg
 from codeFeature.config import DEFAULT_CONFIG
 from codeFeature.model_io import default_model_name, list_models, read_manifest, resolve_model_dir
 from codeFeature.plots import MAX_PLOT_SECONDS, song_figure
+from ui import csv_download, get_model, probability_chart, show_summary, show_timeline
 
 log = logging.getLogger("app")
 
-#: One colour per genre, the same in every chart.
-GENRE_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-                 "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
-
 st.set_page_config(page_title="Music genre classifier", page_icon="🎵", layout="wide")
-
-
-@st.cache_resource(show_spinner="Loading the model…")
-def get_model(name: str):
-    """Load a model once per server process; sessions share it (inference is thread-safe)."""
-    return load_model(name)
 
 
 @st.cache_data(show_spinner=False)
@@ -49,6 +38,7 @@ def sidebar() -> str:
     default = default_model_name()
     name = st.sidebar.selectbox("Genre model", names, index=names.index(default) if default in names else 0,
                                 help="Every shipped model; the default is the most accurate on GTZAN's valid split.")
+    st.session_state["model_name"] = name  # the live page classifies with the same model
     card = model_card(name)
     st.sidebar.caption(card.get("description", ""))
     valid = card.get("metrics", {}).get("valid")
@@ -85,51 +75,6 @@ def classify(data: bytes, filename: str, model_name: str):
                                progress=lambda f, msg: bar.progress(0.05 + 0.95 * f, text=msg))
     bar.empty()
     return prediction, decoded.samples
-
-
-def show_summary(prediction) -> None:
-    left, right = st.columns([1, 2])
-    with left:
-        st.metric("Genre", prediction.genre.capitalize())
-        st.metric("Confidence", f"{prediction.confidence:.0%}",
-                  help="The genre's probability averaged over all segments.")
-        st.caption(f"{prediction.votes.max()} of {len(prediction.probabilities)} segments voted "
-                   f"{prediction.genre} · {prediction.duration:.1f} s analysed")
-        tags = prediction.top_tags(5)
-        if tags:
-            st.markdown("**Sounds like:** " + ", ".join(tag for tag, _ in tags),
-                        help="The strongest of musicnn's 50 Million Song Dataset tags, averaged over the segments.")
-    with right:
-        probs = pd.DataFrame({"genre": list(prediction.labels), "probability": prediction.mean_probabilities})
-        chart = alt.Chart(probs).mark_bar().encode(
-            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-            y=alt.Y("genre:N", sort=list(prediction.labels), title=None),
-            color=alt.Color("genre:N", scale=alt.Scale(domain=list(GENRES), range=GENRE_COLOURS), legend=None),
-            tooltip=["genre", alt.Tooltip("probability:Q", format=".1%")],
-        ).properties(height=260, title="Mean probability over segments")
-        st.altair_chart(chart, width="stretch")
-
-
-def show_timeline(prediction) -> None:
-    table = pd.DataFrame(prediction.segments())
-    table["segment"] = np.arange(1, len(table) + 1)
-    table["middle"] = (table["start"] + table["end"]) / 2
-    table["bottom"], table["top"], table["label_y"] = 0.0, 1.0, 0.5
-    base = alt.Chart(table)
-    no_axis = alt.Scale(domain=[0, 1])
-    bars = base.mark_rect(stroke="white", strokeWidth=0.5).encode(
-        x=alt.X("start:Q", title="time (s)"), x2="end:Q",
-        y=alt.Y("bottom:Q", scale=no_axis, axis=None), y2="top:Q",
-        color=alt.Color("genre:N", scale=alt.Scale(domain=list(GENRES), range=GENRE_COLOURS), legend=None),
-        opacity=alt.Opacity("confidence:Q", scale=alt.Scale(domain=[0, 1], range=[0.3, 1]), legend=None),
-        tooltip=["segment", "start", "end", "genre", alt.Tooltip("confidence:Q", format=".0%")],
-    )
-    layers = [bars]
-    if len(table) <= 30:  # name each segment while the names still fit
-        layers.append(base.mark_text(fontSize=11, angle=270 if len(table) > 12 else 0).encode(
-            x="middle:Q", y=alt.Y("label_y:Q", scale=no_axis, axis=None), text="genre:N"))
-    chart = alt.layer(*layers).properties(height=60, title="Segment timeline (colour = genre, opacity = confidence)")
-    st.altair_chart(chart, width="stretch", height=160)
 
 
 def display_config(model_config):
@@ -169,18 +114,14 @@ def show_plots(prediction, samples: np.ndarray, model_config) -> None:
         with left:
             st.pyplot(song_figure(piece, config, offset=start, width=8.5), clear_figure=True)
         with right:
-            frame = pd.DataFrame({"genre": list(prediction.labels), "probability": probs})
-            st.altair_chart(alt.Chart(frame).mark_bar().encode(
-                x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-                y=alt.Y("genre:N", sort=list(prediction.labels), title=None),
-                color=alt.Color("genre:N", scale=alt.Scale(domain=list(GENRES), range=GENRE_COLOURS), legend=None),
-            ).properties(height=300), width="stretch")
+            st.altair_chart(probability_chart(prediction.labels, probs, height=300), width="stretch")
 
 
 def main() -> None:
     st.title("Music genre classifier")
     st.write("Upload a song. It is cut into ~3 s segments; each segment is classified into one of GTZAN's ten "
              "genres, and the segments vote.")
+    st.page_link("pages/1_Listen_live.py", label="Listen live: record or stream from the microphone", icon="🎙️")
     model_name = sidebar()
     upload = st.file_uploader("Song", type=uploaded_types(), key="upload",
                               help="wav, flac, ogg, mp3" + ("; m4a, aac, wma and more via ffmpeg"
@@ -190,8 +131,9 @@ def main() -> None:
         return
     data = upload.getvalue()
     key = (hashlib.sha1(data).hexdigest(), model_name)
-    if st.session_state.get("result_key") != key:
+    if st.session_state.get("result_key") != key or "result" not in st.session_state:
         st.session_state.pop("result", None)
+        st.session_state.pop("result_key", None)  # a failed upload must not leave the old key behind
         try:
             st.session_state["result"] = classify(data, upload.name, model_name)
         except GenreError as exc:
@@ -209,9 +151,7 @@ def main() -> None:
     st.audio(data)
     show_summary(prediction)
     show_timeline(prediction)
-    st.download_button("Download per-segment predictions (CSV)", prediction.to_csv(),
-                       file_name=os.path.splitext(os.path.basename(upload.name))[0] + "-segments.csv",
-                       mime="text/csv")
+    csv_download(prediction, file_name=os.path.splitext(os.path.basename(upload.name))[0] + "-segments.csv")
     show_plots(prediction, samples, get_model(model_name).config)
 
 

@@ -19,9 +19,9 @@ from .features import segment_features
 from .model_io import LoadedModel, load_model
 from .split import segment_array
 
-#: Segments featurised and predicted at a time: bounds memory on hour-long files
-#: and paces the progress callback.
-CHUNK_SEGMENTS = 128
+#: Segments featurised at a time (the forward pass batches further, see
+#: ``model_io.FORWARD_BATCH``): bounds memory on hour-long files and paces the progress callback.
+CHUNK_SEGMENTS = 64
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -180,8 +180,6 @@ def predict_segments(segments: np.ndarray, *, model: LoadedModel, progress: Opti
     -------
     np.ndarray, shape (n_segments, n_labels), float32
     """
-    import keras
-
     segments = np.asarray(segments, dtype=np.float32)
     n = len(segments)
     out = np.empty((n, len(model.labels)), dtype=np.float32)
@@ -193,13 +191,10 @@ def predict_segments(segments: np.ndarray, *, model: LoadedModel, progress: Opti
         t0 = time.perf_counter()
         x = segment_features(segments[lo:hi], model.config)
         t1 = time.perf_counter()
-        # a direct call avoids predict()'s per-call dataset set-up, which dominates small batches
-        result = model.keras_model(x, training=False)
-        if isinstance(result, (list, tuple)):
-            result, *rest = result
-            for spec, value in zip(extra_specs, rest):
-                extra_parts[spec["name"]].append(keras.ops.convert_to_numpy(value))
-        out[lo:hi] = keras.ops.convert_to_numpy(result)
+        result, *rest = model.forward(x)
+        for spec, value in zip(extra_specs, rest):
+            extra_parts[spec["name"]].append(value)
+        out[lo:hi] = result
         t2 = time.perf_counter()
         t_feat += t1 - t0
         t_pred += t2 - t1

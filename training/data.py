@@ -137,7 +137,7 @@ def build_segment_set(tracks: dict[str, list[Path]], track_ids: Sequence[str], c
             label = GENRES.index(track.split(".")[0])
             try:
                 feats = _cached_features(path, config, cache_dir, augment, extra_key)
-            except GenreError as exc:
+            except (GenreError, ValueError) as exc:  # undecodable or unusable file
                 log.warning("skipping %s: %s", path, exc)
                 skipped.append({"file": str(path), "reason": str(exc)})
                 continue
@@ -165,3 +165,188 @@ def _cached_features(path: Path, config: FeatureConfig, cache_dir: Path | None, 
         np.save(tmp, feats)
         tmp.replace(cached)
     return feats
+
+
+# --------------------------------------------------------------------------- tables and images
+
+IMAGE_SUFFIXES = {".png", ".webp", ".jpg", ".jpeg"}
+
+
+def data_kind(paths: Sequence[str | os.PathLike]) -> str:
+    """``"csv"``, ``"images"`` or ``"audio"``: what a ``--data`` argument holds.
+
+    A single ``.csv`` file is a Kaggle-format table; a folder whose files are images is an
+    image folder (``images_original/`` or the shared ``spectrograms/``); anything else is audio.
+    """
+    paths = [Path(p) for p in paths]
+    if len(paths) == 1 and paths[0].suffix.lower() == ".csv":
+        return "csv"
+    if any(p.suffix.lower() == ".csv" for p in paths):
+        raise ValueError(f"give one Kaggle CSV at a time, got {[str(p) for p in paths]}")
+    for folder in paths:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is neither a folder nor a .csv file")
+    suffixes = {p.suffix.lower() for folder in paths for p in folder.rglob("*") if p.is_file()}
+    if suffixes & IMAGE_SUFFIXES and not suffixes & AUDIO_SUFFIXES:
+        return "images"
+    return "audio"
+
+
+def load_csv_set(path: str | os.PathLike, track_ids: Sequence[str] | None) -> SegmentSet:
+    """Rows of a Kaggle feature table (``features_30_sec.csv`` or ``features_3_sec.csv``) as a SegmentSet.
+
+    Each row is one segment of the track its ``filename`` names (``blues.00000.wav`` or
+    ``blues.00000.3.wav``), so 3 s rows vote per track like audio segments do. The label
+    comes from the file name (it must agree with the ``label`` column). Rows with missing or
+    non-finite values are skipped and listed in ``skipped``.
+    """
+    import pandas as pd
+
+    from codeFeature.gtzan_features import FEATURE_COLUMNS
+
+    table = pd.read_csv(path)
+    missing = [c for c in ("filename", *FEATURE_COLUMNS) if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the Kaggle columns {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    wanted = set(track_ids) if track_ids is not None else None
+    xs, ys, ts, skipped = [], [], [], []
+    values = table[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan)
+    for i, name in enumerate(table["filename"].astype(str)):
+        track = track_id_of(name)
+        if track is None:
+            skipped.append({"file": f"{path}:{name}", "reason": "not a GTZAN track name"})
+            continue
+        if wanted is not None and track not in wanted:
+            continue
+        if not np.all(np.isfinite(values[i])):
+            log.warning("skipping row %s of %s: missing or non-finite values", name, path)
+            skipped.append({"file": f"{path}:{name}", "reason": "missing or non-finite feature values"})
+            continue
+        xs.append(values[i])
+        ys.append(GENRES.index(track.split(".")[0]))
+        ts.append(track)
+    if not xs:
+        raise ValueError(f"no usable rows in {path} for the requested tracks")
+    return SegmentSet(np.asarray(xs, np.float32), np.asarray(ys, np.int64), np.asarray(ts, dtype=str), skipped)
+
+
+def find_images(folders: Iterable[str | os.PathLike]) -> dict[str, list[Path]]:
+    """Every GTZAN-named image under ``folders`` (``blues00000.png`` or ``.webp``), grouped by track id."""
+    found: dict[str, list[Path]] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                track = track_id_of(path)
+                if track is not None:
+                    found.setdefault(track, []).append(path)
+    return dict(sorted(found.items()))
+
+
+def load_image_set(folders: Iterable[str | os.PathLike], track_ids: Sequence[str] | None, *, size: int,
+                   cache_dir: Path | None = DEFAULT_CACHE) -> SegmentSet:
+    """Spectrogram images as a SegmentSet (one segment per image), read like a Keras image pipeline.
+
+    Images are loaded with :func:`codeFeature.spectrogram_image.load_spectrogram_image` and cached
+    per file; an unreadable image is skipped with a warning and listed in ``skipped``.
+    """
+    from codeFeature.spectrogram_image import load_spectrogram_image
+
+    images = find_images(folders)
+    ids = list(images) if track_ids is None else [t for t in track_ids if t in images]
+    xs, ys, ts, skipped = [], [], [], []
+    for track in ids:
+        for path in images[track]:
+            stat = path.stat()
+            key = hashlib.sha1(json.dumps([str(path.resolve()), stat.st_size, int(stat.st_mtime), size,
+                                           "image-v1"]).encode()).hexdigest()
+            cached = cache_dir / f"{key}.npy" if cache_dir is not None else None
+            try:
+                if cached is not None and cached.exists():
+                    image = np.load(cached)
+                else:
+                    image = load_spectrogram_image(path, size=size)
+                    if cached is not None:
+                        cached.parent.mkdir(parents=True, exist_ok=True)
+                        np.save(cached, image)
+            except Exception as exc:  # Pillow raises several types for a broken file
+                log.warning("skipping %s: %s", path, exc)
+                skipped.append({"file": str(path), "reason": f"{type(exc).__name__}: {exc}"})
+                continue
+            xs.append(image)
+            ys.append(GENRES.index(track.split(".")[0]))
+            ts.append(track)
+    if not xs:
+        raise ValueError("no usable images for the requested tracks")
+    return SegmentSet(np.asarray(xs, np.float32), np.asarray(ys, np.int64), np.asarray(ts, dtype=str), skipped)
+
+
+def load_set(data: Sequence[str | os.PathLike], track_ids: Sequence[str] | None, config: FeatureConfig, *,
+             cache_dir: Path | None = DEFAULT_CACHE, augment=None, extra_key: str = "") -> SegmentSet:
+    """The inputs of ``config`` for ``track_ids`` (all tracks if ``None``) from audio, a CSV or images.
+
+    Raises
+    ------
+    ValueError
+        If the data kind cannot feed ``config`` (a CSV needs ``gtzan57``, images ``spectrogram_image``).
+    """
+    kind = data_kind(data)
+    if kind == "csv":
+        if config.feature != "gtzan57":
+            raise ValueError(f"{data[0]} is a feature table; it can only feed feature='gtzan57' models, "
+                             f"not feature={config.feature!r}: give an audio folder instead")
+        return load_csv_set(data[0], track_ids)
+    if kind == "images":
+        if config.feature != "spectrogram_image":
+            raise ValueError(f"{[str(d) for d in data]} holds images; they can only feed "
+                             f"feature='spectrogram_image' models, not feature={config.feature!r}")
+        return load_image_set(data, track_ids, size=config.image_size, cache_dir=cache_dir)
+    tracks = find_audio(data)
+    ids = list(tracks) if track_ids is None else track_ids
+    return build_segment_set(tracks, ids, config, cache_dir=cache_dir, augment=augment, extra_key=extra_key)
+
+
+def display_path(path: str | os.PathLike) -> Path:
+    """``path`` relative to the repository (``./...``) or its parent (``../...``) when it lies there."""
+    path = Path(path).resolve()
+    for base, shown in ((REPO_ROOT, Path(".")), (REPO_ROOT.parent, Path(".."))):
+        try:
+            return shown / path.relative_to(base)
+        except ValueError:
+            continue
+    return path
+
+
+def list_tracks(data: Sequence[str | os.PathLike]) -> list[str]:
+    """Track ids present in ``data`` (audio folders, a Kaggle CSV or image folders), sorted."""
+    kind = data_kind(data)
+    if kind == "csv":
+        import pandas as pd
+
+        names = pd.read_csv(data[0], usecols=["filename"])["filename"].astype(str)
+        return sorted({t for t in map(track_id_of, names) if t is not None})
+    if kind == "images":
+        return sorted(find_images(data))
+    return sorted(find_audio(data))
+
+
+def make_track_split(track_ids: Sequence[str], folder: str | os.PathLike, *, seed: int = 42,
+                     valid_fraction: float = 0.3) -> tuple[Path, Path]:
+    """A seeded split *by track*, stratified by genre, written as ``train.txt`` / ``valid.txt`` in ``folder``.
+
+    Used when no split lists are given. Every segment, excerpt or row of a track follows its track.
+    """
+    rng = np.random.default_rng(seed)
+    train, valid = [], []
+    for genre in GENRES:
+        ids = sorted(t for t in track_ids if t.split(".")[0] == genre)
+        ids = [ids[i] for i in rng.permutation(len(ids))]
+        n_valid = int(round(valid_fraction * len(ids))) if len(ids) > 1 else 0
+        valid += ids[:n_valid]
+        train += ids[n_valid:]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "train.txt", folder / "valid.txt"
+    for path, ids in zip(paths, (train, valid)):
+        path.write_text(f"# seeded (seed={seed}) stratified split by track\n"
+                        + "".join(f"{t.split('.')[0]}/{t}.wav\n" for t in sorted(ids)))
+    return paths

@@ -11,14 +11,28 @@ Rebuild the shipped CNN from the shared GTZAN material::
 
     python -m training.train --model cnn_mfcc_small --augment
 
-A smoke run on a few synthetic tracks (for CI)::
+The feature ANN on the Kaggle table (or on audio: ``--data .../genres_original``)::
+
+    python -m training.train --model ann_features
+
+The image CNN, and a transfer-learning model (ImageNet weights need the internet once;
+``--weights none`` trains the same architecture from scratch)::
+
+    python -m training.train --model cnn_spectrogram
+    python -m training.train --model tl_mobilenetv2 --weights none
+
+A smoke run on a few synthetic tracks, rows or images (for CI)::
 
     python -m training.train --model cnn_mfcc --quick --out /tmp/m
+
+With a frozen transfer-learning base, the base's pooled embeddings of every image are computed
+once and cached; the head trains on the cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -31,9 +45,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from codeFeature.config import GENRES
-from training.data import DEFAULT_CACHE, REPO_ROOT, SHARED_GTZAN, build_segment_set, file_sha256, find_audio, read_split
+from training.data import (DEFAULT_CACHE, REPO_ROOT, SHARED_GTZAN, data_kind, display_path, file_sha256, load_set,
+                           read_split)
 
 log = logging.getLogger("training.train")
+
+
+DEFAULT_DATA = {
+    "audio": [SHARED_GTZAN / "genres", SHARED_GTZAN / "excerpts"],
+    "csv30": [SHARED_GTZAN / "features_30_sec.csv"],
+    "csv3": [SHARED_GTZAN / "features_3_sec.csv"],
+    "images": [SHARED_GTZAN / "spectrograms"],
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,24 +66,33 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=sorted(SPECS), help="which architecture to train")
     parser.add_argument("--data", nargs="+", type=Path,
-                        default=[SHARED_GTZAN / "genres", SHARED_GTZAN / "excerpts"],
-                        help="GTZAN-layout audio folders (default: the shared full tracks and excerpts)")
-    parser.add_argument("--train-split", type=Path, default=SHARED_GTZAN / "splits" / "train_filtered.txt")
-    parser.add_argument("--valid-split", type=Path, default=SHARED_GTZAN / "splits" / "valid_filtered.txt")
+                        help="GTZAN-layout audio folders, one Kaggle-format CSV, or image folders (default: the "
+                             "shared data the model was designed for: audio, features_30_sec.csv or spectrograms/)")
+    parser.add_argument("--train-split", type=Path, help="split list (lines like blues/blues.00029.wav); default: the "
+                        "shared fault-filtered train list, else a seeded stratified split by track saved to "
+                        "reports/<model>/split_*.txt")
+    parser.add_argument("--valid-split", type=Path, help="as --train-split, for selection and the valid figures")
     parser.add_argument("--out", type=Path, help="model folder to write (default: models/<model>)")
     parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports")
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=30, help="early-stopping patience (epochs)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the model's, e.g. 600 for ann_features)")
+    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: the model's)")
     parser.add_argument("--monitor", default="val_accuracy", choices=["val_accuracy", "val_loss"],
                         help="what early stopping watches on the valid split; the best epoch's weights are kept")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, help="default: the model's (128 for the feature ANNs, else 32)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--augment", action="store_true",
-                        help="add two pitch-shifted, time-stretched, noisy copies of each training segment")
+                        help="audio only: add two pitch-shifted, time-stretched, noisy copies of each training segment")
+    parser.add_argument("--weights", default="imagenet", choices=["imagenet", "none"],
+                        help="tl_* models: ImageNet weights (downloaded by Keras) or none (train from scratch)")
+    parser.add_argument("--fine-tune", type=int, default=0, metavar="EPOCHS",
+                        help="tl_* models with ImageNet weights: after the head, unfreeze the base for EPOCHS "
+                             "at learning rate / 10")
+    parser.add_argument("--image-size", type=int, help="image models: side of the input (default 224; 299 for InceptionV3)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
     parser.add_argument("--quick", action="store_true",
-                        help="train for 2 epochs on a few synthetic tracks: a smoke test, not a model")
+                        help="train for 2 epochs on tiny synthetic data of the model's kind (rows, images, or audio "
+                             "when --data is given or the model reads audio): a smoke test, not a model")
     return parser.parse_args(argv)
 
 
@@ -71,104 +103,272 @@ def main(argv=None) -> int:
 
     keras.utils.set_random_seed(args.seed)
     from training.augment import pitch_time_noise
-    from training.builders import SPECS, build
+    from training.builders import SPECS, WeightsUnavailableError
     from training.metrics import plot_confusion, scores
     from codeFeature.model_io import save_model
 
     spec = SPECS[args.model]
     config = spec.config
+    if args.image_size:
+        if config.feature != "spectrogram_image":
+            raise SystemExit(f"--image-size applies to image models, not {args.model}")
+        config = dataclasses.replace(config, image_size=args.image_size)
+    epochs = args.epochs or spec.epochs
+    patience = args.patience or spec.patience
+    batch_size = args.batch_size or spec.batch_size
     if args.quick:
+        from training.images import make_synthetic_images
         from training.synthetic import make_synthetic_gtzan
+        from training.tabular import make_synthetic_csv
 
         quick_dir = Path(args.cache) / "quick-data"
-        args.data, args.train_split, args.valid_split = make_synthetic_gtzan(quick_dir)
-        args.epochs, args.augment = 2, False
-    tracks = find_audio(args.data)
+        if args.data is None and spec.data.startswith("csv"):
+            args.data, args.train_split, args.valid_split = make_synthetic_csv(quick_dir / spec.data,
+                                                                              rows_per_track=10 if spec.data == "csv3" else 1)
+        elif args.data is None and spec.data == "images":
+            args.data, args.train_split, args.valid_split = make_synthetic_images(quick_dir / "images")
+        else:
+            args.data, args.train_split, args.valid_split = make_synthetic_gtzan(quick_dir)
+        epochs, args.augment, args.fine_tune = 2, False, min(args.fine_tune, 1)
+        if config.feature == "spectrogram_image" and not args.image_size:
+            # tiny images keep a smoke run of the big architectures fast; InceptionV3 needs at least 75
+            config = dataclasses.replace(config, image_size=75 if spec.arch == "inceptionv3" else 32)
+    data = args.data or DEFAULT_DATA[spec.data]
+    kind = data_kind(data)
+    out = args.out or REPO_ROOT / "models" / args.model
+    if args.train_split is None or args.valid_split is None:
+        shared = SHARED_GTZAN / "splits" / "train_filtered.txt", SHARED_GTZAN / "splits" / "valid_filtered.txt"
+        if args.train_split is None and args.valid_split is None and all(p.is_file() for p in shared):
+            args.train_split, args.valid_split = shared
+        elif args.train_split is None and args.valid_split is None:
+            from training.data import list_tracks, make_track_split
+
+            args.train_split, args.valid_split = make_track_split(list_tracks(data), args.reports / out.name / "split",
+                                                                  seed=args.seed)
+            log.info("no split lists given: wrote a seeded stratified split by track to %s",
+                     display_path(args.train_split.parent))
+        else:
+            raise SystemExit("give both --train-split and --valid-split, or neither")
+    if args.augment and kind != "audio":
+        raise SystemExit("--augment alters audio; it cannot be used with a feature table or images")
     train_ids, valid_ids = read_split(args.train_split), read_split(args.valid_split)
     overlap = set(train_ids) & set(valid_ids)
     if overlap:
         raise SystemExit(f"the splits share {len(overlap)} tracks, e.g. {sorted(overlap)[:3]}")
+    weights = None if args.weights == "none" else "imagenet"
+    base = None
+    if spec.arch is not None:
+        from training.builders import tl_base
+
+        try:  # before reading any data: fail at once when the weights cannot be had
+            base = tl_base(spec.arch, config.input_shape, weights)
+        except WeightsUnavailableError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
     augment = (lambda segs, rng: pitch_time_noise(segs, rng, sample_rate=config.sample_rate)) if args.augment else None
-    train = build_segment_set(tracks, train_ids, config, cache_dir=args.cache, augment=augment,
-                              extra_key="pitch_time_noise-v1")
-    valid = build_segment_set(tracks, valid_ids, config, cache_dir=args.cache)
+    train = load_set(data, train_ids, config, cache_dir=args.cache, augment=augment, extra_key="pitch_time_noise-v1")
+    valid = load_set(data, valid_ids, config, cache_dir=args.cache)
     extract_s = time.perf_counter() - t0
-    log.info("train: %d segments of %d tracks; valid: %d segments of %d tracks (features in %.0f s)",
-             len(train.y), train.n_tracks, len(valid.y), valid.n_tracks, extract_s)
+    log.info("train: %d segments of %d tracks; valid: %d segments of %d tracks (%s data, inputs in %.0f s)",
+             len(train.y), train.n_tracks, len(valid.y), valid.n_tracks, kind, extract_s)
 
-    model = build(args.model, normalizer_data=train.x)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    stop = keras.callbacks.EarlyStopping(monitor=args.monitor, patience=args.patience, restore_best_weights=True,
-                                         mode="max" if args.monitor.endswith("accuracy") else "min")
     t1 = time.perf_counter()
-    history = model.fit(train.x, train.y, validation_data=(valid.x, valid.y), epochs=args.epochs,
-                        batch_size=args.batch_size, callbacks=[stop], verbose=2, shuffle=True)
+    if spec.arch is not None:
+        model, history, monitor_key = _fit_transfer(spec.arch, base, train, valid, weights=weights, epochs=epochs,
+                                                    patience=patience, batch_size=batch_size, args=args)
+    else:
+        model, history, monitor_key = _fit(args.model, config, train, valid, epochs=epochs, patience=patience,
+                                           batch_size=batch_size, args=args)
     train_s = time.perf_counter() - t1
 
-    valid_scores = scores(model.predict(valid.x, verbose=0), valid.y, valid.tracks, GENRES)
-    # the train figure scores original segments only, not augmented copies
-    train_plain = build_segment_set(tracks, train_ids, config, cache_dir=args.cache) if args.augment else train
-    train_scores = scores(model.predict(train_plain.x, verbose=0), train_plain.y, train_plain.tracks, GENRES)
-    watched = np.asarray(history.history[args.monitor])
-    best_epoch = int(np.argmax(watched) if args.monitor.endswith("accuracy") else np.argmin(watched)) + 1
+    from training.evaluate import predict_probabilities
 
-    out = args.out or REPO_ROOT / "models" / args.model
-    command = "python -m training.train --model " + args.model + (" --augment" if args.augment else "")
+    valid_scores = scores(predict_probabilities(model, valid.x), valid.y, valid.tracks, GENRES)
+    # the train figure scores original segments only, not augmented copies
+    train_plain = load_set(data, train_ids, config, cache_dir=args.cache) if args.augment else train
+    train_scores = scores(predict_probabilities(model, train_plain.x), train_plain.y, train_plain.tracks, GENRES)
+    watched = np.asarray(history[monitor_key])
+    best_epoch = int(np.argmax(watched) if monitor_key.endswith("accuracy") else np.argmin(watched)) + 1
+
+    command = _reproduce_command(args, data, spec)
     manifest = {
         "name": out.name,
         "task": "genre",
-        "description": spec.description,
+        "description": spec.description + (" (trained from scratch)" if spec.arch and weights is None else ""),
         "labels": list(GENRES),
         "feature_config": config.to_dict(),
-        "normalization": "in the model: a Normalization layer adapted on the training segments",
+        "normalization": _normalization_note(spec, config),
         "seed": args.seed,
         "training": {
-            "data": [str(_display_path(p)) for p in args.data],
-            "splits": {name: {"file": str(_display_path(p)), "sha256": file_sha256(p)}
+            "data": [str(display_path(p)) for p in data],
+            "data_kind": kind,
+            "splits": {name: {"file": str(display_path(p)), "sha256": file_sha256(p)}
                        for name, p in (("train", args.train_split), ("valid", args.valid_split))},
-            "train_tracks": train.n_tracks, "train_segments": int(len(train.y)),
+            "train_tracks": train.n_tracks, "train_segments": int(len(train_plain.y)),
             "augmentation": "pitch shift, time stretch and noise, 2 copies per training segment" if args.augment else None,
-            "epochs_run": len(history.history["loss"]), "best_epoch": best_epoch,
+            "weights": (args.weights if spec.arch else None),
+            "fine_tune_epochs": (args.fine_tune if spec.arch else None),
+            "epochs_run": len(history["loss"]), "best_epoch": best_epoch, "batch_size": batch_size,
             "skipped_files": train.skipped + valid.skipped,
             "quick": bool(args.quick),
         },
         "metrics": {
-            "selection": f"early stopping on {args.monitor} (valid segments); the valid figures are the selection set's",
+            "selection": f"early stopping on {monitor_key} (valid split); the valid figures are the selection set's",
             "train": _headline(train_scores), "valid": _headline(valid_scores),
         },
         "parameters": int(model.count_params()),
+        "depth": model_depth(model),
         "training_seconds": round(train_s, 1),
+        "input_seconds": round(extract_s, 1),
         "reproduce": command,
     }
-    save_model(model, out, manifest)
-    report = {"model": out.name, "data": manifest["training"]["data"], **valid_scores,
-              "train": train_scores, "history": {k: [round(float(v), 5) for v in vals]
-                                                 for k, vals in history.history.items()}}
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    save_model(_without_optimizer(model), out, manifest)
     report_dir = args.reports / out.name
     report_dir.mkdir(parents=True, exist_ok=True)
+    # a copy of the manifest beside the reports keeps the row of a model that is trained but not shipped
+    (report_dir / "manifest.json").write_text((out / "manifest.json").read_text())
+    report = {"model": out.name, "data": manifest["training"]["data"], **valid_scores,
+              "train": train_scores, "skipped_files": manifest["training"]["skipped_files"],
+              "history": {k: [round(float(v), 5) for v in vals] for k, vals in history.items()}}
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     plot_confusion(valid_scores["confusion"], GENRES, report_dir / "confusion_valid.png",
                    f"{out.name}: valid tracks (n={valid_scores['tracks']})")
-    _write_history_csv(history.history, report_dir / "history.csv")
+    _write_history_csv(history, report_dir / "history.csv")
     print(json.dumps({"model": out.name, "valid": _headline(valid_scores), "train": _headline(train_scores),
-                      "epochs": len(history.history["loss"]), "seconds": round(extract_s + train_s, 1)}))
+                      "epochs": len(history["loss"]), "seconds": round(extract_s + train_s, 1)}))
     return 0
+
+
+def _fit(name, config, train, valid, *, epochs, patience, batch_size, args):
+    """Compile and fit a model built from scratch, early stopping on the valid split."""
+    import keras
+
+    from training.builders import build
+
+    model = build(name, normalizer_data=train.x, config=config)
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(train.x, train.y, validation_data=(valid.x, valid.y), epochs=epochs,
+                        batch_size=batch_size, callbacks=[_stopper(args.monitor, patience)], verbose=2, shuffle=True)
+    return model, history.history, args.monitor
+
+
+def _without_optimizer(model):
+    """The same network uncompiled, so that the weight file holds no optimizer state (a third of its size)."""
+    import keras
+
+    config = json.loads(model.to_json())
+    config.pop("compile_config", None)  # else the copy is compiled again and its optimizer saved too
+    clean = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    clean.set_weights(model.get_weights())
+    return clean
+
+
+def _stopper(monitor, patience):
+    import keras
+
+    return keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True,
+                                         mode="max" if monitor.endswith("accuracy") else "min")
+
+
+def _fit_transfer(arch, base, train, valid, *, weights, epochs, patience, batch_size, args):
+    """Transfer learning: frozen base -> cached embeddings -> head; optional fine-tuning of the whole model.
+
+    From scratch (``weights=None``) there is nothing to freeze: the whole network trains on the images.
+    """
+    import keras
+
+    from training.builders import tl_head, tl_join
+
+    name = f"tl_{arch}"
+    if weights is None:
+        base.trainable = True
+        model = tl_join(base, tl_head(int(base.output.shape[-1]), len(GENRES)), name)
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit(train.x, train.y, validation_data=(valid.x, valid.y), epochs=epochs,
+                            batch_size=batch_size, callbacks=[_stopper(args.monitor, patience)], verbose=2)
+        return model, history.history, args.monitor
+    tz = _cached_embeddings(base, train.x, arch, args.cache)
+    vz = _cached_embeddings(base, valid.x, arch, args.cache)
+    head = tl_head(tz.shape[1], len(GENRES))
+    head.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = head.fit(tz, train.y, validation_data=(vz, valid.y), epochs=epochs, batch_size=batch_size,
+                       callbacks=[_stopper(args.monitor, patience)], verbose=2).history
+    model = tl_join(base, head, name)
+    if args.fine_tune:
+        base.trainable = True
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate / 10),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        more = model.fit(train.x, train.y, validation_data=(valid.x, valid.y), epochs=args.fine_tune,
+                         batch_size=batch_size, callbacks=[_stopper(args.monitor, patience)], verbose=2).history
+        history = {k: list(history[k]) + list(more.get(k, [])) for k in history}
+    return model, history, args.monitor
+
+
+def _cached_embeddings(base, x: np.ndarray, arch: str, cache_dir: Path | None) -> np.ndarray:
+    """The frozen base's pooled embeddings of images ``x``, cached by architecture and image content."""
+    import hashlib
+
+    from training.evaluate import predict_probabilities
+
+    key = hashlib.sha1(x.tobytes()).hexdigest()[:16]
+    path = cache_dir / f"tl-{arch}-{x.shape[1]}-{key}.npy" if cache_dir is not None else None
+    if path is not None and path.exists():
+        return np.load(path)
+    z = predict_probabilities(base, x, batch=16).astype(np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, z)
+    return z
+
+
+def model_depth(model) -> int:
+    """Layers with weights (Dense, Conv, LSTM, BatchNorm, ...), counted through nested models."""
+    count = 0
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            count += model_depth(layer)
+        elif layer.weights and type(layer).__name__ not in ("Normalization",) and layer.name != "preprocess":
+            count += 1
+    return count
+
+
+def _normalization_note(spec, config) -> str:
+    if config.feature == "spectrogram_image":
+        return "in the model: Rescaling / the architecture's own preprocessing, on 0-255 RGB pixels"
+    if config.feature == "gtzan57":
+        return "in the model: a per-feature Normalization layer adapted on the training rows"
+    return "in the model: a Normalization layer adapted on the training segments"
+
+
+def _reproduce_command(args, data, spec) -> str:
+    parts = ["python -m training.train --model", args.model]
+    if args.data is not None and [Path(p).resolve() for p in data] != [Path(p).resolve() for p in DEFAULT_DATA[spec.data]]:
+        parts += ["--data", *[str(display_path(p)) for p in data]]
+    shared = (SHARED_GTZAN / "splits" / "train_filtered.txt", SHARED_GTZAN / "splits" / "valid_filtered.txt")
+    if not args.quick and (Path(args.train_split).resolve(), Path(args.valid_split).resolve()) != \
+            tuple(p.resolve() for p in shared):
+        parts += ["--train-split", str(display_path(args.train_split)), "--valid-split",
+                  str(display_path(args.valid_split))]
+    if args.augment:
+        parts.append("--augment")
+    if spec.arch is not None and args.weights == "none":
+        parts += ["--weights", "none"]
+    if args.fine_tune:
+        parts += ["--fine-tune", str(args.fine_tune)]
+    if args.image_size:
+        parts += ["--image-size", str(args.image_size)]
+    for flag, value in (("--epochs", args.epochs), ("--patience", args.patience), ("--batch-size", args.batch_size)):
+        if value:
+            parts += [flag, str(value)]
+    return " ".join(parts)
 
 
 def _headline(s: dict) -> dict:
     return {k: s[k] for k in ("track_accuracy", "segment_accuracy", "tracks", "segments")}
-
-
-def _display_path(path: Path) -> Path:
-    path = Path(path).resolve()
-    for base, shown in ((REPO_ROOT, Path(".")), (REPO_ROOT.parent, Path(".."))):
-        try:
-            return shown / path.relative_to(base)
-        except ValueError:
-            continue
-    return path
 
 
 def _write_history_csv(history: dict, path: Path) -> None:

@@ -1,0 +1,243 @@
+"""End to end in a real headless Chromium: ``streamlit run app.py``, driven by Playwright.
+
+Uses the system Chromium (Debian: ``apt install chromium``) and the ``playwright`` Python package;
+never ``playwright install``. Skips, saying why, when either is missing.
+
+1. Upload an mp3: the genre the CLI gives for the same file, and the spectrogram image, appear.
+   Upload a PNG renamed to .mp3: the error message appears. Upload a good file again: a genre.
+2. An upload over the size limit is refused by the uploader itself, with its message.
+3. Four browser sessions at once, each classifying a different song, each get their own result.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from codeFeature.audio import find_ffmpeg
+from tests.conftest import REPO, SHARED_GTZAN, chord
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+RESULT_TIMEOUT_MS = 240_000
+#: The server runs with a 1 MB upload limit so that the limit can be seen enforced cheaply;
+#: every song here is a 12 s mp3 (~200 kB). The shipped limit is in .streamlit/config.toml.
+TEST_UPLOAD_LIMIT_MB = 1
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed "
+                               "(pip install playwright; no browser download is needed)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a free localhost port; its log is printed if a test fails to see a result."""
+    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
+    port = _free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none", "--server.maxUploadSize", str(TEST_UPLOAD_LIMIT_MB)],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    pytest.fail("the app did not start:\n" + log_path.read_text(errors="replace")[-3000:])
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/", log_path
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def _to_mp3(source: Path | None, out: Path, *, seconds: float, seed: int) -> Path:
+    """An mp3 of the first ``seconds`` of ``source`` (or a synthesised song when there is none)."""
+    ffmpeg = find_ffmpeg()
+    if source is not None and ffmpeg is not None:
+        subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-t", str(seconds),
+                        "-c:a", "libmp3lame", "-b:a", "128k", str(out)], check=True, timeout=120)
+        return out
+    import numpy as np
+
+    y = chord(seconds, 44100, channels=2, seed=seed)
+    # make the songs differ: a different pitch and a different noise level each
+    t = np.arange(len(y)) / 44100
+    y = 0.5 * y + 0.3 * np.sin(2 * np.pi * (110 * (seed + 1)) * t)[:, None] \
+        + 0.05 * seed * np.random.default_rng(seed).standard_normal(y.shape)
+    sf.write(out, np.clip(y, -1, 1).astype("float32"), 44100, format="MP3", subtype="MPEG_LAYER_III")
+    return out
+
+
+@pytest.fixture(scope="module")
+def songs(tmp_path_factory) -> list[Path]:
+    """Five mp3s: GTZAN tracks of different genres when ../shared/data/gtzan exists, else synthesised."""
+    folder = tmp_path_factory.mktemp("songs")
+    sources = []
+    if (SHARED_GTZAN / "genres").is_dir():
+        for genre in ("classical", "metal", "jazz", "country", "disco"):
+            found = sorted((SHARED_GTZAN / "genres" / genre).glob("*.wav"))
+            if found:
+                sources.append(found[0])
+    while len(sources) < 5:
+        sources.append(None)
+    return [_to_mp3(src, folder / f"song {i} – {src.stem if src else 'synth'}.mp3", seconds=12.0, seed=i)
+            for i, src in enumerate(sources)]
+
+
+@pytest.fixture(scope="module")
+def expected(songs) -> dict[str, dict]:
+    """What the CLI says about each song, with the app's (default) model."""
+    done = subprocess.run([sys.executable, "-m", "codeFeature", *map(str, songs), "--json"],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    return {Path(line["file"]).name: line for line in map(json.loads, done.stdout.splitlines())}
+
+
+def _png(path: Path) -> Path:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buffer, format="PNG")
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def _genre(page) -> str:
+    label = page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(r"^\s*Genre\s*$"))
+    metric = page.locator('[data-testid="stMetric"]', has=label)
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def _confidence(page) -> str:
+    label = page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(r"^\s*Confidence\s*$"))
+    metric = page.locator('[data-testid="stMetric"]', has=label)
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def _upload(page, path: Path) -> None:
+    page.locator("input[type=file]").set_input_files(str(path))
+
+
+def _wait_for_result(page, name: str) -> None:
+    # the caption under the metrics and the download's file name change with each upload
+    page.get_by_text("Segment timeline").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+    page.locator('[data-testid="stMetric"]').filter(has_text="Genre").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+
+
+def _open(browser, url):
+    context = browser.new_context(viewport={"width": 1300, "height": 1000})
+    page = context.new_page()
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("input[type=file]").wait_for(state="attached", timeout=120_000)
+    return context, page
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _assert_matches(page, song: Path, expected: dict) -> None:
+    cli = expected[song.name]
+    assert _genre(page) == cli["genre"].capitalize(), f"{song.name}: app {_genre(page)!r}, CLI {cli['genre']!r}"
+    assert _confidence(page) == f"{cli['confidence']:.0%}", song.name
+
+
+def test_upload_mp3_then_png_then_mp3(server, browser, songs, expected, tmp_path):
+    url, log = server
+    context, page = _open(browser, url)
+    try:
+        _upload(page, songs[0])
+        _wait_for_result(page, songs[0].name)
+        _assert_matches(page, songs[0], expected)
+        # the whole-song waveform / mel spectrogram / MFCC figure is a real, decoded image
+        image = page.locator('[data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img').first
+        image.wait_for(timeout=RESULT_TIMEOUT_MS)
+        page.wait_for_function("img => img.complete && img.naturalWidth > 200", arg=image.element_handle(),
+                               timeout=60_000)
+        assert "Traceback" not in page.content()
+
+        _upload(page, _png(tmp_path / "holiday photo.mp3"))
+        alert = page.get_by_text(re.compile(r"Could not classify holiday photo\.mp3"))
+        alert.wait_for(timeout=RESULT_TIMEOUT_MS)
+        assert "could not be decoded" in alert.inner_text()
+        assert "Traceback" not in page.content()
+
+        _upload(page, songs[1])
+        page.get_by_text("Could not classify").wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
+        _wait_for_result(page, songs[1].name)
+        _assert_matches(page, songs[1], expected)
+    except Exception:
+        print(log.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        context.close()
+
+
+def test_four_sessions_at_once_get_their_own_results(server, browser, songs, expected):
+    url, log = server
+    sessions = [_open(browser, url) for _ in range(4)]
+    chosen = songs[1:5]
+    try:
+        for (_, page), song in zip(sessions, chosen):
+            _upload(page, song)  # all four are sent before any result is awaited
+        for (_, page), song in zip(sessions, chosen):
+            _wait_for_result(page, song.name)
+            _assert_matches(page, song, expected)
+    except Exception:
+        print(log.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        for context, _ in sessions:
+            context.close()
+
+
+def test_an_upload_over_the_limit_is_refused_and_the_app_keeps_serving(server, browser, songs, expected, tmp_path):
+    url, log = server
+    big = tmp_path / "too big.wav"
+    sf.write(big, chord(30.0, 44100, channels=2), 44100, subtype="PCM_16")  # ~5 MB
+    assert big.stat().st_size > TEST_UPLOAD_LIMIT_MB * 2**20
+    context, page = _open(browser, url)
+    try:
+        _upload(page, big)
+        page.get_by_text(re.compile(r"must be .*MB or smaller", re.I)).first.wait_for(timeout=60_000)
+        assert page.get_by_text("Segment timeline").count() == 0
+        _upload(page, songs[2])
+        _wait_for_result(page, songs[2].name)
+        _assert_matches(page, songs[2], expected)
+    except Exception:
+        print(log.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        context.close()

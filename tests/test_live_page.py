@@ -1,0 +1,116 @@
+"""The "Listen live" page, driven headlessly through ``streamlit.testing.v1.AppTest``.
+
+``st.audio_input`` recordings can be staged in AppTest, so the record path runs as in a browser.
+The continuous (WebRTC) path needs a real browser session: see ``tests/test_browser_live.py``.
+"""
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from codeFeature import load_audio, load_model, predict_audio
+from codeFeature.model_io import default_model_name
+from tests.conftest import REPO, chord
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+TIMEOUT = 180
+PAGE = str(REPO / "pages" / "1_Listen_live.py")
+
+
+def _recording(seconds=7.0, rate=48000):
+    """What a browser's recorder sends: 16-bit wav at its own rate (here stereo, to be strict)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, chord(seconds, rate, channels=2), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.fixture
+def page():
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_opens_with_a_recorder_and_the_default_model(page):
+    assert page.title[0].value == "Listen live"
+    assert len(page.audio_input) == 1 and page.audio_input[0].sample_rate is None  # the browser's own rate
+    assert any(default_model_name() in m.value for m in page.markdown)
+    # no browser session here: the continuous path says so instead of failing
+    assert any("Continuous listening" in i.value for i in page.info)
+    assert not page.error
+
+
+def test_a_recording_goes_through_the_upload_pipeline(page):
+    data = _recording()
+    page.audio_input[0].set_value(("recording.wav", data, "audio/wav")).run()
+    assert not page.exception and not page.error
+    model = load_model(default_model_name())
+    decoded = load_audio(data, sample_rate=model.config.sample_rate, filename="recording.wav")
+    expected = predict_audio(decoded.samples, model=model)
+    assert _metric(page, "Genre") == expected.genre.capitalize()
+    assert _metric(page, "Confidence") == f"{expected.confidence:.0%}"
+    (button,) = page.get("download_button")
+    assert "CSV" in button.proto.label
+    segments = page.dataframe[0].value
+    assert list(segments["genre"]) == expected.segment_labels
+    assert np.allclose(segments["start"], expected.starts)
+    assert len(page.get("vega_lite_chart")) == 2  # the mean probabilities and the segment timeline
+
+
+def test_the_model_chosen_on_the_main_page_is_used():
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.session_state["model_name"] = "cnn_mfcc_small"
+    at.run()
+    assert any("cnn_mfcc_small" in m.value for m in at.markdown)
+    at.audio_input[0].set_value(("recording.wav", _recording(4.0, 44100), "audio/wav")).run()
+    assert not at.exception and not at.error
+    assert any("model cnn_mfcc_small" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"RIFF\x00\x00\x00\x00WAVEnot really" * 4, "could not be decoded"),
+    (None, "at least 0.5 s"),
+])
+def test_a_bad_or_too_short_recording_gets_a_message_and_the_page_carries_on(page, content, message):
+    content = content if content is not None else _recording(0.2)
+    page.audio_input[0].set_value(("recording.wav", content, "audio/wav")).run()
+    assert not page.exception
+    assert page.error and message in page.error[0].value
+    page.audio_input[0].set_value(("recording.wav", _recording(4.0), "audio/wav")).run()
+    assert not page.exception and not page.error
+    assert _metric(page, "Genre")
+
+
+def test_clearing_the_recording_clears_the_result(page):
+    page.audio_input[0].set_value(("recording.wav", _recording(4.0), "audio/wav")).run()
+    assert page.metric
+    page.audio_input[0].set_value(None).run()
+    assert not page.exception and not page.metric
+
+
+def test_the_page_loads_webrtc_after_tensorflow_without_crashing():
+    """TensorFlow first (as after an upload on the main page), then the page: no segmentation fault.
+
+    In a subprocess, because the crash (pylibsrtp's OpenSSL shadowed by TensorFlow's) kills the process.
+    """
+    pytest.importorskip("streamlit_webrtc", reason="streamlit-webrtc is not installed")
+    script = ("import tensorflow\n"
+              "from streamlit.testing.v1 import AppTest\n"
+              f"at = AppTest.from_file({PAGE!r}, default_timeout={TIMEOUT})\n"
+              "at.run()\n"
+              "assert not at.exception, at.exception\n"
+              "print('page ok')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0 and "page ok" in result.stdout, (result.returncode, result.stderr[-2000:])

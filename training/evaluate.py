@@ -1,0 +1,169 @@
+"""Evaluate a model folder on GTZAN-layout audio, a Kaggle feature CSV or a spectrogram image folder.
+
+Track accuracy is the majority vote over a track's segments (ties to the higher
+mean probability, as the app does), segment accuracy scores every segment; both
+come with the number of tracks, per-genre precision / recall / F1 and the
+confusion matrix (rows = true genre). Audio is cut and featurised exactly as the
+app and the CLI serve it (``codeFeature.features.segment_features``).
+
+Examples
+--------
+The valid figures of the shipped default model::
+
+    python -m training.evaluate --model musicnn_genre \
+        --data ../shared/data/gtzan/genres ../shared/data/gtzan/excerpts \
+        --split ../shared/data/gtzan/splits/valid_filtered.txt --json
+
+An ensemble (the mean of the models' probabilities; models may read different features)::
+
+    python -m training.evaluate --model musicnn_genre cnn_mfcc_small \
+        --data ../shared/data/gtzan/genres ../shared/data/gtzan/excerpts \
+        --split ../shared/data/gtzan/splits/valid_filtered.txt
+
+The feature ANN on the Kaggle table::
+
+    python -m training.evaluate --model ann_features --data ../shared/data/gtzan/features_30_sec.csv \
+        --split ../shared/data/gtzan/splits/valid_filtered.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from training.data import DEFAULT_CACHE, REPO_ROOT, data_kind, display_path, file_sha256, load_set, read_split
+
+log = logging.getLogger("training.evaluate")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, nargs="+",
+                        help="a shipped model's name or a model folder; several make an ensemble (mean of "
+                             "their probabilities)")
+    parser.add_argument("--data", nargs="+", required=True, type=Path,
+                        help="audio folders, one Kaggle-format CSV, or image folders")
+    parser.add_argument("--split", type=Path, help="split list (lines like blues/blues.00029.wav); default: all tracks")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object on stdout")
+    parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports",
+                        help="reports go to REPORTS/<model>/ (JSON and a confusion-matrix PNG)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
+    parser.add_argument("--seed", type=int, default=42)
+    return parser.parse_args(argv)
+
+
+def predict_probabilities(keras_model, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Genre probabilities of model inputs ``x``, shape (n, n_labels); extra outputs are ignored."""
+    import keras
+
+    parts = []
+    for lo in range(0, len(x), batch):
+        out = keras_model(x[lo:lo + batch], training=False)
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        parts.append(keras.ops.convert_to_numpy(out))
+    return np.concatenate(parts).astype(np.float64)
+
+
+def evaluate(model, data, *, split=None, cache_dir=DEFAULT_CACHE) -> dict:
+    """Scores of a loaded model on ``data`` (see :func:`training.metrics.scores`), with what was read."""
+    from training.metrics import scores, track_votes
+
+    track_ids = read_split(split) if split is not None else None
+    dataset = load_set(data, track_ids, model.config, cache_dir=cache_dir)
+    probs = predict_probabilities(model.keras_model, dataset.x)
+    result = scores(probs, dataset.y, dataset.tracks, model.labels)
+    _, voted, ids = track_votes(probs, dataset.y, dataset.tracks)
+    result["predictions"] = {t: model.labels[p] for t, p in zip(ids, voted)}
+    missing = [] if track_ids is None else sorted(set(track_ids) - set(dataset.tracks.tolist()))
+    return {"model": model.name, "data": [str(display_path(p)) for p in data], "data_kind": data_kind(data),
+            "split": None if split is None else {"file": str(display_path(split)), "sha256": file_sha256(split)},
+            **result, "tracks_without_data": len(missing), "skipped_files": dataset.skipped}
+
+
+def evaluate_ensemble(models, data, *, split=None, cache_dir=DEFAULT_CACHE) -> dict:
+    """Scores of the mean of several models' probabilities.
+
+    When every model cuts the data into the same segments, segments are averaged and voted as
+    usual. Otherwise (e.g. 3 s and 30 s windows) each model's track probability is the mean over
+    its segments, the ensemble averages those, and ``segment_accuracy`` is ``None``.
+    """
+    from training.metrics import scores
+
+    labels = models[0].labels
+    if any(m.labels != labels for m in models):
+        raise ValueError("the ensemble's models disagree on their labels: " + ", ".join(m.name for m in models))
+    track_ids = read_split(split) if split is not None else None
+    sets, probs = [], []
+    for model in models:
+        dataset = load_set(data, track_ids, model.config, cache_dir=cache_dir)
+        sets.append(dataset)
+        probs.append(predict_probabilities(model.keras_model, dataset.x))
+    if all(np.array_equal(s.tracks, sets[0].tracks) for s in sets):
+        result = scores(np.mean(probs, axis=0), sets[0].y, sets[0].tracks, labels)
+    else:
+        ids = sorted(set.intersection(*[set(s.tracks.tolist()) for s in sets]))
+        per_track = np.mean([[p[s.tracks == t].mean(axis=0) for t in ids] for s, p in zip(sets, probs)], axis=0)
+        truth = np.array([labels.index(t.split(".")[0]) for t in ids])
+        result = scores(per_track, truth, np.array(ids), labels)
+        result["segment_accuracy"], result["segments"] = None, None
+    name = "ensemble_" + "+".join(m.name for m in models)
+    return {"model": name, "members": [m.name for m in models], "data": [str(display_path(p)) for p in data],
+            "data_kind": data_kind(data),
+            "split": None if split is None else {"file": str(display_path(split)), "sha256": file_sha256(split)},
+            **result, "skipped_files": [f for s in sets for f in s.skipped]}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    from codeFeature.errors import GenreError
+    from codeFeature.model_io import load_model
+    from training.metrics import plot_confusion
+
+    try:
+        models = [load_model(str(m)) for m in args.model]
+        if len(models) == 1:
+            result = evaluate(models[0], args.data, split=args.split, cache_dir=args.cache)
+        else:
+            result = evaluate_ensemble(models, args.data, split=args.split, cache_dir=args.cache)
+    except (GenreError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name, labels = result["model"], models[0].labels
+    tag = (args.split.stem if args.split else "all") + "_" + result["data_kind"]
+    report_dir = args.reports / name
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / f"evaluate_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_confusion(result["confusion"], labels, report_dir / f"confusion_{tag}.png",
+                   f"{name}: {tag} (n={result['tracks']} tracks)")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        segment = ("n/a (members cut different segments)" if result["segment_accuracy"] is None
+                   else f"{result['segment_accuracy']:.4f} ({result['segments']} segments)")
+        print(f"{name} on {', '.join(result['data'])}: track accuracy {result['track_accuracy']:.4f} "
+              f"({result['tracks']} tracks), segment accuracy {segment}; "
+              f"{len(result['skipped_files'])} files skipped")
+        print(f"{'genre':<10} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}")
+        for genre, g in result["per_genre"].items():
+            print(f"{genre:<10} {g['precision']:>9.3f} {g['recall']:>7.3f} {g['f1']:>6.3f} {g['support']:>7d}")
+        print(f"reports: {display_path(report_dir)}/evaluate_{tag}.json, confusion_{tag}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
