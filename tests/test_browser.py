@@ -14,23 +14,17 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
 from codeFeature.audio import find_ffmpeg
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, SKIP_REASON, running_app
 from tests.conftest import REPO, SHARED_GTZAN, chord
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RESULT_TIMEOUT_MS = 240_000
 #: The server runs with a 1 MB upload limit so that the limit can be seen enforced cheaply;
 #: every song here is a 12 s mp3 (~200 kB). The shipped limit is in .streamlit/config.toml.
@@ -38,44 +32,16 @@ TEST_UPLOAD_LIMIT_MB = 1
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed "
                                "(pip install playwright; no browser download is needed)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app on a free localhost port; its log is printed if a test fails to see a result."""
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    port = _free_port()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none", "--server.maxUploadSize", str(TEST_UPLOAD_LIMIT_MB)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.time() > deadline:
-                    pytest.fail("the app did not start:\n" + log_path.read_text(errors="replace")[-3000:])
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/", log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    with running_app(log_path, "--server.fileWatcherType", "none",
+                     "--server.maxUploadSize", str(TEST_UPLOAD_LIMIT_MB)) as url:
+        yield url + "/", log_path
 
 
 def _to_mp3(source: Path | None, out: Path, *, seconds: float, seed: int) -> Path:

@@ -17,64 +17,29 @@ saying why, when either or ``streamlit-webrtc`` is missing.
 from __future__ import annotations
 
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 import soundfile as sf
 
 from codeFeature import GENRES
-from tests.conftest import REPO, chord
+from tests.browser_support import CHROMIUM, SKIP_REASON, running_app
+from tests.browser_support import CHROMIUM_ARGS as BROWSER_ARGS
+from tests.conftest import chord
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+CHROMIUM_ARGS = [*BROWSER_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 #: Generous: the 2-core CI machine may be busy with other work.
 TIMEOUT_MS = 180_000
 GENRE_PATTERN = "|".join(GENRES)
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed "
                                "(pip install playwright; no browser download is needed)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("live_server") / "streamlit.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
-                                    "--server.port", str(port), "--server.address", "127.0.0.1",
-                                    "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                                   cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or process.poll() is not None:
-                    pytest.fail(f"streamlit did not start; log:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with running_app(tmp_path_factory.mktemp("live_server") / "streamlit.log", start_timeout=90) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
