@@ -156,7 +156,9 @@ def _cached_features(path: Path, config: FeatureConfig, cache_dir: Path | None, 
         return np.load(cached)
     segments = file_segments(path, config)
     if augment is not None:
-        rng = np.random.default_rng(int(key[:8], 16))
+        # seeded by the file's name and the augmentation's version only, so that the same data give the
+        # same augmented copies on any machine, wherever the files live and whatever the cache key
+        rng = np.random.default_rng(int(hashlib.sha1(f"{path.name}|{extra_key}".encode()).hexdigest()[:8], 16))
         segments = np.concatenate([segments, *augment(segments, rng)])
     feats = segment_features(segments, config)
     if cached is not None:

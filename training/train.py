@@ -167,7 +167,7 @@ def main(argv=None) -> int:
             return 2
     t0 = time.perf_counter()
     augment = (lambda segs, rng: pitch_time_noise(segs, rng, sample_rate=config.sample_rate)) if args.augment else None
-    train = load_set(data, train_ids, config, cache_dir=args.cache, augment=augment, extra_key="pitch_time_noise-v1")
+    train = load_set(data, train_ids, config, cache_dir=args.cache, augment=augment, extra_key="pitch_time_noise-v2")
     valid = load_set(data, valid_ids, config, cache_dir=args.cache)
     extract_s = time.perf_counter() - t0
     log.info("train: %d segments of %d tracks; valid: %d segments of %d tracks (%s data, inputs in %.0f s)",
