@@ -339,3 +339,52 @@ def test_seeded_stratified_split_is_by_track_and_reproducible(tmp_path):
     assert all(sum(x.startswith(g) for x in v) == 3 for g in GENRES)
     again = make_track_split(ids, tmp_path / "b", seed=3)
     assert [p.read_text() for p in again] == [train.read_text(), valid.read_text()]
+
+
+def _artist_file(path: Path, tracks_per_genre: int) -> Path:
+    """Two tracks per artist within a genre, and one artist with a blues and a rock track."""
+    lines = ["track,artist"] + [f"{g}/{g}.{k:05d}.wav,{g} artist {k // 2}" for g in GENRES
+                                for k in range(tracks_per_genre)]
+    lines = [line for line in lines if not line.startswith(("blues/blues.00000", "rock/rock.00005"))]
+    lines += ["blues.00000,Shared Artist", "rock.00005,Shared Artist"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_artist_free_kfold_keeps_every_artist_on_one_side(tmp_path, capsys):
+    from training.data import read_split
+    from training.kfold import QUICK_TRACKS_PER_GENRE, main, read_artists
+
+    artists_csv = _artist_file(tmp_path / "artists.csv", QUICK_TRACKS_PER_GENRE)
+    artists = read_artists(artists_csv)
+    assert artists["blues.00000"] == artists["rock.00005"] == "Shared Artist" and len(artists) == 60
+    reports = tmp_path / "reports"
+    capsys.readouterr()
+    assert main(["--model", "ann_features", "--quick", "--artists", str(artists_csv), "--folds", "3",
+                 "--cache", str(_CACHE[0]), "--reports", str(reports)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = json.loads((reports / "ann_features" / "kfold.json").read_text())
+    assert summary["track_accuracy"] == result["track_accuracy"]
+    assert {"model", "folds", "tracks", "track_accuracy", "segment_accuracy", "per_fold", "protocol"} <= set(result)
+    assert set(result["track_accuracy"]) == set(result["segment_accuracy"]) == {"mean", "std"}
+    assert result["folds"] == len(result["per_fold"]) == 3 and result["tracks"] == 60
+    assert result["track_accuracy"]["mean"] == pytest.approx(np.mean([f["track_accuracy"] for f in result["per_fold"]]),
+                                                             abs=1e-4)
+    held_out = []
+    for fold in result["per_fold"]:
+        assert {"fold", "track_accuracy", "segment_accuracy", "tracks", "segments"} <= set(fold)
+        lists = {part: read_split(reports / "ann_features" / "kfold" / f"fold{fold['fold']}_{part}.txt")
+                 for part in ("train", "valid", "test")}
+        sides = {part: {artists[t] for t in ids} for part, ids in lists.items()}
+        # no artist (so no track) on both sides of the fold, nor across the inner train / valid pair
+        assert not sides["test"] & (sides["train"] | sides["valid"]) and not sides["train"] & sides["valid"]
+        assert fold["tracks"] == len(lists["test"]) and fold["train_tracks"] == len(lists["train"])
+        held_out += lists["test"]
+    assert sorted(held_out) == sorted(artists)  # every track is held out exactly once
+
+
+def test_kfold_refuses_to_run_without_artists(capsys):
+    from training.kfold import main
+
+    assert main(["--model", "ann_features", "--quick"]) == 2
+    assert "--artists" in capsys.readouterr().err

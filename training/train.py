@@ -96,9 +96,47 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclasses.dataclass
+class Trained:
+    """What :func:`run` produced: the fitted (compiled) model, its input config, the data it read and its scores."""
+
+    model: object
+    config: object
+    data: list
+    kind: str
+    manifest: dict
+    train_scores: dict
+    valid_scores: dict
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    return 2 if run(args) is None else 0
+
+
+def quick_data(spec, quick_dir: Path, *, tracks_per_genre: int = 3) -> tuple[list[Path], Path, Path]:
+    """Tiny generated data of ``spec``'s kind for a smoke run: (data folders or [csv], train list, valid list)."""
+    from training.images import make_synthetic_images
+    from training.synthetic import make_synthetic_gtzan
+    from training.tabular import make_synthetic_csv
+
+    if spec.data.startswith("csv"):
+        return make_synthetic_csv(quick_dir / spec.data, rows_per_track=10 if spec.data == "csv3" else 1,
+                                  tracks_per_genre=tracks_per_genre)
+    if spec.data == "images":
+        return make_synthetic_images(quick_dir / "images", tracks_per_genre=tracks_per_genre)
+    return make_synthetic_gtzan(quick_dir, tracks_per_genre=tracks_per_genre)
+
+
+def run(args: argparse.Namespace, *, make_quick_data: bool = True) -> Trained | None:
+    """Train, select on the valid split, save the model folder and reports, print the summary line.
+
+    ``args`` are :func:`parse_args`'s. With ``args.quick`` and ``make_quick_data`` (the CLI), the data and
+    splits are replaced by tiny generated ones; with ``make_quick_data=False`` (k-fold), ``args.data`` and
+    the splits are kept and only the quick training settings apply. Returns ``None`` when ImageNet weights
+    cannot be had (the error is printed).
+    """
     import keras
 
     keras.utils.set_random_seed(args.seed)
@@ -117,17 +155,12 @@ def main(argv=None) -> int:
     patience = args.patience or spec.patience
     batch_size = args.batch_size or spec.batch_size
     if args.quick:
-        from training.images import make_synthetic_images
         from training.synthetic import make_synthetic_gtzan
-        from training.tabular import make_synthetic_csv
 
         quick_dir = Path(args.cache) / "quick-data"
-        if args.data is None and spec.data.startswith("csv"):
-            args.data, args.train_split, args.valid_split = make_synthetic_csv(quick_dir / spec.data,
-                                                                              rows_per_track=10 if spec.data == "csv3" else 1)
-        elif args.data is None and spec.data == "images":
-            args.data, args.train_split, args.valid_split = make_synthetic_images(quick_dir / "images")
-        else:
+        if make_quick_data and args.data is None:
+            args.data, args.train_split, args.valid_split = quick_data(spec, quick_dir)
+        elif make_quick_data:  # the help's promise: --quick with --data smoke-tests on generated audio
             args.data, args.train_split, args.valid_split = make_synthetic_gtzan(quick_dir)
         epochs, args.augment, args.fine_tune = 2, False, min(args.fine_tune, 1)
         if config.feature == "spectrogram_image" and not args.image_size:
@@ -164,7 +197,7 @@ def main(argv=None) -> int:
             base = tl_base(spec.arch, config.input_shape, weights)
         except WeightsUnavailableError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return None
     t0 = time.perf_counter()
     augment = (lambda segs, rng: pitch_time_noise(segs, rng, sample_rate=config.sample_rate)) if args.augment else None
     train = load_set(data, train_ids, config, cache_dir=args.cache, augment=augment, extra_key="pitch_time_noise-v2")
@@ -237,7 +270,8 @@ def main(argv=None) -> int:
     _write_history_csv(history, report_dir / "history.csv")
     print(json.dumps({"model": out.name, "valid": _headline(valid_scores), "train": _headline(train_scores),
                       "epochs": len(history["loss"]), "seconds": round(extract_s + train_s, 1)}))
-    return 0
+    return Trained(model=model, config=config, data=list(data), kind=kind, manifest=manifest,
+                   train_scores=train_scores, valid_scores=valid_scores)
 
 
 def _fit(name, config, train, valid, *, epochs, patience, batch_size, args):
