@@ -81,7 +81,7 @@ def test_listening_live_shows_each_window_and_keeps_the_result(live_page):
     sync_api.expect(latest).to_contain_text(genre, timeout=TIMEOUT_MS)
     sync_api.expect(page.locator("[data-testid='stMetric']", has_text="Running vote")).to_contain_text(
         genre, timeout=TIMEOUT_MS)
-    assert page.locator("[data-testid='stImage'] img").count() >= 1  # the scrolling spectrogram
+    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=TIMEOUT_MS)  # the scrolling spectrogram
     player.get_by_role("button", name="Stop").click()
     page.get_by_text("Last listening session").wait_for(timeout=TIMEOUT_MS)
     result = page.locator("[data-testid='stMetric']").filter(has_text=re.compile("^Genre"))
@@ -105,8 +105,9 @@ def test_without_a_microphone_the_page_says_so_and_uploads_still_work(server):
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
             page.goto(f"{server}/Listen_live", wait_until="networkidle")
-            page.get_by_role("tab", name="Listen continuously").click()
-            assert page.get_by_text("No microphone, or permission refused?").count() >= 1
+            page.get_by_role("tab", name="Listen continuously").click(timeout=TIMEOUT_MS)
+            # wait for it: the script may still be running when the tab appears (count() does not wait)
+            page.get_by_text("No microphone, or permission refused?").first.wait_for(timeout=TIMEOUT_MS)
             player = page.frame_locator("iframe[title*='streamlit_webrtc']")
             player.get_by_role("button", name="Start").click(timeout=TIMEOUT_MS)
             player.get_by_text(re.compile("NotFoundError|NotAllowedError")).wait_for(timeout=TIMEOUT_MS)
