@@ -5,6 +5,10 @@ with no system package. Anything else (m4a, aac, wma, ...) goes through an
 ffmpeg binary: the one on ``PATH`` or, failing that, the one the
 ``imageio-ffmpeg`` wheel ships. ffmpeg is called directly rather than through
 pydub because pydub also needs ``ffprobe``, which that wheel does not ship.
+
+Two ways in: :func:`load_audio` returns the whole signal; :func:`open_audio` yields
+it block by block, so that :func:`codeFeature.predict.predict_file` classifies an
+hour-long file without ever holding it (both decode the same samples).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Iterator, Optional, Union
 
 import numpy as np
 import soundfile as sf
@@ -119,6 +124,63 @@ def load_audio(source: Source, *, sample_rate: int = 22050, filename: str | None
     Only the first :data:`MAX_SECONDS` (two hours) are decoded, with a warning; a header claiming a
     rate outside :data:`SOURCE_RATE_RANGE` is refused, whatever the file's size.
     """
+    with open_audio(source, sample_rate=sample_rate, filename=filename) as stream:
+        samples = _collect(stream)
+        decoded = DecodedAudio(samples, sample_rate, stream.source_rate, stream.channels, list(stream.warnings))
+    return _inspect(decoded, stream.name)
+
+
+class AudioStream:
+    """An open audio source, decoded block by block: iterate it for float32 mono blocks.
+
+    Made by :func:`open_audio`; use it as a context manager so that the file, the ffmpeg
+    process and any temporary file are released even when iteration stops early.
+
+    Attributes
+    ----------
+    name : str
+        Name used in messages.
+    sample_rate : int
+        Rate of the blocks in Hz.
+    source_rate : int
+        Rate of the file before resampling (the target rate where ffmpeg decodes).
+    channels : int
+        Channels before the downmix (0 where ffmpeg decodes: it does not say).
+    expected_samples : int or None
+        The header's length at ``sample_rate``, for progress; ``None`` when unknown. Not a promise.
+    warnings : list of str
+        The decoder's notes (a damaged tail, a file beyond :data:`MAX_SECONDS`), complete once the
+        blocks are exhausted. Level checks (silence, clipping) are the caller's: see :class:`LevelMeter`.
+    """
+
+    def __init__(self, blocks: Iterator[np.ndarray], *, name: str, sample_rate: int, source_rate: int,
+                 channels: int, expected_samples: Optional[int], warnings: list[str]):
+        self._blocks = blocks
+        self.name, self.sample_rate, self.source_rate, self.channels = name, sample_rate, source_rate, channels
+        self.expected_samples = expected_samples
+        self.warnings = warnings
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._blocks
+
+    def close(self) -> None:
+        """Stop decoding and release the source."""
+        self._blocks.close()
+
+    def __enter__(self) -> "AudioStream":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def open_audio(source: Source, *, sample_rate: int = 22050, filename: str | None = None) -> AudioStream:
+    """Open ``source`` for decoding block by block to float32 mono at ``sample_rate``.
+
+    Takes the same arguments and raises the same errors as :func:`load_audio`; errors the decoder
+    can only meet later (ffmpeg's verdict, a file damaged before any audio) come from iteration.
+    The blocks are exactly the samples :func:`load_audio` returns before its level checks.
+    """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ConfigError(f"sample_rate={sample_rate!r} must be a positive integer number of Hz")
     path, data, name = _normalise_source(source, filename)
@@ -130,10 +192,9 @@ def load_audio(source: Source, *, sample_rate: int = 22050, filename: str | None
         if path.stat().st_size == 0:
             raise AudioDecodeError(f"{name} is empty (0 bytes)")
     try:
-        decoded = _decode_soundfile(path if path is not None else io.BytesIO(data), sample_rate)
+        return _open_soundfile(path if path is not None else io.BytesIO(data), name, sample_rate)
     except _NotForSoundfile as native_failure:
-        decoded = _decode_ffmpeg(path, data, name, sample_rate, native_failure.reason)
-    return _inspect(decoded, name)
+        return _open_ffmpeg(path, data, name, sample_rate, native_failure.reason)
 
 
 def decode(source: Source, *, sample_rate: int = 22050, filename: str | None = None) -> np.ndarray:
@@ -167,44 +228,78 @@ def _normalise_source(source: Source, filename: str | None) -> tuple[Path | None
     raise ConfigError(f"source must be a path, bytes or a binary file object, not {type(source).__name__}")
 
 
-def _decode_soundfile(handle: Path | io.BytesIO, sample_rate: int) -> DecodedAudio:
+def _open_soundfile(handle: Path | io.BytesIO, name: str, sample_rate: int) -> AudioStream:
     try:
         sound = sf.SoundFile(handle if isinstance(handle, io.BytesIO) else str(handle))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise _NotForSoundfile(str(exc)) from exc
-    with sound:
+    try:
         source_rate, channels = int(sound.samplerate), int(sound.channels)
         if channels <= 0 or not SOURCE_RATE_RANGE[0] <= source_rate <= SOURCE_RATE_RANGE[1]:
             raise AudioDecodeError(f"the header claims {channels} channels at {source_rate} Hz, which is not "
                                    f"playable audio (rates from {SOURCE_RATE_RANGE[0]} to {SOURCE_RATE_RANGE[1]} Hz "
                                    "are accepted); the file is probably damaged")
         block_frames = max(1, _BLOCK_SAMPLES // channels)
-        frames_left = MAX_SECONDS * source_rate
-        resampler = None if source_rate == sample_rate else soxr.ResampleStream(
-            source_rate, sample_rate, 1, dtype="float32", quality="HQ")
-        pieces, notes = [], []
+        try:
+            # the first block now: a file libsndfile opens but cannot read still goes to ffmpeg
+            first = sound.read(min(block_frames, MAX_SECONDS * source_rate), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise _NotForSoundfile(str(exc)) from exc
+    except BaseException:
+        sound.close()
+        raise
+    frames = min(int(sound.frames), MAX_SECONDS * source_rate) if sound.frames > 0 else None
+    expected = None if frames is None else int(np.ceil(frames * sample_rate / source_rate))
+    notes: list[str] = []
+    blocks = _soundfile_blocks(sound, first, block_frames, source_rate, sample_rate, notes)
+    return AudioStream(blocks, name=name, sample_rate=sample_rate, source_rate=source_rate, channels=channels,
+                       expected_samples=expected, warnings=notes)
+
+
+def _soundfile_blocks(sound: sf.SoundFile, block: np.ndarray, block_frames: int, source_rate: int,
+                      sample_rate: int, notes: list[str]) -> Iterator[np.ndarray]:
+    resampler = None if source_rate == sample_rate else soxr.ResampleStream(
+        source_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    frames_left = MAX_SECONDS * source_rate
+    produced = 0
+    with sound:
         try:
             while True:
-                block = sound.read(min(block_frames, frames_left), dtype="float32", always_2d=True)
                 frames_left -= len(block)
                 last = len(block) < block_frames or frames_left <= 0
                 mono = _downmix(block)
-                pieces.append(resampler.resample_chunk(mono, last=last) if resampler else mono)
+                out = resampler.resample_chunk(mono, last=last) if resampler else mono
+                produced += len(out)
+                yield out
                 if last:
                     break
+                block = sound.read(min(block_frames, frames_left), dtype="float32", always_2d=True)
             if frames_left <= 0 and sound.seekable() and sound.tell() < sound.frames:
                 notes.append(f"the audio is longer than {MAX_SECONDS / 3600:g} hours; only the first "
                              f"{MAX_SECONDS / 3600:g} hours were analysed")
         except (sf.LibsndfileError, RuntimeError) as exc:
-            if not pieces:
-                raise _NotForSoundfile(str(exc)) from exc
             # a truncated file: keep what decoded and say so
             if resampler is not None:
-                pieces.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-            notes.append(f"the file is damaged after {sum(map(len, pieces)) / sample_rate:.1f} s; "
+                out = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                produced += len(out)
+                yield out
+            notes.append(f"the file is damaged after {produced / sample_rate:.1f} s; "
                          f"only that part was analysed ({exc})")
-    samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    return DecodedAudio(samples.astype(np.float32, copy=False), sample_rate, source_rate, channels, notes)
+
+
+def _collect(stream: AudioStream) -> np.ndarray:
+    """Every block of ``stream`` in one array, filled in place (no list of pieces to join)."""
+    out = np.empty(stream.expected_samples + 1024 if stream.expected_samples else 1 << 20, np.float32)
+    n = 0
+    for block in stream:
+        if n + len(block) > len(out):
+            grown = np.empty(max(2 * len(out), n + len(block)), np.float32)
+            grown[:n] = out[:n]
+            out = grown
+        out[n: n + len(block)] = block
+        n += len(block)
+    # a header that overstated the length (or growth) leaves slack: give it back
+    return out[:n] if len(out) - n <= 1024 else out[:n].copy()
 
 
 def _downmix(block: np.ndarray) -> np.ndarray:
@@ -216,7 +311,7 @@ def _downmix(block: np.ndarray) -> np.ndarray:
     return block.mean(axis=1, dtype=np.float32)
 
 
-def _decode_ffmpeg(path: Path | None, data: bytes | None, name: str, sample_rate: int, native_reason: str) -> DecodedAudio:
+def _open_ffmpeg(path: Path | None, data: bytes | None, name: str, sample_rate: int, native_reason: str) -> AudioStream:
     suffix = Path(name).suffix.lower()
     ffmpeg = find_ffmpeg()
     if ffmpeg is None:
@@ -228,10 +323,21 @@ def _decode_ffmpeg(path: Path | None, data: bytes | None, name: str, sample_rate
             f"{name} needs ffmpeg to decode {suffix or 'this format'}, and no ffmpeg binary was found: "
             "install ffmpeg (for example `apt install ffmpeg` or `brew install ffmpeg`) or `pip install imageio-ffmpeg`, "
             "or convert the file to wav, flac, ogg or mp3")
+    notes: list[str] = []
+    blocks = _ffmpeg_blocks(ffmpeg, path, data, name, sample_rate, notes)
+    # ffmpeg reports neither rate nor channels on this path; the target rate is what matters downstream
+    return AudioStream(blocks, name=name, sample_rate=sample_rate, source_rate=sample_rate, channels=0,
+                       expected_samples=None, warnings=notes)
+
+
+def _ffmpeg_blocks(ffmpeg: str, path: Path | None, data: bytes | None, name: str, sample_rate: int,
+                   notes: list[str]) -> Iterator[np.ndarray]:
+    """ffmpeg's float32 output, read from its pipe a block at a time; the process is killed on early exit."""
     tmp = None
     try:
         if path is None:
             # a real file, not a pipe: mp4/m4a keep their index at the end and need seeking
+            suffix = Path(name).suffix.lower()
             safe_suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ""
             handle, tmp = tempfile.mkstemp(prefix="codefeature-", suffix=safe_suffix)
             with os.fdopen(handle, "wb") as out:
@@ -242,52 +348,134 @@ def _decode_ffmpeg(path: Path | None, data: bytes | None, name: str, sample_rate
         command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", input_path,
                    "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-t", str(MAX_SECONDS),
                    "-f", "f32le", "-"]
-        try:
-            result = subprocess.run(command, capture_output=True, timeout=_FFMPEG_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise AudioDecodeError(f"ffmpeg took longer than {_FFMPEG_TIMEOUT_S} s to decode {name}") from exc
-        except OSError as exc:
-            raise UnsupportedFormatError(f"ffmpeg at {ffmpeg} could not be run: {exc}") from exc
+        with tempfile.TemporaryFile() as errors:
+            try:
+                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+            except OSError as exc:
+                raise UnsupportedFormatError(f"ffmpeg at {ffmpeg} could not be run: {exc}") from exc
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                process.kill()
+
+            timer = threading.Timer(_FFMPEG_TIMEOUT_S, expire)
+            timer.daemon = True
+            timer.start()
+            produced, rest = 0, b""
+            try:
+                while True:
+                    chunk = process.stdout.read(_BLOCK_SAMPLES * 4)
+                    if not chunk:
+                        break
+                    chunk = rest + chunk
+                    usable = len(chunk) // 4 * 4
+                    rest = chunk[usable:]
+                    if usable:
+                        produced += usable // 4
+                        yield np.frombuffer(chunk[:usable], dtype="<f4").astype(np.float32)
+            finally:
+                timer.cancel()
+                if process.poll() is None:
+                    process.kill()
+                process.stdout.close()
+                returncode = process.wait()
+            if expired.is_set():
+                raise AudioDecodeError(f"ffmpeg took longer than {_FFMPEG_TIMEOUT_S} s to decode {name}")
+            if returncode != 0 or produced == 0:
+                errors.seek(0)
+                stderr = errors.read().decode("utf-8", "replace")
+                detail = stderr.strip().splitlines()
+                reason = detail[-1] if detail else f"exit code {returncode}"
+                if "matches no streams" in stderr or "does not contain any stream" in stderr:
+                    reason = "it contains no audio stream"
+                elif returncode == 0:
+                    reason = "it contains no audio samples"
+                raise AudioDecodeError(f"{name} could not be decoded as audio: {reason}")
+            if produced >= MAX_SECONDS * sample_rate:
+                notes.append(f"the audio is longer than {MAX_SECONDS / 3600:g} hours; only the first "
+                             f"{MAX_SECONDS / 3600:g} hours were analysed")
     finally:
         if tmp is not None:
             os.unlink(tmp)
-    if result.returncode != 0 or not result.stdout:
-        stderr = result.stderr.decode("utf-8", "replace")
-        detail = stderr.strip().splitlines()
-        reason = detail[-1] if detail else f"exit code {result.returncode}"
-        if "matches no streams" in stderr or "does not contain any stream" in stderr:
-            reason = "it contains no audio stream"
-        elif result.returncode == 0:
-            reason = "it contains no audio samples"
-        raise AudioDecodeError(f"{name} could not be decoded as audio: {reason}")
-    samples = np.frombuffer(result.stdout[: len(result.stdout) // 4 * 4], dtype="<f4").astype(np.float32)
-    notes = []
-    if len(samples) >= MAX_SECONDS * sample_rate:
-        notes.append(f"the audio is longer than {MAX_SECONDS / 3600:g} hours; only the first "
-                     f"{MAX_SECONDS / 3600:g} hours were analysed")
-    # ffmpeg reports neither rate nor channels on this path; the target rate is what matters downstream
-    return DecodedAudio(samples, sample_rate, sample_rate, 0, notes)
+
+
+class LevelMeter:
+    """Level statistics of a signal seen block by block, and the warnings they call for.
+
+    :meth:`add` returns each block with NaN and infinite samples set to 0, so every caller
+    (files, streams, the live page) treats odd samples and quiet or clipped audio alike.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.repaired = 0
+        self.clipped = 0
+        self.sum_squares = 0.0
+        self.peak = 0.0
+
+    def add(self, block: np.ndarray) -> np.ndarray:
+        """Count ``block`` (float32, 1-D); returns it, or a repaired copy if it held NaN or inf."""
+        if block.size == 0:
+            return block
+        finite = np.isfinite(block)
+        if not finite.all():
+            self.repaired += int(block.size - np.count_nonzero(finite))
+            block = np.where(finite, block, np.float32(0.0)).astype(np.float32)
+        magnitude = np.abs(block)
+        self.peak = max(self.peak, float(magnitude.max()))
+        self.clipped += int(np.count_nonzero(magnitude >= _CLIP_LEVEL))
+        # a dot product, not mean(square(...)): no block-sized temporary
+        self.sum_squares += float(np.dot(block, block))
+        self.count += block.size
+        return block
+
+    def warnings(self) -> list[str]:
+        """Notes on repaired samples, silence and clipping (call after the last block)."""
+        return self.repair_warnings() + self.level_warnings()
+
+    def repair_warnings(self) -> list[str]:
+        """The note on NaN and infinite samples, if any were repaired."""
+        return [f"{self.repaired} samples were NaN or infinite and were set to 0"] if self.repaired else []
+
+    def level_warnings(self) -> list[str]:
+        """The note on silence or clipping, if either applies."""
+        if not self.count:
+            return []
+        if self.peak == 0.0 or np.sqrt(self.sum_squares / self.count) < 1e-4:
+            return ["the audio is silent or nearly so; the genre is a guess"]
+        if self.clipped / self.count > 0.01:
+            return ["more than 1% of the samples are clipped; the prediction may suffer"]
+        return []
+
+
+#: Samples measured at a time by :func:`_inspect` (bounds its temporaries).
+_INSPECT_BLOCK = 1 << 20
+
+
+def _measure(samples: np.ndarray) -> LevelMeter:
+    meter = LevelMeter()
+    for lo in range(0, len(samples), _INSPECT_BLOCK):
+        block = samples[lo: lo + _INSPECT_BLOCK]
+        checked = meter.add(block)
+        if checked is not block:
+            block[:] = checked  # repaired: write it back
+    return meter
 
 
 def _inspect(decoded: DecodedAudio, name: str) -> DecodedAudio:
     samples = decoded.samples
     if samples.size == 0:
         raise AudioDecodeError(f"{name} holds no audio samples")
-    finite = np.isfinite(samples)
-    if not finite.all():
-        bad = int(samples.size - finite.sum())
-        samples = np.where(finite, samples, np.float32(0.0)).astype(np.float32)
-        decoded.warnings.append(f"{bad} samples were NaN or infinite and were set to 0")
-    peak = float(np.max(np.abs(samples)))
-    if peak > 1.0:
+    if not samples.flags.writeable:
+        samples = samples.copy()
+    meter = _measure(samples)
+    decoded.warnings.extend(meter.repair_warnings())
+    if meter.peak > 1.0:
         # float files may exceed full scale; features assume [-1, 1]
-        samples = samples / np.float32(peak)
-        decoded.warnings.append(f"the signal exceeded full scale (peak {peak:.3g}) and was normalised")
-    # a dot product, not mean(square(...)): no song-sized temporary
-    rms = float(np.sqrt(np.dot(samples, samples) / samples.size))
-    if peak == 0.0 or rms < 1e-4:
-        decoded.warnings.append("the audio is silent or nearly so; the genre is a guess")
-    elif np.mean(np.abs(samples) >= _CLIP_LEVEL) > 0.01:
-        decoded.warnings.append("more than 1% of the samples are clipped; the prediction may suffer")
-    decoded.samples = np.ascontiguousarray(samples, dtype=np.float32)
+        decoded.warnings.append(f"the signal exceeded full scale (peak {meter.peak:.3g}) and was normalised")
+        samples /= np.float32(meter.peak)
+        meter = _measure(samples)
+    decoded.warnings.extend(meter.level_warnings())
+    decoded.samples = samples
     return decoded

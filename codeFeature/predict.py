@@ -13,14 +13,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .audio import Source, load_audio
-from .errors import ConfigError
+from .audio import AudioStream, LevelMeter, Source, load_audio, open_audio
+from .errors import AudioDecodeError, ConfigError
 from .features import segment_features
 from .model_io import LoadedModel, load_model
-from .split import segment_array
+from .split import _wrap_pad, plan_segments, segment_array
 
 #: Segments featurised at a time (the forward pass batches further, see
-#: ``model_io.FORWARD_BATCH``): bounds memory on hour-long files and paces the progress callback.
+#: ``LoadedModel.forward_batch``): bounds memory on hour-long files and paces the progress callback.
 CHUNK_SEGMENTS = 64
 
 ProgressCallback = Callable[[float, str], None]
@@ -239,20 +239,32 @@ def predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optio
     duration = len(samples) / config.sample_rate
     segments, starts = segment_array(samples, config)
     if duration < config.segment_seconds:
-        notes.append(f"the audio lasts {duration:.1f} s, less than one {config.segment_seconds:g} s segment; "
-                     "it was padded by repeating it")
+        notes.append(_padding_note(duration, config))
     timings: dict = {}
     extras: dict = {}
     probabilities = predict_segments(segments, model=model, progress=progress, timings=timings, extras=extras)
-    extra_labels = {spec["name"]: tuple(spec["labels"]) for spec in model.manifest.get("extra_outputs", [])}
+    extra_labels = _extra_labels(model)
     return Prediction(model=model.name, labels=model.labels, probabilities=probabilities, starts=starts,
                       segment_seconds=config.segment_seconds, duration=duration, file=file,
                       timings=timings, warnings=notes, extras=extras, extra_labels=extra_labels)
 
 
+def _padding_note(duration: float, config) -> str:
+    return (f"the audio lasts {duration:.1f} s, less than one {config.segment_seconds:g} s segment; "
+            "it was padded by repeating it")
+
+
+def _extra_labels(model: LoadedModel) -> dict:
+    return {spec["name"]: tuple(spec["labels"]) for spec in model.manifest.get("extra_outputs", [])}
+
+
 def predict_file(source: Source, *, model: LoadedModel | str | None = None, filename: Optional[str] = None,
                  progress: Optional[ProgressCallback] = None) -> Prediction:
     """Classify an audio file or in-memory upload.
+
+    The file is decoded block by block and classified :data:`CHUNK_SEGMENTS` segments at a
+    time, so memory does not grow with its length; the result is exactly that of
+    :func:`load_audio` followed by :func:`predict_audio`.
 
     Parameters
     ----------
@@ -264,6 +276,7 @@ def predict_file(source: Source, *, model: LoadedModel | str | None = None, file
     filename : str, optional
         Name to report, and to guess the format of in-memory input.
     progress : callable(fraction, message), optional
+        The fraction is an estimate from the file's header (0 where the header gives no length).
 
     Returns
     -------
@@ -277,12 +290,86 @@ def predict_file(source: Source, *, model: LoadedModel | str | None = None, file
     """
     if not isinstance(model, LoadedModel):
         model = load_model(model)
-    t0 = time.perf_counter()
-    decoded = load_audio(source, sample_rate=model.config.sample_rate, filename=filename)
-    decode_seconds = time.perf_counter() - t0
     name = filename or (str(source) if not hasattr(source, "read") and not isinstance(source, (bytes, bytearray, memoryview))
                         else getattr(source, "name", None))
-    prediction = predict_audio(decoded.samples, model=model, progress=progress, file=name,
-                               warnings=decoded.warnings)
-    prediction.timings = {"decode": decode_seconds, **prediction.timings}
-    return prediction
+    try:
+        with open_audio(source, sample_rate=model.config.sample_rate, filename=filename) as stream:
+            return _predict_stream(stream, model=model, progress=progress, file=name)
+    except _BeyondFullScale:
+        # a float file louder than full scale is scaled by its peak, which only the whole song gives
+        t0 = time.perf_counter()
+        decoded = load_audio(source, sample_rate=model.config.sample_rate, filename=filename)
+        decode_seconds = time.perf_counter() - t0
+        prediction = predict_audio(decoded.samples, model=model, progress=progress, file=name,
+                                   warnings=decoded.warnings)
+        prediction.timings = {"decode": decode_seconds, **prediction.timings}
+        return prediction
+
+
+class _BeyondFullScale(Exception):
+    """The stream holds samples beyond [-1, 1]; classify the whole decoded song instead."""
+
+
+def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Optional[ProgressCallback],
+                    file: Optional[str]) -> Prediction:
+    """Classify ``stream`` chunk by chunk, cutting segments by the rule of :func:`segment_array`."""
+    config = model.config
+    seg = config.segment_samples
+    chunk = np.empty(CHUNK_SEGMENTS * seg, np.float32)
+    filled = total = 0
+    meter = LevelMeter()
+    parts: list[np.ndarray] = []
+    timings: dict = {"decode": 0.0}
+    extras: dict = {}
+    extra_parts: dict = {}
+    expected_segments = stream.expected_samples // seg if stream.expected_samples else 0
+
+    def classify(segments: np.ndarray) -> None:
+        found: dict = {}
+        parts.append(predict_segments(segments, model=model, timings=timings, extras=found))
+        for key, value in found.items():
+            extra_parts.setdefault(key, []).append(value)
+        if progress is not None:
+            done = sum(map(len, parts))
+            progress(min(1.0, done / expected_segments) if expected_segments else 0.0,
+                     f"classified {done} segments")
+
+    blocks = iter(stream)
+    while True:
+        t0 = time.perf_counter()
+        block = next(blocks, None)
+        timings["decode"] += time.perf_counter() - t0
+        if block is None:
+            break
+        block = meter.add(block)
+        if meter.peak > 1.0:
+            raise _BeyondFullScale()
+        total += len(block)
+        pos = 0
+        while pos < len(block):
+            take = min(len(chunk) - filled, len(block) - pos)
+            chunk[filled: filled + take] = block[pos: pos + take]
+            filled += take
+            pos += take
+            if filled == len(chunk):
+                classify(chunk.reshape(CHUNK_SEGMENTS, seg))
+                filled = 0
+    if total == 0:
+        raise AudioDecodeError(f"{stream.name} holds no audio samples")
+    n_full, tail = plan_segments(total, config)
+    # the segments not yet classified: whole ones still in the chunk, then the kept tail, padded
+    whole = n_full - (total - filled) // seg
+    rest = [chunk[: whole * seg].reshape(whole, seg)]
+    if tail:
+        rest.append(_wrap_pad(chunk[whole * seg: whole * seg + tail], seg)[None, :])
+    if whole or tail:
+        classify(np.concatenate(rest))
+    notes = list(stream.warnings) + meter.warnings()
+    duration = total / config.sample_rate
+    if duration < config.segment_seconds:
+        notes.append(_padding_note(duration, config))
+    extras.update({key: np.concatenate(value) for key, value in extra_parts.items()})
+    return Prediction(model=model.name, labels=model.labels, probabilities=np.concatenate(parts),
+                      starts=np.arange(n_full + (1 if tail else 0), dtype=np.float64) * config.segment_seconds,
+                      segment_seconds=config.segment_seconds, duration=duration, file=file, timings=timings,
+                      warnings=notes, extras=extras, extra_labels=_extra_labels(model))

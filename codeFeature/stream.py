@@ -31,16 +31,16 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 import soxr
 
-from .audio import _CLIP_LEVEL, _downmix
-from .errors import AudioTooShortError, ConfigError, GenreError
+from .audio import LevelMeter, _downmix
+from .errors import ConfigError, GenreError
 from .model_io import LoadedModel
-from .predict import Prediction, predict_segments, vote_index
+from .predict import Prediction, _extra_labels, _padding_note, predict_segments, vote_index
 from .split import _wrap_pad, plan_segments
 
 #: Seconds of recent audio kept for the live spectrogram.
@@ -140,17 +140,6 @@ class _Pending:
     fed_at: float
 
 
-@dataclass
-class _Level:
-    """Running statistics for the warnings files get (silence, clipping)."""
-
-    sum_squares: float = 0.0
-    clipped: int = 0
-    repaired: int = 0
-    count: int = 0
-    extras: dict = field(default_factory=dict)
-
-
 class StreamClassifier:
     """Classify a stream of audio frames segment by segment.
 
@@ -192,7 +181,8 @@ class StreamClassifier:
         self._pending: list[_Pending] = []
         self._windows: list[LiveWindow] = []
         self._probabilities: list[np.ndarray] = []
-        self._level = _Level()
+        self._level = LevelMeter()
+        self._extras: dict = {}
         self._timings: dict = {}
         self._finished = False
         self._worker: Optional[threading.Thread] = None
@@ -286,13 +276,7 @@ class StreamClassifier:
     def _append(self, chunk: np.ndarray, fed_at: float) -> int:
         if not chunk.size:
             return 0
-        finite = np.isfinite(chunk)
-        if not finite.all():
-            self._level.repaired += int(chunk.size - finite.sum())
-            chunk = np.where(finite, chunk, np.float32(0.0)).astype(np.float32)
-        self._level.sum_squares += float(np.dot(chunk.astype(np.float64), chunk))
-        self._level.clipped += int(np.count_nonzero(np.abs(chunk) >= _CLIP_LEVEL))
-        self._level.count += chunk.size
+        chunk = self._level.add(chunk)
         self._total += chunk.size
         self._remember(chunk)
         seg = self.config.segment_samples
@@ -369,7 +353,7 @@ class StreamClassifier:
             self._windows.extend(windows)
             self._probabilities.extend(w.probabilities for w in windows)
             for name, values in extras.items():
-                self._level.extras.setdefault(name, []).append(values)
+                self._extras.setdefault(name, []).append(values)
             for name, value in timings.items():
                 self._timings[name] = self._timings.get(name, 0.0) + value
         return windows
@@ -508,36 +492,24 @@ class StreamClassifier:
                 if tail:
                     self._pending.append(_Pending(_wrap_pad(self._partial[:tail].copy(), seg), fed_at))
                     if n_full == 0:
-                        notes.append(f"the audio lasts {total / self.sample_rate:.1f} s, less than one "
-                                     f"{self.config.segment_seconds:g} s segment; it was padded by repeating it")
+                        notes.append(_padding_note(total / self.sample_rate, self.config))
                 self._partial_fill = 0
                 batch, self._pending = self._pending, []
                 first = len(self._windows)
             if batch:
                 self._classify(batch, first)
             with self._lock:
-                notes = self._level_warnings() + notes
+                notes = self._level.warnings() + notes
                 probs = np.stack(self._probabilities).astype(np.float32)
                 starts = np.arange(len(probs), dtype=np.float64) * self.config.segment_seconds
-                extras = {name: np.concatenate(parts) for name, parts in self._level.extras.items()}
-                extra_labels = {spec["name"]: tuple(spec["labels"])
-                                for spec in self.model.manifest.get("extra_outputs", [])}
+                extras = {name: np.concatenate(parts) for name, parts in self._extras.items()}
+                extra_labels = _extra_labels(self.model)
                 self._result = Prediction(model=self.model.name, labels=self.model.labels, probabilities=probs,
                                           starts=starts, segment_seconds=self.config.segment_seconds,
                                           duration=total / self.sample_rate, file=file,
                                           timings=dict(self._timings), warnings=notes, extras=extras,
                                           extra_labels=extra_labels)
                 return self._result
-
-    def _level_warnings(self) -> list[str]:
-        notes, level = [], self._level
-        if level.repaired:
-            notes.append(f"{level.repaired} samples were NaN or infinite and were set to 0")
-        if level.count and np.sqrt(level.sum_squares / level.count) < 1e-4:
-            notes.append("the audio is silent or nearly so; the genre is a guess")
-        elif level.count and level.clipped / level.count > 0.01:
-            notes.append("more than 1% of the samples are clipped; the prediction may suffer")
-        return notes
 
 
 def frame_to_array(frame: Any) -> tuple[np.ndarray, int]:

@@ -142,15 +142,29 @@ def test_ffmpeg_temp_file_is_private_and_removed_on_success_and_failure(private_
     assert list(private_tmp.iterdir()) == []
 
     seen = []
+    real_popen = subprocess.Popen
 
-    def fake_run(command, **kwargs):
+    def watched_popen(command, **kwargs):
         path = Path(command[command.index("-i") + 1])
         seen.append(path)
         assert path.parent == private_tmp and path.exists()
         assert ".." not in path.name and "evil" not in path.name and "$" not in path.name
-        raise subprocess.TimeoutExpired(command, 1)
+        return real_popen(command, **kwargs)
 
-    monkeypatch.setattr(audio.subprocess, "run", fake_run)
+    class ExpiredAtOnce:
+        """A timer whose time is up as soon as it starts: ffmpeg is killed at once."""
+
+        def __init__(self, seconds, function):
+            self.function, self.daemon = function, True
+
+        def start(self):
+            self.function()
+
+        def cancel(self):
+            pass
+
+    monkeypatch.setattr(audio.subprocess, "Popen", watched_popen)
+    monkeypatch.setattr(audio.threading, "Timer", ExpiredAtOnce)
     with pytest.raises(AudioDecodeError, match="longer than"):
         load_audio(good, filename=hostile)
     assert seen and not seen[0].exists()

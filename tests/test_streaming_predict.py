@@ -1,0 +1,172 @@
+"""``predict_file`` decodes and classifies block by block: same answer, bounded memory.
+
+The whole-song path (``load_audio`` then ``predict_audio``) is the reference: streaming must give
+bit-identical probabilities, segment starts, duration and warnings on every kind of input, and
+must not hold the song in memory.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from codeFeature import audio, predict
+from codeFeature.audio import find_ffmpeg, load_audio, open_audio
+from codeFeature.errors import AudioDecodeError, AudioTooShortError
+from codeFeature.predict import CHUNK_SEGMENTS, predict_audio, predict_file
+from tests.conftest import chord
+
+
+def whole_song(path, model):
+    decoded = load_audio(path, sample_rate=model.config.sample_rate)
+    return predict_audio(decoded.samples, model=model, file=str(path), warnings=decoded.warnings)
+
+
+def assert_same(a, b):
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    np.testing.assert_array_equal(a.starts, b.starts)
+    assert a.duration == b.duration
+    assert a.warnings == b.warnings
+    assert a.file == b.file
+
+
+def _float_with_faults(seconds, rate):
+    y = chord(seconds, rate)
+    y[1000:1100] = np.nan
+    y[5000] = np.inf
+    return y
+
+
+@pytest.mark.parametrize("name, make, rate, subtype", [
+    # more than one chunk of segments, and a final partial segment that is kept (> half a segment)
+    ("long_kept_tail", lambda: chord(CHUNK_SEGMENTS * 3.0 + 7.0, 44100, channels=2), 44100, "PCM_16"),
+    # exactly one chunk, then a short tail that is dropped
+    ("one_chunk_dropped_tail", lambda: chord(CHUNK_SEGMENTS * 3.0 + 0.5, 22050), 22050, "PCM_16"),
+    ("shorter_than_a_segment", lambda: chord(1.3, 48000), 48000, "PCM_24"),
+    ("nan_and_inf", lambda: _float_with_faults(8.0, 22050), 22050, "FLOAT"),
+    # beyond full scale: the whole song's peak is needed, so predict_file falls back to the whole song
+    ("louder_than_full_scale", lambda: chord(8.0, 22050) * 3.0, 22050, "FLOAT"),
+    ("silence", lambda: np.zeros(22050 * 4, np.float32), 22050, "PCM_16"),
+])
+def test_streaming_gives_exactly_the_whole_song_result(tmp_path, tiny_model, name, make, rate, subtype):
+    path = tmp_path / f"{name}.wav"
+    sf.write(path, make(), rate, subtype=subtype)
+    streamed = predict_file(path, model=tiny_model)
+    assert_same(whole_song(path, tiny_model), streamed)
+    assert set(streamed.timings) == {"decode", "features", "predict"}
+
+
+def test_streaming_mp3_and_bytes_match(tmp_path, tiny_model):
+    path = tmp_path / "song.mp3"
+    sf.write(path, chord(20.0, 44100, channels=2), 44100, format="MP3")
+    reference = whole_song(path, tiny_model)
+    assert_same(reference, predict_file(path, model=tiny_model))
+    from_bytes = predict_file(path.read_bytes(), model=tiny_model, filename=str(path))
+    np.testing.assert_array_equal(reference.probabilities, from_bytes.probabilities)
+
+
+@pytest.mark.skipif(find_ffmpeg() is None, reason="no ffmpeg binary (system or imageio-ffmpeg)")
+def test_streaming_through_ffmpeg_matches(tmp_path, tiny_model):
+    wav = tmp_path / "c.wav"
+    sf.write(wav, chord(10.0, 44100), 44100)
+    m4a = tmp_path / "c.m4a"
+    subprocess.run([find_ffmpeg(), "-loglevel", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
+    assert_same(whole_song(m4a, tiny_model), predict_file(m4a, model=tiny_model))
+
+
+def test_streaming_errors_are_the_whole_song_errors(tmp_path, tiny_model):
+    short = tmp_path / "short.wav"
+    sf.write(short, chord(0.3), 22050)
+    with pytest.raises(AudioTooShortError, match="0.30 s"):
+        predict_file(short, model=tiny_model)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 22050)
+    with pytest.raises(AudioDecodeError, match="holds no audio samples"):
+        predict_file(empty, model=tiny_model)
+
+
+def test_progress_is_reported_per_chunk_and_ends_at_one(tmp_path, tiny_model):
+    path = tmp_path / "long.wav"
+    sf.write(path, chord(CHUNK_SEGMENTS * 3.0 * 2 + 4.0, 22050), 22050)
+    seen = []
+    prediction = predict_file(path, model=tiny_model, progress=lambda f, msg: seen.append((f, msg)))
+    assert len(seen) == 3  # two full chunks, then the rest
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+    assert seen[-1] == (1.0, f"classified {len(prediction.starts)} segments")
+
+
+def _traced_peak(path, model) -> tuple[int, int]:
+    tracemalloc.start()
+    try:
+        prediction = predict_file(path, model=model)
+        return tracemalloc.get_traced_memory()[1], len(prediction.starts)
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_the_length_of_the_file(tmp_path, tiny_model):
+    """5 and 20 minutes: the longer file's 79 MB more of float32 at 22050 Hz must not show in the peak."""
+    rate = 8000  # small files on disk; decoded at the model's 22050 Hz
+    piece = chord(60.0, rate)
+    paths = {}
+    for minutes in (5, 20):
+        paths[minutes] = tmp_path / f"{minutes}min.wav"
+        with sf.SoundFile(paths[minutes], "w", rate, 1, subtype="PCM_16") as out:
+            for _ in range(minutes):
+                out.write(piece)
+    predict_file(paths[5], model=tiny_model)  # warm: first-call allocations are not the song's
+    short_peak, short_segments = _traced_peak(paths[5], tiny_model)
+    long_peak, long_segments = _traced_peak(paths[20], tiny_model)
+    assert (short_segments, long_segments) == (100, 400)
+    extra_song_bytes = 15 * 60 * tiny_model.config.sample_rate * 4
+    assert long_peak - short_peak < extra_song_bytes / 10, (short_peak, long_peak, extra_song_bytes)
+
+
+@pytest.mark.skipif(find_ffmpeg() is None, reason="no ffmpeg binary (system or imageio-ffmpeg)")
+def test_closing_a_stream_early_stops_ffmpeg_and_removes_its_file(tmp_path, monkeypatch):
+    import tempfile
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    wav = tmp_path / "c.wav"
+    sf.write(wav, chord(60.0, 44100), 44100)
+    m4a = tmp_path / "c.m4a"
+    subprocess.run([find_ffmpeg(), "-loglevel", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
+    processes = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        processes.append(real_popen(*args, **kwargs))
+        return processes[-1]
+
+    monkeypatch.setattr(audio.subprocess, "Popen", recording_popen)
+    with open_audio(m4a.read_bytes(), filename="c.m4a") as stream:
+        first = next(iter(stream))
+        assert len(first) > 0 and list(private.iterdir())  # ffmpeg reads a private temporary copy
+    assert processes and processes[0].poll() is not None
+    assert list(private.iterdir()) == []
+
+
+def test_stream_knows_its_length_for_progress(tmp_path):
+    path = tmp_path / "c.flac"
+    sf.write(path, chord(5.0, 44100), 44100)
+    with open_audio(path, sample_rate=22050) as stream:
+        assert stream.expected_samples == 5 * 22050
+        assert (stream.source_rate, stream.channels) == (44100, 1)
+        assert sum(len(block) for block in stream) == len(load_audio(path).samples)
+
+
+def test_streaming_never_calls_the_whole_song_decoder(tmp_path, tiny_model, monkeypatch):
+    path = tmp_path / "c.wav"
+    sf.write(path, chord(10.0), 22050)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("predict_file decoded the whole song")
+
+    monkeypatch.setattr(predict, "load_audio", refuse)
+    assert len(predict_file(path, model=tiny_model).starts) == 3
