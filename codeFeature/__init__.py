@@ -9,6 +9,12 @@ Nothing is downloaded or loaded at import; TensorFlow is imported by the first
 :func:`load_model` call.
 """
 
+import os as _os
+
+# TensorFlow's oneDNN kernels otherwise keep a memory pool of their own: ~300 MB more resident
+# memory with musicnn, for no speed (bench/README.md). Read when TensorFlow starts, so set it here.
+_os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
+
 from .config import DEFAULT_CONFIG, GENRES, FeatureConfig
 from .errors import (AudioDecodeError, AudioTooShortError, ConfigError, GenreError, ModelError,
                      UnsupportedFormatError)

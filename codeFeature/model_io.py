@@ -8,7 +8,9 @@ configuration, its ordered output labels, its training data and its metrics.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -28,9 +30,13 @@ FORMAT_VERSION = 1
 #: Shipped models live in ``models/`` beside the package; ``CODEFEATURE_MODELS`` overrides it.
 MODELS_DIR = Path(os.environ.get("CODEFEATURE_MODELS", Path(__file__).resolve().parent.parent / "models"))
 DEFAULT_FILE = "default.txt"
-#: Segments per forward pass. Small batches bound memory: musicnn's front end holds ~60 MB of
-#: activations per segment, so 128 at once peaked at several GB; 16 costs little speed.
+#: Most segments per forward pass.
 FORWARD_BATCH = 16
+#: Bytes of layer outputs one forward pass may hold. musicnn's front end makes ~50 MB of
+#: activations per 3 s segment, so it runs 2 segments at a time (16 at once cost ~600 MB more at the
+#: peak, for no measurable speed: the convolutions already keep both cores busy); small networks
+#: run :data:`FORWARD_BATCH` at a time.
+FORWARD_BUDGET_BYTES = 128 * 2**20
 
 
 @dataclass
@@ -61,6 +67,16 @@ class LoadedModel:
     labels: tuple[str, ...]
     _graph: Any = field(default=None, repr=False, compare=False)
 
+    @functools.cached_property
+    def forward_batch(self) -> int:
+        """Segments per forward pass: :data:`FORWARD_BATCH`, fewer where that would hold more than
+        :data:`FORWARD_BUDGET_BYTES` of layer outputs."""
+        per_segment = 0
+        for layer in self.keras_model.layers:
+            outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+            per_segment += sum(4 * math.prod(int(d or 1) for d in o.shape[1:]) for o in outputs)
+        return max(1, min(FORWARD_BATCH, FORWARD_BUDGET_BYTES // max(per_segment, 1)))
+
     @property
     def task(self) -> str:
         return self.manifest.get("task", "genre")
@@ -79,15 +95,16 @@ class LoadedModel:
 
         Notes
         -----
-        Runs in batches of :data:`FORWARD_BATCH` through one traced graph (traced on the
+        Runs in batches of :attr:`forward_batch` through one traced graph (traced on the
         first call, with the batch axis left free), which is faster than eager calls and
         safe to call from several threads.
         """
         if self._graph is None:
             self._graph = _traced_forward(self.keras_model, self.config.input_shape)
         parts: list[list[np.ndarray]] = []
-        for lo in range(0, len(x), FORWARD_BATCH):
-            result = self._graph(np.ascontiguousarray(x[lo:lo + FORWARD_BATCH], dtype=np.float32))
+        batch = self.forward_batch
+        for lo in range(0, len(x), batch):
+            result = self._graph(np.ascontiguousarray(x[lo:lo + batch], dtype=np.float32))
             outputs = result if isinstance(result, (list, tuple)) else [result]
             parts.append([np.asarray(o) for o in outputs])
         if not parts:
