@@ -6,7 +6,8 @@ With ``--json``, one JSON object per input file is printed on its own line::
      "segments": [{"start", "end", "genre", "confidence"}, ...], "seconds"}
 
 or ``{"file", "error"}`` for a file that cannot be classified. Every file is tried;
-the exit status is 2 if any failed, 0 otherwise.
+the exit status is 2 if any failed, 0 otherwise. Files are decoded and classified
+``--jobs`` at a time (one per core by default); results are printed in input order.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -30,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a shipped model's name or a model folder (default: the shipped default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     parser.add_argument("--list-models", action="store_true", help="list the shipped models and exit")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="files classified at once (default: one per CPU core, at most 4)")
     return parser
 
 
@@ -64,29 +68,38 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.paths:
             _emit_error(path, message, as_json=args.json)
         return 2
+    jobs = args.jobs if args.jobs is not None else min(4, os.cpu_count() or 1)
+    if jobs < 1:
+        build_parser().error("--jobs must be at least 1")
+
+    def classify(path: str):
+        """The prediction, or the message to print instead: one odd file must not cost the user the others."""
+        try:
+            return predict_file(path, model=model)
+        except GenreError as exc:
+            return str(exc)
+        except Exception as exc:
+            return f"unexpected error ({type(exc).__name__}: {exc}); please report it"
+
     failed = 0
     if not args.json:
         print(f"{'file':40s} {'genre':10s} {'confidence':>10s} {'segments':>8s} {'seconds':>8s}")
-    for path in args.paths:
-        try:
-            prediction = predict_file(path, model=model)
-        except GenreError as exc:
-            failed += 1
-            _emit_error(path, str(exc), as_json=args.json)
-            continue
-        except Exception as exc:  # keep going: one odd file must not cost the user the others
-            failed += 1
-            _emit_error(path, f"unexpected error ({type(exc).__name__}: {exc}); please report it", as_json=args.json)
-            continue
-        for note in prediction.warnings:
-            print(f"warning: {path}: {note}", file=sys.stderr)
-        if args.json:
-            record = prediction.to_dict()
-            record["file"] = path
-            print(json.dumps(record), flush=True)
-        else:
-            print(f"{_short(path, 40):40s} {prediction.genre:10s} {prediction.confidence:10.2f} "
-                  f"{len(prediction.probabilities):8d} {prediction.duration:8.1f}", flush=True)
+    # decoding and features release the GIL, so a second file overlaps the first on a second core
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for path, prediction in zip(args.paths, pool.map(classify, args.paths)):
+            if isinstance(prediction, str):
+                failed += 1
+                _emit_error(path, prediction, as_json=args.json)
+                continue
+            for note in prediction.warnings:
+                print(f"warning: {path}: {note}", file=sys.stderr)
+            if args.json:
+                record = prediction.to_dict()
+                record["file"] = path
+                print(json.dumps(record), flush=True)
+            else:
+                print(f"{_short(path, 40):40s} {prediction.genre:10s} {prediction.confidence:10.2f} "
+                      f"{len(prediction.probabilities):8d} {prediction.duration:8.1f}", flush=True)
     return 2 if failed else 0
 
 

@@ -103,3 +103,14 @@ def test_cli_unknown_model_is_a_per_file_error(audio_dir):
     result = _cli(audio_dir / "chord.ogg", "--model", "no-such-model", "--json")
     assert result.returncode == 2
     assert "no model called" in json.loads(result.stdout)["error"]
+
+
+def test_cli_jobs_keep_input_order_and_results(tiny_model_dir, audio_dir):
+    files = [audio_dir / "chord.flac", audio_dir / "not_audio.mp3", audio_dir / "mono22k.wav",
+             audio_dir / "chord.ogg", audio_dir / "empty.wav", audio_dir / "chord.mp3"]
+    one = _cli(*files, "--model", tiny_model_dir, "--json", "--jobs", "1")
+    three = _cli(*files, "--model", tiny_model_dir, "--json", "--jobs", "3")
+    assert one.returncode == three.returncode == 2
+    assert [json.loads(line)["file"] for line in three.stdout.splitlines()] == [str(f) for f in files]
+    assert three.stdout == one.stdout  # same answers, whatever ran beside them
+    assert _cli(files[0], "--jobs", "0").returncode == 2  # argparse's usage error
