@@ -20,7 +20,7 @@ from codeFeature.audio import FFMPEG_EXTENSIONS, find_ffmpeg
 from codeFeature.config import DEFAULT_CONFIG
 from codeFeature.model_io import default_model_name, list_models, read_manifest, resolve_model_dir
 from codeFeature.plots import MAX_PLOT_SECONDS, song_figure
-from ui import csv_download, get_model, probability_chart, show_summary, show_timeline
+from ui import csv_download, get_model, preload_model, probability_chart, show_summary, show_timeline
 
 log = logging.getLogger("app")
 
@@ -123,6 +123,7 @@ def main() -> None:
              "genres, and the segments vote.")
     st.page_link("pages/1_Listen_live.py", label="Listen live: record or stream from the microphone", icon="🎙️")
     model_name = sidebar()
+    preload_model(model_name)  # loads while the visitor picks a file
     upload = st.file_uploader("Song", type=uploaded_types(), key="upload",
                               help="wav, flac, ogg, mp3" + ("; m4a, aac, wma and more via ffmpeg"
                                                             if find_ffmpeg() else "; install ffmpeg for m4a, aac, wma"))

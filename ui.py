@@ -5,6 +5,8 @@ UI only; everything from bytes to a prediction is in :mod:`codeFeature`.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -21,17 +23,44 @@ def genre_colour_scale() -> alt.Scale:
     return alt.Scale(domain=list(GENRES), range=GENRE_COLOURS)
 
 
-@st.cache_resource(show_spinner="Loading the model…")
-def get_model(name: str):
-    """Load a model once per server process; every page and session shares it (inference is thread-safe).
-
-    One throw-away segment warms it up: librosa's numba kernels compile and TensorFlow
-    traces the forward pass here, not during the user's first upload or live window.
-    """
+def _load_and_warm(name: str):
+    """Load a model and warm it up with one throw-away segment: librosa's numba kernels compile
+    and TensorFlow traces the forward pass here, not during the user's first upload or live window."""
     model = load_model(name)
     noise = np.random.default_rng(0).normal(0, 0.01, model.config.segment_samples).astype(np.float32)
     predict_audio(noise, model=model)
     return model
+
+
+@st.cache_resource(show_spinner=False)
+def _model_future(name: str) -> Future:
+    """One background load per model and server process; every page and session shares it."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"load-{name}")
+    future = pool.submit(_load_and_warm, name)
+    pool.shutdown(wait=False)  # the load goes on; the thread ends with it
+    return future
+
+
+def preload_model(name: str) -> None:
+    """Start loading ``name`` in the background (TensorFlow's import and the warm-up take seconds),
+    so that it is ready by the time the visitor has chosen a file. Returns at once."""
+    _model_future(name)
+
+
+def get_model(name: str):
+    """The loaded, warmed-up model ``name`` (inference is thread-safe), waiting for its load if needed.
+
+    A failed load is not cached: the next call tries again.
+    """
+    future = _model_future(name)
+    try:
+        if future.done():
+            return future.result()
+        with st.spinner("Loading the model…"):
+            return future.result()
+    except BaseException:
+        _model_future.clear(name)
+        raise
 
 
 def probability_chart(labels, probabilities, *, title: str | None = None, height: int = 260) -> alt.Chart:

@@ -27,7 +27,7 @@ import streamlit as st
 from codeFeature import GenreError, load_audio, predict_audio
 from codeFeature.model_io import default_model_name
 from codeFeature.stream import StreamClassifier, StreamError, frame_to_array
-from ui import csv_download, get_model, show_summary, show_timeline
+from ui import csv_download, get_model, preload_model, show_summary, show_timeline
 
 
 def _import_webrtc():
@@ -283,6 +283,7 @@ def listen_section(model_name: str) -> None:
 def main() -> None:
     st.title("Listen live")
     model_name = chosen_model_name()
+    preload_model(model_name)  # loads while the visitor reads the page
     st.write(f"Classify what the microphone hears with **{model_name}**: the same 3 s segments, features and "
              "vote as uploads.")
     record, listen = st.tabs(["Record a clip", "Listen continuously"])

@@ -69,3 +69,33 @@ def test_segment_slider_changes_the_close_up(app):
     slider.set_value(3).run()
     assert not app.exception
     assert any("Segment 3 of 3" in m.value for m in app.markdown)
+
+
+def test_the_model_loads_in_the_background_and_a_failed_load_is_retried(monkeypatch):
+    import threading
+
+    import ui
+    from codeFeature.errors import ModelError
+
+    calls, release = [], threading.Event()
+
+    def slow_then_flaky(name):
+        calls.append(name)
+        release.wait(30)
+        if len(calls) == 1:
+            raise ModelError("the first load fails")
+        return f"model {name}"
+
+    monkeypatch.setattr(ui, "_load_and_warm", slow_then_flaky)
+    ui._model_future.clear()
+    try:
+        ui.preload_model("some_model")  # returns at once, while the load is still going on
+        assert not ui._model_future("some_model").done()
+        release.set()
+        with pytest.raises(ModelError, match="first load fails"):
+            ui.get_model("some_model")
+        assert ui.get_model("some_model") == "model some_model"
+        assert ui.get_model("some_model") == "model some_model"  # loaded once, then shared
+        assert calls == ["some_model", "some_model"]
+    finally:
+        ui._model_future.clear()
