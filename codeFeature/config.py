@@ -30,6 +30,14 @@ GENRES: tuple[str, ...] = (
 #: Feature kinds a model can be trained on (see :mod:`codeFeature.features`).
 FEATURE_KINDS: tuple[str, ...] = ("mfcc", "logmel", "musicnn_logmel", "gtzan57", "spectrogram_image")
 MFCC_BACKENDS: tuple[str, ...] = ("librosa", "python_speech_features")
+#: Extra per-frame features an ``mfcc`` model can see, in the order their rows follow the MFCC
+#: (see :func:`codeFeature.features.mfcc_with_extras`). ``hpss`` has no rows of its own: it replaces
+#: the MFCC with the MFCC of the harmonic part followed by that of the percussive part.
+EXTRA_FEATURES: tuple[str, ...] = ("contrast", "tonnetz", "hpss")
+#: Rows each extra adds to the MFCC's ``n_mfcc`` (``hpss`` adds another ``n_mfcc``).
+EXTRA_ROWS: dict[str, int] = {"contrast": 7, "tonnetz": 6}
+#: librosa's spectral contrast: 6 octave bands above 200 Hz; the top band's lower edge must lie below Nyquist.
+CONTRAST_MIN_RATE = 2 * 200 * 2 ** 5
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,13 @@ class FeatureConfig:
         ``"librosa"`` or ``"python_speech_features"``.
     image_size : int
         Side, in pixels, of the spectrogram picture (``feature="spectrogram_image"``).
+    extras : tuple of str
+        Extra per-frame features for ``feature="mfcc"``, any of :data:`EXTRA_FEATURES`:
+        ``"contrast"`` (librosa spectral contrast, 7 rows), ``"tonnetz"`` (6 rows, from an STFT
+        chroma) and ``"hpss"`` (the MFCC of the harmonic and of the percussive part instead of one
+        MFCC). Given in any order as a tuple or list; stored de-duplicated in that canonical order.
+        Empty (the default) is the plain MFCC, and :meth:`to_dict` then leaves the key out, so a plain
+        model's manifest and feature-cache key are what they were before this field existed.
     """
 
     feature: str = "mfcc"
@@ -67,6 +82,7 @@ class FeatureConfig:
     n_mels: int = 128
     mfcc_backend: str = "librosa"
     image_size: int = 224
+    extras: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURE_KINDS:
@@ -93,6 +109,29 @@ class FeatureConfig:
             )
         if self.feature == "mfcc" and self.n_mfcc > self.n_mels:
             raise ConfigError(f"n_mfcc={self.n_mfcc} cannot exceed n_mels={self.n_mels}")
+        self._check_extras()
+
+    def _check_extras(self) -> None:
+        extras = self.extras
+        if isinstance(extras, str) or not isinstance(extras, (tuple, list)):
+            raise ConfigError(f"extras={extras!r} must be a tuple of names such as ('contrast', 'tonnetz'), "
+                              f"from {', '.join(EXTRA_FEATURES)}")
+        unknown = [e for e in extras if e not in EXTRA_FEATURES]
+        if unknown:
+            raise ConfigError(f"extras={tuple(extras)!r}: {', '.join(map(repr, unknown))} unknown; "
+                              f"use any of {', '.join(EXTRA_FEATURES)}")
+        if len(set(extras)) != len(extras):
+            raise ConfigError(f"extras={tuple(extras)!r} names a feature twice")
+        if extras and self.feature != "mfcc":
+            raise ConfigError(f"extras={tuple(extras)!r} apply to feature='mfcc' only, not feature={self.feature!r}")
+        if "hpss" in extras and self.mfcc_backend != "librosa":
+            raise ConfigError(f"extras 'hpss' computes the MFCC with librosa; mfcc_backend={self.mfcc_backend!r} "
+                              "cannot be combined with it")
+        if "contrast" in extras and self.sample_rate <= CONTRAST_MIN_RATE:
+            raise ConfigError(f"extras 'contrast' needs sample_rate above {CONTRAST_MIN_RATE} Hz (its top octave "
+                              f"band starts at 6400 Hz), got sample_rate={self.sample_rate}")
+        # frozen: normalise through object.__setattr__ so that list and tuple, in any order, compare equal
+        object.__setattr__(self, "extras", tuple(e for e in EXTRA_FEATURES if e in extras))
 
     @property
     def segment_samples(self) -> int:
@@ -105,10 +144,20 @@ class FeatureConfig:
         return 1 + self.segment_samples // self.hop_length
 
     @property
+    def mfcc_rows(self) -> int:
+        """MFCC coefficients per frame: ``n_mfcc``, twice that with ``hpss`` (harmonic, then percussive)."""
+        return self.n_mfcc * (2 if "hpss" in self.extras else 1)
+
+    @property
+    def extra_rows(self) -> int:
+        """Rows per frame that follow the MFCC's: 7 for ``contrast``, 6 for ``tonnetz``."""
+        return sum(EXTRA_ROWS.get(e, 0) for e in self.extras)
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one segment's features, without the batch axis."""
         if self.feature == "mfcc":
-            return (self.frames_per_segment, self.n_mfcc, 1)
+            return (self.frames_per_segment, self.mfcc_rows + self.extra_rows, 1)
         if self.feature == "logmel":
             return (self.frames_per_segment, self.n_mels, 1)
         if self.feature == "gtzan57":
@@ -121,12 +170,17 @@ class FeatureConfig:
         return (MUSICNN_FRAMES, self.n_mels)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON (the manifest's ``feature_config``)."""
-        return dataclasses.asdict(self)
+        """Plain dict for JSON (the manifest's ``feature_config``); ``extras`` is a list, left out when empty."""
+        data = dataclasses.asdict(self)
+        if self.extras:
+            data["extras"] = list(self.extras)
+        else:
+            del data["extras"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
+        """Rebuild from :meth:`to_dict` output (a missing ``extras`` is empty); unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

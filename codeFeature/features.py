@@ -35,6 +35,62 @@ def mfcc(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(coeffs, 1, 2), dtype=np.float32)
 
 
+def mfcc_with_extras(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """MFCC and the extra per-frame features of ``config.extras``, stacked along the coefficient axis.
+
+    Rows per frame, in this order: the MFCC (``n_mfcc`` rows, exactly :func:`mfcc`'s), or with
+    ``"hpss"`` the MFCC of the harmonic part then of the percussive part (``2 * n_mfcc`` rows);
+    then, if asked, spectral contrast (7 rows: librosa's 6 octave bands above 200 Hz plus the rest)
+    and tonnetz (6 rows). All come from one STFT of each segment (``n_fft``, ``hop_length``):
+
+    - ``hpss``: :func:`librosa.decompose.hpss` (median filters of 31 frames / 31 bins, soft masks)
+      splits the STFT magnitude; each part's MFCC is then computed as :func:`librosa.feature.mfcc`
+      computes it from audio (mel power spectrogram, dB floored 80 dB below the segment's peak, DCT),
+      without a round trip to audio.
+    - ``tonnetz``: :func:`librosa.feature.tonnetz` of a chroma from the STFT power
+      (:func:`librosa.feature.chroma_stft`), not librosa's default constant-Q chroma, which is
+      about ten times slower. Tuning is fixed at A440 (``tuning=0``): librosa would otherwise
+      estimate one tuning over the whole batch, so a segment's features would depend on its neighbours.
+
+    Every extra works on each segment alone, so a batch gives each segment's own extra rows (training
+    featurises a file at a time, serving 64 segments at a time). The plain MFCC rows are :func:`mfcc`'s,
+    whose dB floor librosa takes over the whole batch, exactly as for the plain models.
+
+    Parameters
+    ----------
+    segments : np.ndarray, shape (n_segments, n_samples), float32
+    config : FeatureConfig
+        ``feature="mfcc"``; ``extras``, ``n_mfcc``, ``n_fft``, ``hop_length``, ``n_mels`` and
+        ``sample_rate`` apply.
+
+    Returns
+    -------
+    np.ndarray, shape (n_segments, frames, config.mfcc_rows + config.extra_rows), float32
+    """
+    segments = _as_batch(segments)
+    sr = config.sample_rate
+    magnitude = np.abs(librosa.stft(segments, n_fft=config.n_fft, hop_length=config.hop_length))
+    blocks = []  # each (n_segments, rows, frames)
+    if "hpss" in config.extras:
+        for part in librosa.decompose.hpss(magnitude):
+            mel = librosa.feature.melspectrogram(S=part ** 2, sr=sr, n_fft=config.n_fft, n_mels=config.n_mels)
+            db = librosa.power_to_db(mel, top_db=None)
+            # librosa's 80 dB floor below the peak, taken per segment: over the batch it would tie a
+            # segment's features to the loudest segment beside it
+            db = np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - 80.0)
+            blocks.append(librosa.feature.mfcc(S=db, n_mfcc=config.n_mfcc))
+    else:
+        # the plain model's very rows, so that the extras only ever add information
+        blocks.append(np.swapaxes(mfcc(segments, config), 1, 2))
+    if "contrast" in config.extras:
+        blocks.append(librosa.feature.spectral_contrast(S=magnitude, sr=sr, n_fft=config.n_fft))
+    if "tonnetz" in config.extras:
+        chroma = librosa.feature.chroma_stft(S=magnitude ** 2, sr=sr, n_fft=config.n_fft, tuning=0.0)
+        blocks.append(librosa.feature.tonnetz(chroma=chroma, sr=sr))
+    out = np.concatenate([np.asarray(b, dtype=np.float32) for b in blocks], axis=1)
+    return np.ascontiguousarray(np.swapaxes(out, 1, 2))
+
+
 def logmel(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Log-mel spectrogram (dB, relative to 1.0) of each segment.
 
@@ -61,10 +117,11 @@ def segment_features(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
     Returns
     -------
     np.ndarray, shape (n_segments, *config.input_shape), float32
+        For ``mfcc`` with ``config.extras``, the coefficient axis holds :func:`mfcc_with_extras`'s rows.
     """
     segments = _as_batch(segments)
     if config.feature == "mfcc":
-        out = mfcc(segments, config)[..., None]
+        out = (mfcc_with_extras(segments, config) if config.extras else mfcc(segments, config))[..., None]
     elif config.feature == "logmel":
         out = logmel(segments, config)[..., None]
     elif config.feature == "gtzan57":

@@ -39,18 +39,35 @@ def _batch_norm():
     return layers.BatchNormalization(momentum=0.9)
 
 
-def _inputs(shape, normalizer_data, axis=None):
+def _inputs(shape, normalizer_data, axis=None, plain_rows=None):
+    """The input and its standardisation, adapted on ``normalizer_data`` (the training inputs).
+
+    With ``plain_rows`` (MFCC models with extra features: ``FeatureConfig.mfcc_rows``), the first
+    ``plain_rows`` coefficients (the MFCC) keep the plain models' one mean and variance, and the rows
+    after them (spectral contrast, tonnetz) get one mean and variance per row: their scales differ from
+    the MFCC's by orders of magnitude (tonnetz varies by about 0.1, MFCC by about 100), so one shared
+    scale would make them invisible. Built from Cropping2D / Concatenate, so it loads in safe mode.
+    """
     inputs = keras.Input(shape=shape, name="features")
     norm = layers.Normalization(axis=axis, name="standardise")
+    if plain_rows is not None and plain_rows < shape[1]:
+        extra = shape[1] - plain_rows
+        plain = layers.Cropping2D(((0, 0), (0, extra)), name="mfcc_rows")(inputs)
+        rest = layers.Cropping2D(((0, 0), (plain_rows, 0)), name="extra_rows")(inputs)
+        rest_norm = layers.Normalization(axis=2, name="standardise_extras")
+        if normalizer_data is not None:
+            norm.adapt(normalizer_data[:, :, :plain_rows])
+            rest_norm.adapt(normalizer_data[:, :, plain_rows:])
+        return inputs, layers.Concatenate(axis=2, name="features_standardised")([norm(plain), rest_norm(rest)])
     if normalizer_data is not None:
         # one mean and variance over all coefficients: keeps the coefficients' relative scale
         norm.adapt(normalizer_data)
     return inputs, norm(inputs)
 
 
-def cnn_mfcc_small(shape, n_out, normalizer_data=None):
+def cnn_mfcc_small(shape, n_out, normalizer_data=None, plain_rows=None):
     """The original design's CNN on MFCC: Conv2D 64/32/32/16, MaxPool2D, BatchNorm, Dense 64 (about 33 k weights)."""
-    inputs, x = _inputs(shape, normalizer_data)
+    inputs, x = _inputs(shape, normalizer_data, plain_rows=plain_rows)
     for filters, kernel, pool in ((64, 3, 3), (32, 3, 3), (32, 2, 2), (16, 1, 1)):
         x = layers.Conv2D(filters, kernel, activation="relu")(x)
         x = layers.MaxPooling2D(pool, strides=2, padding="same")(x)
@@ -62,9 +79,9 @@ def cnn_mfcc_small(shape, n_out, normalizer_data=None):
     return keras.Model(inputs, outputs, name="cnn_mfcc_small")
 
 
-def cnn_mfcc(shape, n_out, normalizer_data=None):
+def cnn_mfcc(shape, n_out, normalizer_data=None, plain_rows=None):
     """The tutorial CNN on MFCC: Conv2D 32/32/32, MaxPool2D, BatchNorm, Dense 64 (about 45 k weights)."""
-    inputs, x = _inputs(shape, normalizer_data)
+    inputs, x = _inputs(shape, normalizer_data, plain_rows=plain_rows)
     for kernel, pool in ((3, 3), (3, 3), (2, 2)):
         x = layers.Conv2D(32, kernel, activation="relu")(x)
         x = layers.MaxPooling2D(pool, strides=2, padding="same")(x)
@@ -76,9 +93,9 @@ def cnn_mfcc(shape, n_out, normalizer_data=None):
     return keras.Model(inputs, outputs, name="cnn_mfcc")
 
 
-def ann_mfcc(shape, n_out, normalizer_data=None):
+def ann_mfcc(shape, n_out, normalizer_data=None, plain_rows=None):
     """Dense 512-256-64 with Dropout on the flattened MFCC (1690 values)."""
-    inputs, x = _inputs(shape, normalizer_data)
+    inputs, x = _inputs(shape, normalizer_data, plain_rows=plain_rows)
     x = layers.Flatten()(x)
     for units in (512, 256, 64):
         x = layers.Dense(units, activation="relu")(x)
@@ -87,9 +104,9 @@ def ann_mfcc(shape, n_out, normalizer_data=None):
     return keras.Model(inputs, outputs, name="ann_mfcc")
 
 
-def lstm_mfcc(shape, n_out, normalizer_data=None):
+def lstm_mfcc(shape, n_out, normalizer_data=None, plain_rows=None):
     """LSTM 64 (sequences) -> LSTM 64 -> Dense 64 -> Dropout -> softmax, over MFCC frames."""
-    inputs, x = _inputs(shape, normalizer_data)
+    inputs, x = _inputs(shape, normalizer_data, plain_rows=plain_rows)
     x = layers.Reshape(shape[:2])(x)
     x = layers.LSTM(64, return_sequences=True)(x)
     x = layers.LSTM(64)(x)
@@ -247,4 +264,6 @@ def build(name: str, normalizer_data=None, *, config: FeatureConfig | None = Non
     """Build model ``name`` for its spec's (or ``config``'s) input shape and the ten GTZAN genres."""
     spec = SPECS[name]
     config = config or spec.config
+    if config.feature == "mfcc" and config.extra_rows:
+        kwargs.setdefault("plain_rows", config.mfcc_rows)
     return spec.build(config.input_shape, len(GENRES), normalizer_data, **kwargs)

@@ -63,6 +63,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def input_label(feature_config: dict, input_shape) -> str:
+    """``mfcc (130, 13, 1)``, or ``mfcc+contrast+tonnetz (130, 26, 1)`` for a model with extra features."""
+    return "+".join([feature_config["feature"], *feature_config.get("extras", [])]) + f" {tuple(input_shape)}"
+
+
 def collect_rows(models_dir: Path, *, reports_dir: Path | None = None, test_split=None, test_data=None,
                  cache_dir=DEFAULT_CACHE) -> list[dict]:
     """One dict per model: trained genre models (by valid track accuracy), then untrained ones.
@@ -83,7 +88,7 @@ def collect_rows(models_dir: Path, *, reports_dir: Path | None = None, test_spli
             continue
         loaded = load_model(models_dir / name)
         cfg = m["feature_config"]
-        row = {"model": name, "input": f"{cfg['feature']} {tuple(m['input_shape'])}",
+        row = {"model": name, "input": input_label(cfg, m['input_shape']),
                "parameters": m.get("parameters", int(loaded.keras_model.count_params())),
                "depth": m.get("depth") or model_depth(loaded.keras_model),
                "training_seconds": m.get("training_seconds"),
@@ -105,7 +110,7 @@ def collect_rows(models_dir: Path, *, reports_dir: Path | None = None, test_spli
         if name in shipped or not m.get("metrics", {}).get("valid") or m.get("training", {}).get("quick"):
             continue
         cfg = m["feature_config"]
-        rows.append({"model": name + " (not shipped)", "name": name, "input": f"{cfg['feature']} {tuple(m['input_shape'])}",
+        rows.append({"model": name + " (not shipped)", "name": name, "input": input_label(cfg, m['input_shape']),
                      "parameters": m.get("parameters"), "depth": m.get("depth"),
                      "training_seconds": m.get("training_seconds"), "train": m["metrics"].get("train"),
                      "valid": m["metrics"]["valid"], "data": ", ".join(m.get("training", {}).get("data", [])),

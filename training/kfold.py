@@ -144,6 +144,8 @@ def main(argv=None) -> int:
 
     args = training.parse_args(["--model", own.model, *rest])
     spec = SPECS[args.model]
+    # with --extras the report is the extras model's (reports/cnn_mfcc+contrast/), never the plain model's
+    name = training.model_name(args.model, training.config_with_extras(args.model, args.extras).extras)
     if args.quick:
         if args.data is None:
             args.data = training.quick_data(spec, Path(args.cache) / "quick-data" / "kfold",
@@ -175,7 +177,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    report_dir = args.reports / args.model
+    report_dir = args.reports / name
     list_dir = report_dir / "kfold"
     rows = []
     with tempfile.TemporaryDirectory(prefix="kfold-") as tmp:
@@ -188,7 +190,7 @@ def main(argv=None) -> int:
             fold_args.valid_split = _write_list(list_dir / f"fold{k}_valid.txt", inner_valid,
                                                 note + ": inner valid (early stopping)")
             _write_list(list_dir / f"fold{k}_test.txt", test_ids, note + ": held out")
-            fold_args.out = Path(tmp) / f"fold{k}" / args.model
+            fold_args.out = Path(tmp) / f"fold{k}" / name
             fold_args.reports = Path(tmp) / f"fold{k}" / "reports"
             log.info("fold %d/%d: %d tracks to train (%d of them for early stopping), %d held out",
                      k, own.folds, len(train_part), len(inner_valid), len(test_ids))
@@ -211,7 +213,7 @@ def main(argv=None) -> int:
                 "confusion": held["confusion"],
             })
     result = {
-        "model": args.model,
+        "model": name,
         "protocol": f"artist-free stratified {own.folds}-fold (StratifiedGroupKFold, groups = artist, seed "
                     f"{args.seed}); early stopping on an artist-free inner valid part of each fold's training "
                     "part; scores on the held-out fold; std over folds (ddof 0)",
@@ -239,7 +241,7 @@ def main(argv=None) -> int:
         print(f"fold {r['fold']}: track accuracy {r['track_accuracy']:.3f} (n={r['tracks']}), "
               f"segment accuracy {r['segment_accuracy']:.3f} (n={r['segments']})")
     t, s = result["track_accuracy"], result["segment_accuracy"]
-    print(json.dumps({"model": args.model, "folds": own.folds, "tracks": result["tracks"],
+    print(json.dumps({"model": name, "folds": own.folds, "tracks": result["tracks"],
                       "track_accuracy": t, "segment_accuracy": s, "report": str(display_path(report_dir / "kfold.json"))}))
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from codeFeature.model_io import default_model_name, list_models, read_manifest, resolve_model_dir
+from training.compare import input_label
 
 
 def table() -> str:
@@ -27,7 +28,7 @@ def table() -> str:
         else:
             tracks = segments = "not a genre model" if m.get("task") != "genre" else "not measured"
         params = f"{m['parameters']:,}" if "parameters" in m else "–"
-        rows.append(f"| {shown} | {m.get('task', 'genre')} | {cfg['feature']} {tuple(m['input_shape'])} | {params} "
+        rows.append(f"| {shown} | {m.get('task', 'genre')} | {input_label(cfg, m['input_shape'])} | {params} "
                     f"| {tracks} | {segments} | `{m.get('reproduce', '')}` |")
     return "\n".join(rows)
 

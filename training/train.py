@@ -25,6 +25,11 @@ A smoke run on a few synthetic tracks, rows or images (for CI)::
 
     python -m training.train --model cnn_mfcc --quick --out /tmp/m
 
+An MFCC model with extra per-frame features (spectral contrast, tonnetz, harmonic / percussive
+separation), written to ``models/cnn_mfcc+contrast+tonnetz`` so that it never overwrites the plain model::
+
+    python -m training.train --model cnn_mfcc --augment --extras contrast,tonnetz
+
 With a frozen transfer-learning base, the base's pooled embeddings of every image are computed
 once and cached; the head trains on the cache.
 """
@@ -72,7 +77,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "shared fault-filtered train list, else a seeded stratified split by track saved to "
                         "reports/<model>/split_*.txt")
     parser.add_argument("--valid-split", type=Path, help="as --train-split, for selection and the valid figures")
-    parser.add_argument("--out", type=Path, help="model folder to write (default: models/<model>)")
+    parser.add_argument("--extras", type=_extras_arg, default=(), metavar="NAMES",
+                        help="MFCC models: extra per-frame features beside the MFCC, comma-separated: contrast "
+                             "(spectral contrast, 7 rows), tonnetz (6 rows), hpss (MFCC of the harmonic and of the "
+                             "percussive part instead of one MFCC); the model is named e.g. cnn_mfcc+contrast+tonnetz")
+    parser.add_argument("--out", type=Path, help="model folder to write (default: models/<model>, or "
+                        "models/<model>+<extra>+... with --extras)")
     parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports")
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the model's, e.g. 600 for ann_features)")
     parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: the model's)")
@@ -94,6 +104,30 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="train for 2 epochs on tiny synthetic data of the model's kind (rows, images, or audio "
                              "when --data is given or the model reads audio): a smoke test, not a model")
     return parser.parse_args(argv)
+
+
+def _extras_arg(text: str) -> tuple[str, ...]:
+    """``--extras contrast,tonnetz`` -> ("contrast", "tonnetz"); names are checked by FeatureConfig."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def model_name(model: str, extras=()) -> str:
+    """The folder and report name of ``model`` trained with ``extras``: ``cnn_mfcc+contrast+tonnetz``."""
+    return "+".join([model, *extras])
+
+
+def config_with_extras(model: str, extras=()):
+    """``model``'s feature config with ``extras`` (checked, in canonical order); exits with the reason if unusable."""
+    from codeFeature.errors import ConfigError
+    from training.builders import SPECS
+
+    config = SPECS[model].config
+    if not extras:
+        return config
+    try:
+        return dataclasses.replace(config, extras=tuple(extras))
+    except ConfigError as exc:
+        raise SystemExit(f"--extras {','.join(extras)} (model {model}): {exc}") from exc
 
 
 @dataclasses.dataclass
@@ -146,7 +180,7 @@ def run(args: argparse.Namespace, *, make_quick_data: bool = True) -> Trained | 
     from codeFeature.model_io import save_model
 
     spec = SPECS[args.model]
-    config = spec.config
+    config = config_with_extras(args.model, getattr(args, "extras", ()))
     if args.image_size:
         if config.feature != "spectrogram_image":
             raise SystemExit(f"--image-size applies to image models, not {args.model}")
@@ -168,7 +202,7 @@ def run(args: argparse.Namespace, *, make_quick_data: bool = True) -> Trained | 
             config = dataclasses.replace(config, image_size=75 if spec.arch == "inceptionv3" else 32)
     data = args.data or DEFAULT_DATA[spec.data]
     kind = data_kind(data)
-    out = args.out or REPO_ROOT / "models" / args.model
+    out = args.out or REPO_ROOT / "models" / model_name(args.model, config.extras)
     if args.train_split is None or args.valid_split is None:
         shared = SHARED_GTZAN / "splits" / "train_filtered.txt", SHARED_GTZAN / "splits" / "valid_filtered.txt"
         if args.train_split is None and args.valid_split is None and all(p.is_file() for p in shared):
@@ -228,7 +262,8 @@ def run(args: argparse.Namespace, *, make_quick_data: bool = True) -> Trained | 
     manifest = {
         "name": out.name,
         "task": "genre",
-        "description": spec.description + (" (trained from scratch)" if spec.arch and weights is None else ""),
+        "description": spec.description + (" (trained from scratch)" if spec.arch and weights is None else "")
+        + (f", with extra features: {', '.join(config.extras)}" if config.extras else ""),
         "labels": list(GENRES),
         "feature_config": config.to_dict(),
         "normalization": _normalization_note(spec, config),
@@ -371,6 +406,9 @@ def model_depth(model) -> int:
 
 
 def _normalization_note(spec, config) -> str:
+    if config.feature == "mfcc" and config.extra_rows:
+        return ("in the model: Normalization layers adapted on the training segments, one mean and variance for "
+                "the MFCC rows and one per row for the extra rows")
     if config.feature == "spectrogram_image":
         return "in the model: Rescaling / the architecture's own preprocessing, on 0-255 RGB pixels"
     if config.feature == "gtzan57":
@@ -380,6 +418,9 @@ def _normalization_note(spec, config) -> str:
 
 def _reproduce_command(args, data, spec) -> str:
     parts = ["python -m training.train --model", args.model]
+    if getattr(args, "extras", ()):
+        # canonical order, as the config stores it and the model's name spells it
+        parts += ["--extras", ",".join(config_with_extras(args.model, args.extras).extras)]
     if args.data is not None and [Path(p).resolve() for p in data] != [Path(p).resolve() for p in DEFAULT_DATA[spec.data]]:
         parts += ["--data", *[str(display_path(p)) for p in data]]
     shared = (SHARED_GTZAN / "splits" / "train_filtered.txt", SHARED_GTZAN / "splits" / "valid_filtered.txt")
