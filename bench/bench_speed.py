@@ -437,19 +437,17 @@ def main(argv=None) -> int:
     # ---- musicnn embedding (issue 3)
     if "embed" not in args.skip:
         print("musicnn embedding", flush=True)
-        import keras
-
         from codeFeature.features import segment_features
-        from codeFeature.musicnn import embedding_model
+        from codeFeature.musicnn import embedding_forward
         from codeFeature.split import segment_array
 
         tagger = cf.load_model("musicnn_msd")
-        emb = embedding_model(tagger.keras_model, "penultimate")
+        emb = embedding_forward(tagger, "penultimate")
         samples = cf.decode(song5, sample_rate=tagger.config.sample_rate)
 
         def embed():
             segs, _ = segment_array(samples, tagger.config)
-            return keras.ops.convert_to_numpy(emb(segment_features(segs, tagger.config), training=False))
+            return emb.forward(segment_features(segs, tagger.config))[0]
 
         times, loads, _ = measure(embed, reps_warm, warmup=1)
         record(f"warm musicnn penultimate embedding, {label5} (decoded; features + forward)", times, loads,

@@ -274,3 +274,26 @@ def embedding_model(tagger: Any, layer: str = "penultimate") -> Any:
     else:
         output = tagger.get_layer(layer).output
     return keras.Model(tagger.inputs, output, name=f"{tagger.name}_{layer}")
+
+
+def embedding_forward(model: Any, layer: str = "penultimate") -> Any:
+    """``model`` answering with one of its inner representations, through the fast inference path.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        A musicnn model folder loaded with :func:`codeFeature.model_io.load_model`.
+    layer : str
+        As for :func:`embedding_model`.
+
+    Returns
+    -------
+    LoadedModel
+        Its ``forward(x)[0]`` is the embedding, shape (n, dim): one traced graph, run in batches that
+        keep the front end's activations bounded, as for predictions (calling the Keras model on a
+        whole song at once holds ~50 MB per segment).
+    """
+    import dataclasses
+
+    return dataclasses.replace(model, keras_model=embedding_model(model.keras_model, layer), _graph=None)
+

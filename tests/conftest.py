@@ -47,6 +47,33 @@ def write_audio(path: Path, y: np.ndarray, sample_rate: int = SR) -> Path:
     return path
 
 
+def assert_train_serve_parity(song: Path, model, tmp_path: Path) -> np.ndarray:
+    """Training's dataset code (fresh and from its cache) and ``predict_file`` see identical inputs for
+    ``song`` and give the same outputs; returns the served probabilities."""
+    import shutil
+
+    from codeFeature.audio import decode
+    from codeFeature.features import segment_features
+    from codeFeature.predict import predict_file
+    from codeFeature.split import segment_array
+    from training.data import build_segment_set, find_audio
+
+    genre_dir = tmp_path / "genres" / "rock"
+    genre_dir.mkdir(parents=True)
+    copy = genre_dir / ("rock.00001" + song.suffix)
+    shutil.copy(song, copy)
+    tracks = find_audio([tmp_path / "genres"])
+    train_side = build_segment_set(tracks, ["rock.00001"], model.config, cache_dir=tmp_path / "cache")
+    cached = build_segment_set(tracks, ["rock.00001"], model.config, cache_dir=tmp_path / "cache")
+    serve_segments, _ = segment_array(decode(copy), model.config)
+    np.testing.assert_array_equal(train_side.x, segment_features(serve_segments, model.config))
+    np.testing.assert_array_equal(cached.x, train_side.x)
+    served = predict_file(copy, model=model).probabilities
+    trained = np.asarray(model.keras_model(train_side.x, training=False))
+    np.testing.assert_allclose(served, trained, atol=1e-6)
+    return served
+
+
 @pytest.fixture(scope="session")
 def audio_dir(tmp_path_factory) -> Path:
     """A folder with a 7 s chord in wav / flac / ogg / mp3 (44.1 kHz stereo) and a few odd files."""

@@ -14,12 +14,11 @@ import librosa
 import numpy as np
 import pytest
 
-from codeFeature.audio import decode
 from codeFeature.config import DEFAULT_CONFIG, FeatureConfig
 from codeFeature.errors import ConfigError
 from codeFeature.features import mfcc, mfcc_with_extras, segment_features
 from codeFeature.split import segment_array
-from tests.conftest import REPO, chord
+from tests.conftest import REPO, assert_train_serve_parity, chord
 
 SR = 22050
 ALL = FeatureConfig(extras=("contrast", "tonnetz", "hpss"))
@@ -200,15 +199,11 @@ def test_extra_rows_are_standardised_per_row_and_the_mfcc_as_the_plain_models_do
 
 def test_train_serve_parity_with_extras(audio_dir, tmp_path):
     """The training dataset code and predict_file compute the same inputs and outputs for an extras model."""
-    import shutil
-
     import keras
 
     from codeFeature.config import GENRES
     from codeFeature.model_io import load_model, save_model
-    from codeFeature.predict import predict_file
     from training.builders import build
-    from training.data import build_segment_set, find_audio
 
     keras.utils.set_random_seed(0)
     x = segment_features(np.stack([chord(3.0), _clicks()]), ALL)
@@ -216,18 +211,7 @@ def test_train_serve_parity_with_extras(audio_dir, tmp_path):
                {"name": "tiny_extras", "labels": list(GENRES), "feature_config": ALL.to_dict()})
     model = load_model(tmp_path / "m")  # safe mode: the split standardisation is built-in layers only
     assert model.config == ALL and model.config.input_shape == (130, 39, 1)
-    genre_dir = tmp_path / "genres" / "rock"
-    genre_dir.mkdir(parents=True)
-    shutil.copy(audio_dir / "chord.mp3", genre_dir / "rock.00001.mp3")
-    tracks = find_audio([tmp_path / "genres"])
-    train_side = build_segment_set(tracks, ["rock.00001"], model.config, cache_dir=tmp_path / "cache")
-    cached = build_segment_set(tracks, ["rock.00001"], model.config, cache_dir=tmp_path / "cache")
-    serve_segments, _ = segment_array(decode(genre_dir / "rock.00001.mp3"), model.config)
-    np.testing.assert_array_equal(train_side.x, segment_features(serve_segments, model.config))
-    np.testing.assert_array_equal(cached.x, train_side.x)
-    served = predict_file(genre_dir / "rock.00001.mp3", model=model).probabilities
-    trained = np.asarray(model.keras_model(train_side.x, training=False))
-    np.testing.assert_allclose(served, trained, atol=1e-6)
+    served = assert_train_serve_parity(audio_dir / "chord.mp3", model, tmp_path)
     assert not np.allclose(served, served.mean(axis=1, keepdims=True))  # a real, non-uniform output
 
 

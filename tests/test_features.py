@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 
-from codeFeature.audio import decode
 from codeFeature.config import DEFAULT_CONFIG, FeatureConfig
 from codeFeature.features import logmel, mfcc, segment_features
 from codeFeature.split import segment_array
-from tests.conftest import chord
+from tests.conftest import assert_train_serve_parity, chord
 
 
 def test_mfcc_shape_and_batch_equals_single():
@@ -49,21 +48,4 @@ def test_wrong_segment_length_is_reported():
 
 def test_train_serve_parity(audio_dir, tiny_model, tmp_path):
     """Training's dataset code and predict_file compute identical inputs and outputs for the same file."""
-    import shutil
-
-    from codeFeature.predict import predict_file
-    from training.data import build_segment_set, find_audio
-
-    genre_dir = tmp_path / "genres" / "rock"
-    genre_dir.mkdir(parents=True)
-    shutil.copy(audio_dir / "chord.mp3", genre_dir / "rock.00001.mp3")
-    tracks = find_audio([tmp_path / "genres"])
-    train_side = build_segment_set(tracks, ["rock.00001"], tiny_model.config, cache_dir=tmp_path / "cache")
-    cached = build_segment_set(tracks, ["rock.00001"], tiny_model.config, cache_dir=tmp_path / "cache")
-    serve_segments, _ = segment_array(decode(genre_dir / "rock.00001.mp3"), tiny_model.config)
-    serve_side = segment_features(serve_segments, tiny_model.config)
-    np.testing.assert_array_equal(train_side.x, serve_side)
-    np.testing.assert_array_equal(cached.x, serve_side)
-    served = predict_file(genre_dir / "rock.00001.mp3", model=tiny_model).probabilities
-    trained = np.asarray(tiny_model.keras_model(train_side.x, training=False))
-    np.testing.assert_allclose(served, trained, atol=1e-6)
+    assert_train_serve_parity(audio_dir / "chord.mp3", tiny_model, tmp_path)

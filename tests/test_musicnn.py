@@ -17,7 +17,8 @@ from codeFeature.config import FeatureConfig
 from codeFeature.errors import ConfigError
 from codeFeature.model_io import load_model
 from codeFeature.musicnn import (
-    MSD_TAGS, MTT_TAGS, MUSICNN_FRAMES, MUSICNN_N_MELS, build_musicnn, embedding_model, musicnn_logmel)
+    MSD_TAGS, MTT_TAGS, MUSICNN_FRAMES, MUSICNN_N_MELS, build_musicnn, embedding_forward, embedding_model,
+    musicnn_logmel)
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
@@ -60,6 +61,16 @@ def test_embeddings_match_original(tagger, reference, layer):
     key, loaded, _ = tagger
     features = embedding_model(loaded.keras_model, layer).predict(reference["patches"], verbose=0)
     np.testing.assert_allclose(features, reference[f"{key}_{layer}"], rtol=0, atol=ATOL)
+
+
+def test_the_fast_embedding_path_matches_original(tagger, reference):
+    """embedding_forward: one traced graph in memory-bounded batches, for songs and training."""
+    key, loaded, _ = tagger
+    fast = embedding_forward(loaded, "penultimate")
+    assert fast.forward_batch < len(reference["patches"])  # several batches, stitched in order
+    np.testing.assert_allclose(fast.forward(reference["patches"])[0], reference[f"{key}_penultimate"],
+                               rtol=0, atol=ATOL)
+    assert loaded.forward(reference["patches"][:1])[0].shape == (1, 50)  # the tagger itself is untouched
 
 
 def test_pooled_embedding_is_mean_then_max(tagger, reference):

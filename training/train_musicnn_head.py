@@ -14,7 +14,6 @@ shipped model is an ordinary Keras model whose second output is the tags.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import os
@@ -52,10 +51,9 @@ def parse_args(argv=None):
 
 def embed(base, layer: str, x: np.ndarray) -> np.ndarray:
     """Embeddings of musicnn log-mel patches, shape (n, dim)."""
-    from codeFeature.musicnn import embedding_model
+    from codeFeature.musicnn import embedding_forward
 
-    model = base.keras_model if layer == "taggram" else embedding_model(base.keras_model, layer)
-    return np.concatenate([np.asarray(model(x[i:i + 64], training=False)) for i in range(0, len(x), 64)])
+    return (base if layer == "taggram" else embedding_forward(base, layer)).forward(x)[0]
 
 
 def fit_head(train_z, train_y, c: float, seed: int):
