@@ -17,9 +17,8 @@ import streamlit as st
 
 from codeFeature import GenreError, SUPPORTED_EXTENSIONS, load_audio, predict_audio
 from codeFeature.audio import FFMPEG_EXTENSIONS, find_ffmpeg
-from codeFeature.config import DEFAULT_CONFIG
+from codeFeature.config import DEFAULT_CONFIG, FeatureConfig
 from codeFeature.model_io import default_model_name, list_models, read_manifest, resolve_model_dir
-from codeFeature.plots import MAX_PLOT_SECONDS, song_figure
 from ui import csv_download, get_model, preload_model, probability_chart, show_summary, show_timeline
 
 log = logging.getLogger("app")
@@ -65,11 +64,20 @@ def uploaded_types() -> list[str]:
     return extensions
 
 
+def model_rate(name: str) -> int:
+    """The rate the model's input is decoded at, from its manifest (no need to wait for the model)."""
+    try:
+        return FeatureConfig.from_dict(model_card(name)["feature_config"]).sample_rate
+    except (KeyError, GenreError):
+        return get_model(name).config.sample_rate  # a broken manifest: the loader says what is wrong
+
+
 def classify(data: bytes, filename: str, model_name: str):
     """Decode and classify, with a progress bar; returns (prediction, samples)."""
-    model = get_model(model_name)
     bar = st.progress(0.0, text="Decoding…")
-    decoded = load_audio(data, sample_rate=model.config.sample_rate, filename=filename)
+    # the manifest gives the rate: the song decodes while the model may still be loading
+    decoded = load_audio(data, sample_rate=model_rate(model_name), filename=filename)
+    model = get_model(model_name)
     bar.progress(0.05, text=f"Decoded {decoded.duration:.0f} s of audio; classifying…")
     prediction = predict_audio(decoded.samples, model=model, file=filename, warnings=decoded.warnings,
                                progress=lambda f, msg: bar.progress(0.05 + 0.95 * f, text=msg))
@@ -91,6 +99,9 @@ def resample_for_display(samples: np.ndarray, source_rate: int, config) -> np.nd
 
 
 def show_plots(prediction, samples: np.ndarray, model_config) -> None:
+    # matplotlib is imported here, not at the page's first run: the model loads meanwhile
+    from codeFeature.plots import MAX_PLOT_SECONDS, song_figure
+
     config = display_config(model_config)
     samples = resample_for_display(samples, model_config.sample_rate, config)
     whole, closeup = st.tabs(["Whole song", "One segment close up"])

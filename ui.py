@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import altair as alt
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from codeFeature import GENRES, load_model, predict_audio
@@ -19,7 +17,12 @@ GENRE_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                  "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
 
 
-def genre_colour_scale() -> alt.Scale:
+# altair and pandas are imported where they are used: at a page's first run the model starts loading
+# before they are imported, and they import while it loads
+
+def genre_colour_scale():
+    import altair as alt
+
     return alt.Scale(domain=list(GENRES), range=GENRE_COLOURS)
 
 
@@ -63,8 +66,11 @@ def get_model(name: str):
         raise
 
 
-def probability_chart(labels, probabilities, *, title: str | None = None, height: int = 260) -> alt.Chart:
-    """Horizontal bars of one probability per genre."""
+def probability_chart(labels, probabilities, *, title: str | None = None, height: int = 260):
+    """Horizontal bars of one probability per genre (an altair chart)."""
+    import altair as alt
+    import pandas as pd
+
     frame = pd.DataFrame({"genre": list(labels), "probability": np.asarray(probabilities, dtype=float)})
     chart = alt.Chart(frame).mark_bar().encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
@@ -95,6 +101,9 @@ def show_summary(prediction) -> None:
 
 def show_timeline(prediction) -> None:
     """Every segment as a bar coloured by its genre, its opacity by its confidence."""
+    import altair as alt
+    import pandas as pd
+
     table = pd.DataFrame(prediction.segments())
     table["segment"] = np.arange(1, len(table) + 1)
     table["middle"] = (table["start"] + table["end"]) / 2
