@@ -333,8 +333,12 @@ def main(argv=None) -> int:
     parser.add_argument("--no-experiments", action="store_true",
                         help="leave out the EXPERIMENT rows (monkeypatched candidate changes)")
     parser.add_argument("--skip", nargs="*", default=[], help="sections to skip: warm baseline cold app memory batch embed")
+    parser.add_argument("--markdown", metavar="JSON", help="print the table of a saved --json run in Markdown and exit")
     parser.add_argument("--_worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(Path(args.markdown).read_text())["rows"]))
+        return 0
     if args._worker:
         kind, *rest = args._worker
         {"memory": worker_memory, "apptest": worker_apptest}[kind](*rest)
@@ -548,6 +552,19 @@ def main(argv=None) -> int:
     if tmp is not None:
         tmp.cleanup()
     return 0
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The table of a run (``--json`` output) in Markdown, as the READMEs show it."""
+    lines = ["| figure | median | target | pass | load | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        target = "" if r["target"] is None else ("≤ " if r["better"] == "lower" else "≥ ") + f"{r['target']:g}"
+        ok = "" if r["pass"] is None else ("yes" if r["pass"] else "**no**")
+        load = f"{min(r['loads']):.1f}-{max(r['loads']):.1f}" if r["loads"] else ""
+        unit = {"songs/s": " songs/s", "MB/min": " MB/min"}.get(r["unit"], " " + r["unit"])
+        median = f"{r['median']:.0f}" if abs(r["median"]) >= 1000 else f"{r['median']:.3g}"
+        lines.append(f"| {r['name']} | {median}{unit} | {target} | {ok} | {load} | {r['note']} |")
+    return "\n".join(lines)
 
 
 def print_table() -> None:
