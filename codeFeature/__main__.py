@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-models", action="store_true", help="list the shipped models and exit")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="files classified at once (default: one per CPU core, at most 4)")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
+                        help="compute precision of musicnn's timbral convolutions (default: CODEFEATURE_PRECISION "
+                             "or auto, which is bfloat16 on CPUs with native bfloat16: ~3x faster, tags and "
+                             "probabilities within ~1e-2 of float32)")
     return parser
 
 
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from .predict import predict_file
 
     try:
-        model = load_model(args.model)
+        model = load_model(args.model, precision=args.precision)
     except GenreError as exc:
         for path in args.paths:
             _emit_error(path, str(exc), as_json=args.json)

@@ -32,11 +32,13 @@ MODELS_DIR = Path(os.environ.get("CODEFEATURE_MODELS", Path(__file__).resolve().
 DEFAULT_FILE = "default.txt"
 #: Most segments per forward pass.
 FORWARD_BATCH = 16
-#: Bytes of layer outputs one forward pass may hold. musicnn's front end makes ~50 MB of
-#: activations per 3 s segment, so it runs 2 segments at a time (16 at once cost ~600 MB more at the
-#: peak, for no measurable speed: the convolutions already keep both cores busy); small networks
+#: Bytes of layer outputs one forward pass may hold. musicnn's front end makes ~30 MB of
+#: activations per 3 s segment (counted at float32), so it runs 4 segments at a time (the fastest of
+#: 1-8 at either precision; 16 at once cost ~600 MB more at the peak and are slower); small networks
 #: run :data:`FORWARD_BATCH` at a time.
 FORWARD_BUDGET_BYTES = 128 * 2**20
+#: Compute precisions :func:`load_model` accepts; ``CODEFEATURE_PRECISION`` sets the default.
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass
@@ -57,6 +59,9 @@ class LoadedModel:
         Rebuilt from the manifest, never from defaults.
     labels : tuple of str
         Output labels in output order.
+    precision : str
+        ``"float32"``, or ``"bfloat16"`` where the manifest's ``bfloat16_layers`` compute in
+        bfloat16 (see :func:`load_model`).
     """
 
     name: str
@@ -65,6 +70,7 @@ class LoadedModel:
     manifest: dict
     config: FeatureConfig
     labels: tuple[str, ...]
+    precision: str = "float32"
     _graph: Any = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
@@ -238,7 +244,56 @@ def default_model_name(*, models_dir: str | os.PathLike | None = None) -> str:
     return name
 
 
-def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None) -> LoadedModel:
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AMX-BF16 or AVX512-BF16; read from /proc/cpuinfo).
+
+    Elsewhere bfloat16 convolutions are emulated and much slower than float32.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str | None, manifest: dict) -> str:
+    """The precision a model runs at: ``"float32"`` or ``"bfloat16"``.
+
+    ``None`` reads ``CODEFEATURE_PRECISION`` (default ``"auto"``). ``"auto"`` is bfloat16 for a model
+    whose manifest lists ``bfloat16_layers`` on a CPU with native bfloat16 (:func:`native_bfloat16`),
+    float32 otherwise. A model without ``bfloat16_layers`` always runs in float32.
+    """
+    if precision is None:
+        precision = os.environ.get("CODEFEATURE_PRECISION", "auto").strip().lower() or "auto"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    if not manifest.get("bfloat16_layers"):
+        return "float32"
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    return precision
+
+
+def _with_bfloat16_layers(architecture: dict, names: list[str], where: str) -> dict:
+    """``architecture`` with the named layers under Keras's ``mixed_bfloat16`` policy (bfloat16
+    compute, float32 weights)."""
+    layers = architecture.get("config", {}).get("layers", [])
+    by_name = {layer.get("config", {}).get("name"): layer for layer in layers}
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        raise ModelError(f"{where}: bfloat16_layers names layers the model lacks: {', '.join(missing)}")
+    for name in names:
+        by_name[name]["config"]["dtype"] = {"module": "keras", "class_name": "DTypePolicy",
+                                            "config": {"name": "mixed_bfloat16"}, "registered_name": None}
+    return architecture
+
+
+def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None,
+               precision: str | None = None) -> LoadedModel:
     """Load a model folder for inference.
 
     Parameters
@@ -247,6 +302,13 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         A shipped model's name, a model folder, or ``None`` for the default model.
     models_dir : path-like, optional
         Where shipped models live (default: the repository's ``models/``).
+    precision : {"auto", "float32", "bfloat16"}, optional
+        Compute precision of the layers the manifest lists as ``bfloat16_layers`` (musicnn's
+        timbral convolutions, ~80 % of its arithmetic); every other layer, and every model without
+        such a list, computes in float32. ``"auto"`` (the default, or ``CODEFEATURE_PRECISION``)
+        picks bfloat16 where the CPU has it natively: ~3x faster there, and the manifest's
+        ``metrics`` give the valid figures at both precisions. Training and the parity tests use
+        ``"float32"``.
 
     Returns
     -------
@@ -266,6 +328,7 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         config = FeatureConfig.from_dict(manifest["feature_config"])
     except ConfigError as exc:
         raise ModelError(f"{folder / MANIFEST_FILE}: {exc}") from exc
+    precision = resolve_precision(precision, manifest)
     labels = tuple(str(label) for label in manifest["labels"])
     try:
         architecture = json.loads((folder / MODEL_JSON).read_text())
@@ -273,6 +336,8 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         raise ModelError(f"{folder} has no {MODEL_JSON}") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{folder / MODEL_JSON} is not valid JSON: {exc}") from exc
+    if precision == "bfloat16":
+        architecture = _with_bfloat16_layers(architecture, list(manifest["bfloat16_layers"]), str(folder))
     try:
         model = keras.saving.deserialize_keras_object(architecture, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad config
@@ -293,6 +358,7 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         manifest=manifest,
         config=config,
         labels=labels,
+        precision=precision,
     )
 
 

@@ -17,8 +17,8 @@ from codeFeature.config import FeatureConfig
 from codeFeature.errors import ConfigError
 from codeFeature.model_io import load_model
 from codeFeature.musicnn import (
-    MSD_TAGS, MTT_TAGS, MUSICNN_FRAMES, MUSICNN_N_MELS, build_musicnn, embedding_forward, embedding_model,
-    musicnn_logmel)
+    BFLOAT16_LAYERS, MSD_TAGS, MTT_TAGS, MUSICNN_FRAMES, MUSICNN_N_MELS, build_musicnn, embedding_forward,
+    embedding_model, fold_frontend_signs, musicnn_logmel)
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
@@ -35,7 +35,8 @@ def reference():
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def tagger(request):
     folder, tags = MODELS[request.param]
-    return request.param, load_model(REPO / "models" / folder), tags
+    # float32: the parity is with the original's float32 network (bfloat16 has its own tests below)
+    return request.param, load_model(REPO / "models" / folder, precision="float32"), tags
 
 
 def test_manifest(tagger):
@@ -67,8 +68,9 @@ def test_the_fast_embedding_path_matches_original(tagger, reference):
     """embedding_forward: one traced graph in memory-bounded batches, for songs and training."""
     key, loaded, _ = tagger
     fast = embedding_forward(loaded, "penultimate")
-    assert fast.forward_batch < len(reference["patches"])  # several batches, stitched in order
-    np.testing.assert_allclose(fast.forward(reference["patches"])[0], reference[f"{key}_penultimate"],
+    patches = np.concatenate([reference["patches"]] * 3)
+    assert fast.forward_batch < len(patches)  # several batches, stitched in order
+    np.testing.assert_allclose(fast.forward(patches)[0], np.concatenate([reference[f"{key}_penultimate"]] * 3),
                                rtol=0, atol=ATOL)
     assert loaded.forward(reference["patches"][:1])[0].shape == (1, 50)  # the tagger itself is untouched
 
@@ -129,3 +131,98 @@ def test_build_musicnn_round_trips_through_json_in_safe_mode():
     rebuilt.set_weights(model.get_weights())
     x = np.random.default_rng(1).uniform(0, 3, (2, MUSICNN_FRAMES, MUSICNN_N_MELS)).astype(np.float32)
     np.testing.assert_array_equal(rebuilt.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_folded_front_end_equals_the_original_order():
+    """fold_frontend_signs: conv -> max over frequency -> sign, ReLU -> batch norm gives the
+    original's conv + ReLU -> batch norm -> max, whatever the signs of the batch-norm scales."""
+    import keras
+    from keras import layers
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 20, 16, 1)).astype(np.float32)
+    kernel = rng.normal(size=(5, 6, 1, 8)).astype(np.float32)
+    bias = rng.normal(size=8).astype(np.float32)
+    gamma = rng.normal(size=8).astype(np.float32)  # about half negative
+    gamma[0] = 0.0
+    beta, mean = rng.normal(size=(2, 8)).astype(np.float32)
+    variance = rng.uniform(0.1, 3, 8).astype(np.float32)
+    assert (gamma < 0).any() and (gamma > 0).any()
+
+    # the original's order, straight from musicnn/models.py
+    conv = layers.Conv2D(8, (5, 6), padding="same", activation="relu")
+    norm = layers.BatchNormalization(epsilon=1e-3)
+    original = keras.Sequential([keras.Input((20, 16, 1)), conv, norm, layers.MaxPooling2D((1, 16)),
+                                 layers.Reshape((20, 8))])
+    conv.set_weights([kernel, bias])
+    norm.set_weights([gamma, beta, mean, variance])
+
+    folded_kernel, folded_bias, signs = fold_frontend_signs(kernel, bias, gamma, variance, 1e-3)
+    conv2 = layers.Conv2D(8, (5, 6), padding="same")
+    sign = layers.DepthwiseConv1D(1, use_bias=False, activation="relu")
+    norm2 = layers.BatchNormalization(epsilon=1e-3)
+    port = keras.Sequential([keras.Input((20, 16, 1)), conv2, layers.MaxPooling2D((1, 16)),
+                             layers.Reshape((20, 8)), sign, norm2])
+    conv2.set_weights([folded_kernel, folded_bias])
+    sign.set_weights([signs])
+    norm2.set_weights([gamma, beta, mean, variance])
+    np.testing.assert_allclose(port.predict(x, verbose=0), original.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def msd_bfloat16():
+    return load_model(REPO / "models" / "musicnn_msd", precision="bfloat16")
+
+
+def test_bfloat16_runs_only_the_listed_layers_in_bfloat16(msd_bfloat16):
+    assert msd_bfloat16.precision == "bfloat16"
+    listed = set(msd_bfloat16.manifest["bfloat16_layers"])
+    assert listed == set(BFLOAT16_LAYERS)
+    for layer in msd_bfloat16.keras_model.layers:
+        assert layer.compute_dtype == ("bfloat16" if layer.name in listed else "float32"), layer.name
+    # the weights stay float32, exactly the file's
+    assert all(w.dtype == "float32" for w in msd_bfloat16.keras_model.weights)
+
+
+def test_bfloat16_stays_close_to_the_original(msd_bfloat16, reference):
+    # bfloat16 keeps 8 significant bits: the tags move by about 1e-2, far below what separates tags
+    taggram = msd_bfloat16.forward(reference["patches"])[0]
+    np.testing.assert_allclose(taggram, reference["msd_taggram"], rtol=0, atol=0.03)
+    assert np.abs(taggram - reference["msd_taggram"]).max() > 0  # really a different precision
+    top = np.argsort(-reference["msd_taggram"], axis=1)[:, :3]
+    assert (np.argsort(-taggram, axis=1)[:, :3] == top).mean() >= 0.8
+
+
+def test_precision_auto_follows_the_cpu_and_the_environment(monkeypatch):
+    from codeFeature import model_io
+
+    listed = {"bfloat16_layers": list(BFLOAT16_LAYERS)}
+    monkeypatch.delenv("CODEFEATURE_PRECISION", raising=False)
+    monkeypatch.setattr(model_io, "native_bfloat16", lambda: True)
+    assert model_io.resolve_precision(None, listed) == "bfloat16"
+    assert model_io.resolve_precision("auto", listed) == "bfloat16"
+    assert model_io.resolve_precision(None, {}) == "float32"  # nothing listed, nothing to change
+    assert model_io.resolve_precision("bfloat16", {}) == "float32"
+    monkeypatch.setenv("CODEFEATURE_PRECISION", "float32")
+    assert model_io.resolve_precision(None, listed) == "float32"
+    monkeypatch.setattr(model_io, "native_bfloat16", lambda: False)
+    monkeypatch.setenv("CODEFEATURE_PRECISION", "auto")
+    assert model_io.resolve_precision(None, listed) == "float32"
+    assert model_io.resolve_precision("bfloat16", listed) == "bfloat16"  # asked for, even if emulated
+    with pytest.raises(ConfigError, match="float16"):
+        model_io.resolve_precision("float16", listed)
+
+
+def test_a_manifest_listing_a_missing_layer_is_refused(tmp_path):
+    import shutil
+
+    from codeFeature.errors import ModelError
+
+    folder = tmp_path / "musicnn_msd"
+    shutil.copytree(REPO / "models" / "musicnn_msd", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["bfloat16_layers"] = ["timbral_74_conv", "no_such_layer"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="no_such_layer"):
+        load_model(folder, precision="bfloat16")
+    assert load_model(folder, precision="float32").precision == "float32"

@@ -36,7 +36,7 @@ from codeFeature.config import FeatureConfig  # noqa: E402
 from codeFeature.model_io import load_model, save_model  # noqa: E402
 from codeFeature.musicnn import (  # noqa: E402
     MSD_TAGS, MTT_TAGS, MUSICNN_HOP, MUSICNN_N_FFT, MUSICNN_N_MELS, MUSICNN_SAMPLE_RATE,
-    PREPROCESSING, build_musicnn)
+    BFLOAT16_LAYERS, FRONTEND_BLOCKS, PREPROCESSING, build_musicnn, fold_frontend_signs)
 
 WHEEL_NAME = "musicnn-0.1.0-py3-none-any.whl"
 REPRODUCE = "python training/convert_musicnn.py"
@@ -66,6 +66,9 @@ LAYER_TO_SCOPE: dict[str, str] = {
     "penultimate": "batch_normalization_10",
     "taggram": "dense_1",
 }
+
+#: Layers of the port with no checkpoint variable: filled from the batch norms' signs.
+SIGN_LAYERS = frozenset(f"{block}_sign" for block in FRONTEND_BLOCKS)
 
 MODELS = {
     # output folder: (checkpoint folder in the wheel, tags, description)
@@ -132,7 +135,7 @@ def convert(prefix: Path, num_tags: int):
     model = build_musicnn(num_tags)
     used: set[str] = set()
     for layer in model.layers:
-        if not layer.weights:
+        if not layer.weights or layer.name in SIGN_LAYERS:
             continue
         if layer.name not in LAYER_TO_SCOPE:
             raise RuntimeError(f"Keras layer {layer.name!r} has weights but no checkpoint scope")
@@ -153,10 +156,18 @@ def convert(prefix: Path, num_tags: int):
             values.append(value)
             used.add(name)
         layer.set_weights(values)
+    # the port's front end pools before its batch norms: fold each block's signs (exact, see the docstring)
+    for block in FRONTEND_BLOCKS:
+        conv, norm = model.get_layer(f"{block}_conv"), model.get_layer(f"{block}_bn")
+        kernel, bias = conv.get_weights()
+        gamma, _, _, variance = norm.get_weights()
+        kernel, bias, signs = fold_frontend_signs(kernel, bias, gamma, variance, norm.epsilon)
+        conv.set_weights([kernel, bias])
+        model.get_layer(f"{block}_sign").set_weights([signs])
     unused = sorted(wanted - used)
     if unused:
         raise RuntimeError(f"checkpoint variables not used by the port: {unused}")
-    n_weights = len(model.weights)
+    n_weights = len(model.weights) - len(SIGN_LAYERS)
     if len(used) != n_weights:
         raise RuntimeError(f"set {len(used)} of the model's {n_weights} weights")
     return model
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                     "labels": list(tags),
                     "feature_config": musicnn_feature_config().to_dict(),
                     "preprocessing": "codeFeature.musicnn.musicnn_logmel: " + PREPROCESSING,
+                    "bfloat16_layers": list(BFLOAT16_LAYERS),
                     "description": description,
                     "source": {
                         "package": "musicnn 0.1.0 (https://pypi.org/project/musicnn/0.1.0/, "
@@ -202,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 folder = save_model(model, args.out / folder_name, manifest)
                 # the folder must load in safe mode and give the same numbers as the model just built
                 probe = np.random.default_rng(0).uniform(0, 3, (2, *model.input_shape[1:])).astype(np.float32)
-                reloaded = load_model(folder).keras_model
+                reloaded = load_model(folder, precision="float32").keras_model
                 diff = float(np.max(np.abs(reloaded.predict(probe, verbose=0) - model.predict(probe, verbose=0))))
                 if diff > 0:
                     raise RuntimeError(f"{folder} does not reproduce the converted model (max diff {diff})")

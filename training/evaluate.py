@@ -58,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="reports go to REPORTS/<model>/ (JSON and a confusion-matrix PNG)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default="float32",
+                        help="compute precision of the layers a manifest lists as bfloat16_layers (musicnn's); "
+                             "float32 by default, so that figures do not depend on the CPU; auto is what the "
+                             "app and the CLI use")
     return parser.parse_args(argv)
 
 
@@ -135,7 +139,7 @@ def main(argv=None) -> int:
     from training.metrics import plot_confusion
 
     try:
-        models = [load_model(str(m)) for m in args.model]
+        models = [load_model(str(m), precision=args.precision) for m in args.model]
         if len(models) == 1:
             result = evaluate(models[0], args.data, split=args.split, cache_dir=args.cache)
         else:
@@ -144,7 +148,11 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     name, labels = result["model"], models[0].labels
+    precisions = sorted({m.precision for m in models})
+    result["precision"] = precisions[0] if len(precisions) == 1 else precisions
     tag = (args.split.stem if args.split else "all") + "_" + result["data_kind"]
+    if "bfloat16" in precisions:
+        tag += "_bfloat16"
     report_dir = args.reports / name
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / f"evaluate_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
