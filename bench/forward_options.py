@@ -3,7 +3,7 @@
 Each option runs in a fresh process (TensorFlow reads most of them once, at start, and a clean
 process gives a clean peak-memory figure). For each it prints milliseconds per segment (the best
 of several passes over 64 random inputs, after a warm-up pass), the process's peak resident memory,
-and the largest difference in output from the default settings::
+and the largest difference in output from float32 with the library's settings::
 
     python bench/forward_options.py                       # musicnn_genre
     python bench/forward_options.py --model cnn_mfcc_small
@@ -14,8 +14,11 @@ Options:
 * ``pooled allocator``: oneDNN's own memory pool, TensorFlow's default, which the library turns
   off with ``TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1``;
 * ``xla``: the traced forward compiled with ``jit_compile=True``;
-* ``bf16``: TensorFlow's oneDNN auto-mixed-precision rewrite to bfloat16 (fast only on CPUs with
-  AVX512-BF16 / AMX, and it changes the outputs);
+* ``bf16``: TensorFlow's oneDNN auto-mixed-precision rewrite of the whole graph to bfloat16 (slow:
+  it also rewrites the temporal convolutions, whose long kernels oneDNN runs badly in bfloat16);
+* ``precision=bfloat16``: the library's own bfloat16 path (``load_model(precision="bfloat16")``,
+  what ``"auto"`` picks on CPUs with AMX-BF16 / AVX512-BF16): only the manifest's
+  ``bfloat16_layers`` (musicnn's timbral convolutions) compute in bfloat16;
 * ``inter-op 1``: one inter-op thread, so that the front end's five branches run one after another.
 """
 
@@ -35,7 +38,7 @@ N_SEGMENTS = 64
 
 #: name -> (environment, worker options)
 OPTIONS = {
-    "default (batch 2 for musicnn, system allocator)": ({}, {}),
+    "float32 (batch 4 for musicnn, system allocator)": ({}, {}),
     "batch=1": ({}, {"batch": 1}),
     "batch=4": ({}, {"batch": 4}),
     "batch=16": ({}, {"batch": 16}),
@@ -45,6 +48,9 @@ OPTIONS = {
     "bf16 (oneDNN auto mixed precision)": ({}, {"bf16": True}),
     "bf16, batch=4": ({}, {"bf16": True, "batch": 4}),
     "inter-op 1": ({}, {"inter_op": 1}),
+    "precision=bfloat16 (auto on this CPU)": ({}, {"precision": "bfloat16"}),
+    "precision=bfloat16, batch=2": ({}, {"precision": "bfloat16", "batch": 2}),
+    "precision=bfloat16, batch=8": ({}, {"precision": "bfloat16", "batch": 8}),
 }
 
 
@@ -62,7 +68,7 @@ def worker(model_name: str, options: dict, reference: str | None) -> None:
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     from codeFeature.model_io import load_model
 
-    model = load_model(model_name)
+    model = load_model(model_name, precision=options.get("precision", "float32"))
     batch = options.get("batch") or model.forward_batch
     x = np.random.default_rng(0).standard_normal((N_SEGMENTS, *model.config.input_shape)).astype(np.float32)
     graph = tf.function(lambda a: model.keras_model(a, training=False), jit_compile=bool(options.get("xla")),

@@ -114,3 +114,23 @@ def test_cli_jobs_keep_input_order_and_results(tiny_model_dir, audio_dir):
     assert [json.loads(line)["file"] for line in three.stdout.splitlines()] == [str(f) for f in files]
     assert three.stdout == one.stdout  # same answers, whatever ran beside them
     assert _cli(files[0], "--jobs", "0").returncode == 2  # argparse's usage error
+
+
+def test_cli_precision_reaches_the_model(audio_dir):
+    # musicnn_genre is the one shipped model with bfloat16 layers; --precision float32 must give the library's
+    # float32 numbers whatever this CPU supports, and a bad CODEFEATURE_PRECISION is a per-file error
+    from codeFeature.model_io import list_models, load_model
+
+    if "musicnn_genre" not in list_models():
+        pytest.skip("models/musicnn_genre is not shipped")
+    song = audio_dir / "chord.flac"
+    result = _cli(song, "--model", "musicnn_genre", "--json", "--precision", "float32")
+    assert result.returncode == 0, result.stderr
+    expected = predict_file(song, model=load_model("musicnn_genre", precision="float32"))
+    got = json.loads(result.stdout)["probabilities"]
+    np.testing.assert_allclose([got[g] for g in GENRES], expected.mean_probabilities, atol=1e-4)
+    bad = subprocess.run([sys.executable, "-m", "codeFeature", str(song), "--model", "musicnn_genre", "--json"],
+                         capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "CODEFEATURE_PRECISION": "float8"})
+    assert bad.returncode == 2 and "float8" in json.loads(bad.stdout)["error"]
+    assert "Traceback" not in bad.stderr
