@@ -19,6 +19,7 @@ Options:
 * ``precision=bfloat16``: the library's own bfloat16 path (``load_model(precision="bfloat16")``,
   what ``"auto"`` picks on CPUs with AMX-BF16 / AVX512-BF16): only the manifest's
   ``bfloat16_layers`` (musicnn's timbral convolutions) compute in bfloat16;
+* ``TF_SET_ONEDNN_FPMATH_MODE=BF16``: oneDNN may compute any float32 convolution or matmul in bfloat16;
 * ``inter-op 1``: one inter-op thread, so that the front end's five branches run one after another.
 """
 
@@ -48,6 +49,7 @@ OPTIONS = {
     "bf16 (oneDNN auto mixed precision)": ({}, {"bf16": True}),
     "bf16, batch=4": ({}, {"bf16": True, "batch": 4}),
     "inter-op 1": ({}, {"inter_op": 1}),
+    "TF_SET_ONEDNN_FPMATH_MODE=BF16": ({"TF_SET_ONEDNN_FPMATH_MODE": "BF16"}, {}),
     "precision=bfloat16 (auto on this CPU)": ({}, {"precision": "bfloat16"}),
     "precision=bfloat16, batch=2": ({}, {"precision": "bfloat16", "batch": 2}),
     "precision=bfloat16, batch=8": ({}, {"precision": "bfloat16", "batch": 8}),
@@ -98,6 +100,8 @@ def worker(model_name: str, options: dict, reference: str | None) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="musicnn_genre")
+    parser.add_argument("--only", nargs="+", metavar="TEXT", help="run only the options whose name contains a TEXT "
+                                                                   "(the float32 reference always runs)")
     parser.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._worker:
@@ -111,6 +115,8 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'option':50s} {'ms/segment':>10s} {'batch':>5s} {'peak MB':>8s} {'max |diff|':>10s}")
     for i, (name, (env, options)) in enumerate(OPTIONS.items()):
+        if i and args.only and not any(text in name for text in args.only):
+            continue
         command = [sys.executable, str(Path(__file__).resolve()), "--model", args.model,
                    "--_worker", json.dumps(options), "-" if i == 0 else str(reference)]
         result = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
