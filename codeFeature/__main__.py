@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from .model_io import PRECISIONS  # noqa: E402  (numpy and the config only; TensorFlow loads with a model)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-models", action="store_true", help="list the shipped models and exit")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="files classified at once (default: one per CPU core, at most 4)")
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="compute precision of musicnn's timbral convolutions (default: CODEFEATURE_PRECISION "
                              "or auto, which is bfloat16 on CPUs with native bfloat16: ~3x faster, tags and "
                              "probabilities within ~1e-2 of float32)")

@@ -244,8 +244,10 @@ def default_model_name(*, models_dir: str | os.PathLike | None = None) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=None)
 def native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX-BF16 or AVX512-BF16; read from /proc/cpuinfo).
+    """Whether this CPU multiplies bfloat16 natively (AMX-BF16 or AVX512-BF16; read from /proc/cpuinfo
+    once per process: the app asks on every rerun).
 
     Elsewhere bfloat16 convolutions are emulated and much slower than float32.
     """

@@ -39,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from codeFeature.model_io import PRECISIONS
 from training.data import DEFAULT_CACHE, REPO_ROOT, data_kind, display_path, file_sha256, load_set, read_split
 
 log = logging.getLogger("training.evaluate")
@@ -58,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="reports go to REPORTS/<model>/ (JSON and a confusion-matrix PNG)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default="float32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="compute precision of the layers a manifest lists as bfloat16_layers (musicnn's); "
                              "float32 by default, so that figures do not depend on the CPU; auto is what the "
                              "app and the CLI use")
