@@ -20,6 +20,7 @@ from .errors import (AudioDecodeError, AudioTooShortError, ConfigError, GenreErr
                      UnsupportedFormatError)
 from .audio import DecodedAudio, decode, load_audio, SUPPORTED_EXTENSIONS
 from .model_io import LoadedModel, default_model_name, list_models, load_model, save_model
+from .decision import DecisionRule, Verdict, decide
 from .predict import Prediction, predict_audio, predict_file, predict_segments, vote_index
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "DecodedAudio", "decode", "load_audio", "SUPPORTED_EXTENSIONS",
     "LoadedModel", "load_model", "save_model", "list_models", "default_model_name",
     "Prediction", "predict_file", "predict_audio", "predict_segments", "vote_index",
+    "DecisionRule", "Verdict", "decide",
 ]

@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .decision import SILENT_RMS
 from .errors import AudioDecodeError, ConfigError, UnsupportedFormatError
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -430,6 +431,11 @@ class LevelMeter:
         self.count += block.size
         return block
 
+    @property
+    def rms(self) -> float:
+        """RMS level of the samples seen so far (full scale 1.0; 0 before any)."""
+        return float(np.sqrt(self.sum_squares / self.count)) if self.count else 0.0
+
     def warnings(self) -> list[str]:
         """Notes on repaired samples, silence and clipping (call after the last block)."""
         return self.repair_warnings() + self.level_warnings()
@@ -442,7 +448,7 @@ class LevelMeter:
         """The note on silence or clipping, if either applies."""
         if not self.count:
             return []
-        if self.peak == 0.0 or np.sqrt(self.sum_squares / self.count) < 1e-4:
+        if self.peak == 0.0 or self.rms < SILENT_RMS:
             return ["the audio is silent or nearly so; the genre is a guess"]
         if self.clipped / self.count > 0.01:
             return ["more than 1% of the samples are clipped; the prediction may suffer"]

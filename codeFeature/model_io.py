@@ -87,6 +87,13 @@ class LoadedModel:
     def task(self) -> str:
         return self.manifest.get("task", "genre")
 
+    @functools.cached_property
+    def decision_rule(self):
+        """How this model's segment probabilities become one answer (:class:`codeFeature.decision.DecisionRule`)."""
+        from .decision import DecisionRule
+
+        return DecisionRule.from_manifest(self.manifest)
+
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
         """Every output of the network for a batch of features.
 

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .audio import AudioStream, LevelMeter, Source, load_audio, open_audio
+from .decision import DecisionRule, Verdict, decide, vote_index
 from .errors import AudioDecodeError, ConfigError
 from .features import segment_features
 from .model_io import LoadedModel, load_model
@@ -53,6 +54,10 @@ class Prediction:
     extras : dict of str to np.ndarray
         Per-segment values of a model's further outputs, such as musicnn's 50 tags,
         each shape (n_segments, n_values); labelled by ``extra_labels``.
+    rule : DecisionRule
+        How the segments become one answer (from the model's manifest; see :mod:`codeFeature.decision`).
+    rms : float or None
+        The decoded audio's RMS level (full scale 1.0), when known; silence makes the answer "not sure".
     """
 
     model: str
@@ -66,6 +71,8 @@ class Prediction:
     warnings: list = field(default_factory=list)
     extras: dict = field(default_factory=dict)
     extra_labels: dict = field(default_factory=dict)
+    rule: DecisionRule = field(default_factory=DecisionRule)
+    rms: Optional[float] = None
 
     @property
     def ends(self) -> np.ndarray:
@@ -93,19 +100,30 @@ class Prediction:
         return np.bincount(self.probabilities.argmax(axis=1), minlength=len(self.labels))
 
     @property
+    def verdict(self) -> Verdict:
+        """The answer by the model's :attr:`rule`: genre, confidence, top three, and whether it is not sure."""
+        return decide(self.probabilities, self.labels, rule=self.rule, rms=self.rms, tags=self.extras.get("tags"))
+
+    @property
     def genre(self) -> str:
-        """The majority vote over segments; a tie goes to the higher mean probability."""
-        return self.labels[vote_index(self.probabilities)]
+        """The winning genre by the model's rule (default: the majority vote over segments, a tie going
+        to the higher mean probability); the best guess even when :attr:`not_sure`."""
+        return self.verdict.genre
 
     @property
     def confidence(self) -> float:
         """Mean probability of :attr:`genre` over the segments, in [0, 1]."""
-        return float(self.mean_probabilities[vote_index(self.probabilities)])
+        return self.verdict.confidence
 
     @property
     def vote_share(self) -> float:
         """Fraction of segments that voted for :attr:`genre`."""
-        return float(self.votes[vote_index(self.probabilities)] / len(self.probabilities))
+        return self.verdict.vote_share
+
+    @property
+    def not_sure(self) -> bool:
+        """Whether the evidence is too weak to name one genre (see :attr:`verdict`'s reasons)."""
+        return self.verdict.not_sure
 
     def top_tags(self, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` strongest tags averaged over segments, when the model outputs tags."""
@@ -126,15 +144,18 @@ class Prediction:
         return rows
 
     def to_dict(self) -> dict:
-        """The CLI's JSON object (see ``python -m codeFeature --help``)."""
+        """The CLI's JSON object (see ``python -m codeFeature --help``): the original keys, then the
+        verdict's (``not_sure``, ``verdict``, ``reasons``, ``top``, ``vote_share``, ``rule``)."""
+        verdict = self.verdict
         return {
             "file": self.file,
             "model": self.model,
-            "genre": self.genre,
-            "confidence": round(self.confidence, 4),
+            "genre": verdict.genre,
+            "confidence": round(verdict.confidence, 4),
             "probabilities": {label: round(float(p), 4) for label, p in zip(self.labels, self.mean_probabilities)},
             "segments": self.segments(),
             "seconds": round(float(self.duration), 3),
+            **verdict.to_dict(),
         }
 
     def to_csv(self) -> str:
@@ -145,19 +166,6 @@ class Prediction:
             cells = [f"{start:.3f}", f"{end:.3f}", self.labels[best], f"{probs[best]:.4f}"]
             lines.append(",".join(cells + [f"{p:.4f}" for p in probs]))
         return "\n".join(lines) + "\n"
-
-
-def vote_index(probabilities: np.ndarray) -> int:
-    """Index of the majority-vote label over rows of ``probabilities``; ties go to the higher mean.
-
-    Parameters
-    ----------
-    probabilities : np.ndarray, shape (n_segments, n_labels)
-    """
-    probabilities = np.asarray(probabilities)
-    votes = np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1])
-    tied = np.flatnonzero(votes == votes.max())
-    return int(tied[np.argmax(probabilities.mean(axis=0)[tied])])
 
 
 def predict_segments(segments: np.ndarray, *, model: LoadedModel, progress: Optional[ProgressCallback] = None,
@@ -244,9 +252,11 @@ def predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optio
     extras: dict = {}
     probabilities = predict_segments(segments, model=model, progress=progress, timings=timings, extras=extras)
     extra_labels = _extra_labels(model)
+    rms = float(np.sqrt(np.dot(samples, samples) / len(samples))) if len(samples) else 0.0
     return Prediction(model=model.name, labels=model.labels, probabilities=probabilities, starts=starts,
                       segment_seconds=config.segment_seconds, duration=duration, file=file,
-                      timings=timings, warnings=notes, extras=extras, extra_labels=extra_labels)
+                      timings=timings, warnings=notes, extras=extras, extra_labels=extra_labels,
+                      rule=model.decision_rule, rms=rms)
 
 
 def _padding_note(duration: float, config) -> str:
@@ -372,4 +382,5 @@ def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Option
     return Prediction(model=model.name, labels=model.labels, probabilities=np.concatenate(parts),
                       starts=np.arange(n_full + (1 if tail else 0), dtype=np.float64) * config.segment_seconds,
                       segment_seconds=config.segment_seconds, duration=duration, file=file, timings=timings,
-                      warnings=notes, extras=extras, extra_labels=_extra_labels(model))
+                      warnings=notes, extras=extras, extra_labels=_extra_labels(model),
+                      rule=model.decision_rule, rms=meter.rms)
