@@ -23,7 +23,48 @@ from codeFeature.musicnn import (
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
 MODELS = {"msd": ("musicnn_msd", MSD_TAGS), "mtt": ("musicnn_mtt", MTT_TAGS)}
-ATOL = 1e-4
+
+# How close two float32 computations of musicnn can be, whatever the kernels and summation order.
+#
+# A sum of n products computed in float32 in any order is off by at most about lambda * sqrt(n) * u
+# times the sum of the terms' magnitudes, with u = 2**-24 the unit roundoff, except with probability
+# below 2 n exp(-lambda**2 / 2) (Higham & Mary 2019, "A new approach to probabilistic rounding error
+# analysis"); the worst case, n * u, needs every rounding to go the same way, which blocked and
+# vectorised kernels never do. lambda = 6 makes that probability ~1e-4 for the longest sum here.
+# The longest sum feeding any value is the first mid-end convolution's, 7 taps x 561 channels = 3927
+# terms; a value passes through at most 6 such summing layers (a front-end convolution, three mid-end
+# convolutions, the dense layers), and each layer's error adds to what it inherits (its batch norms
+# keep the gain near 1). Both sides carry such an error: the reference was computed by the original
+# TF1 package on another CPU, the port by whichever oneDNN or Eigen kernel this CPU gets. Hence
+#     RTOL = 2 sides x 6 layers x 6 x sqrt(3927) x 2**-24 ~= 2.7e-4.
+# The error of a sum scales with the magnitudes of its terms, not with its result, which can cancel to
+# near zero; the terms' scale is stood in for by the layer's root mean square, so a value may be off
+# by RTOL * (|expected| + rms(layer)): the absolute part follows each layer's own scale (taggram
+# ~0.07, max pool ~6) instead of one fixed 1e-4. Measured on this CPU (Sapphire Rapids) the worst
+# value uses 7 % of this budget (1.9e-5 of it, mtt max_pool with TF_ENABLE_ONEDNN_OPTS=0; 1e-5 with
+# oneDNN, AVX2 or AVX512_CORE_BF16 kernels), while the port errors in
+# test_a_port_error_fails_the_comparison are off by hundreds to millions of times the budget.
+SUM_TERMS = 7 * 561
+SUMMING_LAYERS = 6
+LAMBDA = 6.0
+RTOL = 2 * SUMMING_LAYERS * LAMBDA * np.sqrt(SUM_TERMS) * 2.0 ** -24
+
+
+def assert_matches_original(actual, expected, *, what: str = "") -> None:
+    """``actual`` equals the original's ``expected`` to float32 arithmetic's reach (see RTOL)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
+    scale = float(np.sqrt(np.mean(expected ** 2)))
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=RTOL * scale, err_msg=what)
+
+
+def mismatch(actual, expected) -> float:
+    """The worst error in units of the tolerance ``assert_matches_original`` allows (> 1 fails)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    scale = float(np.sqrt(np.mean(expected ** 2)))
+    return float(np.max(np.abs(actual - expected) / (RTOL * (np.abs(expected) + scale))))
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +95,14 @@ def test_manifest(tagger):
 def test_taggram_matches_original(tagger, reference):
     key, loaded, _ = tagger
     taggram = loaded.keras_model.predict(reference["patches"], verbose=0)
-    np.testing.assert_allclose(taggram, reference[f"{key}_taggram"], rtol=0, atol=ATOL)
+    assert_matches_original(taggram, reference[f"{key}_taggram"], what=f"{key} taggram")
 
 
 @pytest.mark.parametrize("layer", ["penultimate", "mean_pool", "max_pool"])
 def test_embeddings_match_original(tagger, reference, layer):
     key, loaded, _ = tagger
     features = embedding_model(loaded.keras_model, layer).predict(reference["patches"], verbose=0)
-    np.testing.assert_allclose(features, reference[f"{key}_{layer}"], rtol=0, atol=ATOL)
+    assert_matches_original(features, reference[f"{key}_{layer}"], what=f"{key} {layer}")
 
 
 def test_the_fast_embedding_path_matches_original(tagger, reference):
@@ -70,16 +111,85 @@ def test_the_fast_embedding_path_matches_original(tagger, reference):
     fast = embedding_forward(loaded, "penultimate")
     patches = np.concatenate([reference["patches"]] * 3)
     assert fast.forward_batch < len(patches)  # several batches, stitched in order
-    np.testing.assert_allclose(fast.forward(patches)[0], np.concatenate([reference[f"{key}_penultimate"]] * 3),
-                               rtol=0, atol=ATOL)
+    assert_matches_original(fast.forward(patches)[0], np.concatenate([reference[f"{key}_penultimate"]] * 3),
+                            what=f"{key} penultimate, batched")
     assert loaded.forward(reference["patches"][:1])[0].shape == (1, 50)  # the tagger itself is untouched
 
 
 def test_pooled_embedding_is_mean_then_max(tagger, reference):
     key, loaded, _ = tagger
     pooled = embedding_model(loaded.keras_model, "pooled").predict(reference["patches"], verbose=0)
-    expected = np.concatenate([reference[f"{key}_mean_pool"], reference[f"{key}_max_pool"]], axis=1)
-    np.testing.assert_allclose(pooled, expected, rtol=0, atol=ATOL)
+    width = reference[f"{key}_mean_pool"].shape[1]
+    assert pooled.shape[1] == 2 * width
+    # each half against its own layer's scale, as in test_embeddings_match_original
+    assert_matches_original(pooled[:, :width], reference[f"{key}_mean_pool"], what=f"{key} pooled, mean half")
+    assert_matches_original(pooled[:, width:], reference[f"{key}_max_pool"], what=f"{key} pooled, max half")
+
+
+def _identity_batch_norm(weights):
+    gamma, beta, mean, variance = weights
+    return [np.ones_like(gamma), np.zeros_like(beta), np.zeros_like(mean), np.ones_like(variance) - 1e-3]
+
+
+def _tf1_epsilon_missed(weights):
+    # batch norm computed with Keras' 1e-3 where the checkpoint had been trained with 1e-5 (or the reverse)
+    gamma, beta, mean, variance = weights
+    return [gamma, beta, mean, variance - (1e-3 - 1e-5)]
+
+
+#: Mistakes a port can make, each as (layer, change to its weights); all keep the shapes, so only the
+#: numbers can tell them from the right port.
+PORT_ERRORS = {
+    "mid-end kernel transposed (in/out channels)": ("midend2_conv", lambda w: [w[0].transpose(0, 2, 1), w[1]]),
+    "timbral kernel time-reversed (convolution vs correlation)": ("timbral_74_conv", lambda w: [w[0][::-1], w[1]]),
+    "missing batch norm (mid end)": ("midend1_bn", _identity_batch_norm),
+    "missing batch norm (input)": ("input_bn", _identity_batch_norm),
+    "one wrong weight (the dense layer's largest set to 0)":
+        ("dense", lambda w: [np.where(np.abs(w[0]) == np.abs(w[0]).max(), 0, w[0]), w[1]]),
+    "batch-norm epsilon 1e-5 instead of TF1's 1e-3 (mid end)": ("midend1_bn", _tf1_epsilon_missed),
+    "two checkpoint tensors swapped (mid-end 2 and 3)": ("midend2_conv", "midend3_conv"),
+}
+
+
+@pytest.fixture(scope="module")
+def msd_probe():
+    """The float32 msd tagger answering with every output the reference holds."""
+    import keras
+
+    tagger = load_model(REPO / "models" / "musicnn_msd", precision="float32").keras_model
+    outputs = ("taggram", "penultimate", "mean_pool", "max_pool")
+    return tagger, outputs, keras.Model(tagger.inputs, [tagger.get_layer(n).output for n in outputs])
+
+
+def _worst_mismatch(probe, reference) -> float:
+    tagger, outputs, model = probe
+    results = model.predict(reference["patches"], verbose=0)
+    return max(mismatch(result, reference[f"msd_{name}"]) for result, name in zip(results, outputs))
+
+
+@pytest.mark.parametrize("error", sorted(PORT_ERRORS))
+def test_a_port_error_fails_the_comparison(msd_probe, reference, error):
+    """The float32 tolerance is wide enough for any kernel's rounding, and still far too narrow for a real
+    mistake: each of these is off by more than the budget (the subtlest, a batch norm's epsilon, by ~5x;
+    the others by 1e3-1e6x), while the right port uses a few percent of it."""
+    tagger = msd_probe[0]
+    layer, change = PORT_ERRORS[error]
+    assert _worst_mismatch(msd_probe, reference) <= 1  # the right port passes on this very probe
+    if isinstance(change, str):
+        first, second = tagger.get_layer(layer), tagger.get_layer(change)
+        saved = [first.get_weights(), second.get_weights()]
+        first.set_weights(saved[1])
+        second.set_weights(saved[0])
+        restore = lambda: (first.set_weights(saved[0]), second.set_weights(saved[1]))  # noqa: E731
+    else:
+        target = tagger.get_layer(layer)
+        saved = target.get_weights()
+        target.set_weights(change([w.copy() for w in saved]))
+        restore = lambda: target.set_weights(saved)  # noqa: E731
+    try:
+        assert _worst_mismatch(msd_probe, reference) > 1, f"{error} passed the parity comparison"
+    finally:
+        restore()
 
 
 def test_unknown_embedding_layer():
