@@ -17,10 +17,12 @@ import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .model_io import PRECISIONS  # noqa: E402  (numpy and the config only; TensorFlow loads with a model)
+from .native_stderr import filtered_native_stderr  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", metavar="NAME_OR_DIR", default=None,
                         help="a shipped model's name or a model folder (default: the shipped default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
-    parser.add_argument("--list-models", action="store_true", help="list the shipped models and exit")
+    parser.add_argument("--list-models", action="store_true",
+                        help="list the models (models/, then the folders in CODEFEATURE_MODEL_PATH) and exit")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="files classified at once (default: one per CPU core, at most 4)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -44,22 +47,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    from .errors import GenreError
-    from .model_io import default_model_name, list_models, read_manifest, resolve_model_dir
-
     if args.list_models:
-        default = default_model_name()
-        for name in list_models():
-            manifest = read_manifest(resolve_model_dir(name))
-            valid = manifest.get("metrics", {}).get("valid", {})
-            accuracy = f"valid track accuracy {valid['track_accuracy']:.3f} (n={valid['tracks']})" if valid else ""
-            mark = "*" if name == default else " "
-            print(f"{mark} {name:24s} {manifest.get('task', 'genre'):6s} {accuracy}")
-        return 0
+        return list_models_command()
     if not args.paths:
         build_parser().error("give at least one PATH (or --list-models)")
+    # TensorFlow's start-up banners and mpg123's notes about odd mp3 frames are written by native code
+    # straight to stderr; the user sees neither (warnings in words come from the decoder itself)
+    with filtered_native_stderr():
+        return classify_command(args)
 
+
+def list_models_command() -> int:
+    """``--list-models``: every model the CLI can load by name, the default marked; no TensorFlow."""
+    from .errors import ModelError
+    from .model_io import MODELS_DIR, default_model_name, model_locations, read_manifest
+
+    default = default_model_name()
+    for name, folder in model_locations().items():
+        where = "" if folder.parent == MODELS_DIR else f"  ({folder.parent})"  # from CODEFEATURE_MODEL_PATH
+        mark = "*" if name == default else " "
+        try:
+            manifest = read_manifest(folder)
+        except ModelError as exc:
+            print(f"{mark} {name:24s} unreadable: {exc}{where}")
+            continue
+        valid = manifest.get("metrics", {}).get("valid", {})
+        accuracy = f"valid track accuracy {valid['track_accuracy']:.3f} (n={valid['tracks']})" if valid else ""
+        print(f"{mark} {name:24s} {manifest.get('task', 'genre'):6s} {accuracy}{where}")
+    return 0
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its native start-up banners filtered out (for callers outside :func:`main`)."""
+    with filtered_native_stderr():
+        import tensorflow  # noqa: F401
+
+
+def classify_command(args: argparse.Namespace) -> int:
+    """Classify ``args.paths``: a table (or JSON lines) on stdout, in input order."""
+    from .errors import GenreError
     from .model_io import load_model
     from .predict import predict_file
 
@@ -88,24 +116,33 @@ def main(argv: list[str] | None = None) -> int:
             return f"unexpected error ({type(exc).__name__}: {exc}); please report it"
 
     failed = 0
+    names = display_names(args.paths)
+    width = max([len("file"), *map(len, names)])
+    notes: list[str] = []  # the table's warnings, printed after it so that its rows stay together
     if not args.json:
-        print(f"{'file':40s} {'genre':10s} {'confidence':>10s} {'segments':>8s} {'seconds':>8s}")
+        print(f"{'file':{width}s} {'genre':10s} {'confidence':>10s} {'segments':>8s} {'seconds':>8s}")
     # decoding and features release the GIL, so a second file overlaps the first on a second core
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for path, prediction in zip(args.paths, pool.map(classify, args.paths)):
+        for path, name, prediction in zip(args.paths, names, pool.map(classify, args.paths)):
             if isinstance(prediction, str):
                 failed += 1
-                _emit_error(path, prediction, as_json=args.json)
+                if args.json:
+                    _emit_error(path, prediction, as_json=True)
+                else:
+                    print(f"{name:{width}s} error: {prediction}", flush=True)
                 continue
-            for note in prediction.warnings:
-                print(f"warning: {path}: {note}", file=sys.stderr)
             if args.json:
+                for note in prediction.warnings:
+                    print(f"warning: {path}: {note}", file=sys.stderr)
                 record = prediction.to_dict()
                 record["file"] = path
                 print(json.dumps(record), flush=True)
             else:
-                print(f"{_short(path, 40):40s} {prediction.genre:10s} {prediction.confidence:10.2f} "
+                notes += [f"warning: {name}: {note}" for note in prediction.warnings]
+                print(f"{name:{width}s} {prediction.genre:10s} {prediction.confidence:10.2f} "
                       f"{len(prediction.probabilities):8d} {prediction.duration:8.1f}", flush=True)
+    for note in notes:
+        print(note, file=sys.stderr)
     return 2 if failed else 0
 
 
@@ -113,11 +150,34 @@ def _emit_error(path: str, message: str, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"file": path, "error": message}), flush=True)
     else:
-        print(f"{_short(path, 40):40s} error: {message}", flush=True)
+        print(f"{display_names([path])[0]} error: {message}", flush=True)
 
 
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else "..." + text[-(width - 3):]
+#: Widest file name the table shows; longer names are shortened in the middle, keeping both ends.
+NAME_WIDTH = 48
+
+
+def display_names(paths: list[str], width: int = NAME_WIDTH) -> list[str]:
+    """Names a person recognises in the table: each file's name, with as many parent folders as it
+    takes to tell files of the same name apart, shortened in the middle past ``width``."""
+    parts = [Path(p).parts or (str(p),) for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        shown = ["/".join(pp[-d:]) for pp, d in zip(parts, depth)]
+        clashes = {name for name in shown if shown.count(name) > 1}
+        grow = [i for i, name in enumerate(shown) if name in clashes and depth[i] < len(parts[i])]
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+    return [_middle(name, width) for name in shown]
+
+
+def _middle(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    tail = max(width // 2 - 1, 1)
+    return text[: width - tail - 1] + "\u2026" + text[-tail:]
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ FORMAT_VERSION = 1
 
 #: Shipped models live in ``models/`` beside the package; ``CODEFEATURE_MODELS`` overrides it.
 MODELS_DIR = Path(os.environ.get("CODEFEATURE_MODELS", Path(__file__).resolve().parent.parent / "models"))
+#: Environment variable naming extra folders of model folders (``os.pathsep``-separated), searched
+#: after :data:`MODELS_DIR` by :func:`list_models` and :func:`resolve_model_dir`.
+MODEL_PATH_ENV = "CODEFEATURE_MODEL_PATH"
 DEFAULT_FILE = "default.txt"
 #: Most segments per forward pass.
 FORWARD_BATCH = 16
@@ -200,42 +203,73 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     return manifest
 
 
-def resolve_model_dir(name_or_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None) -> Path:
-    """Turn a shipped model's name, or a folder path, into a model folder.
+def model_search_path(models_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for model folders, in order.
 
-    ``None`` means the default shipped model (``models/default.txt``).
+    ``models_dir`` alone when given; otherwise :data:`MODELS_DIR` (``models/``, or
+    ``$CODEFEATURE_MODELS``) followed by each folder of ``$CODEFEATURE_MODEL_PATH``
+    (``os.pathsep``-separated, read on every call), so models trained elsewhere can be offered
+    beside the shipped ones.
     """
-    root = Path(models_dir) if models_dir is not None else MODELS_DIR
+    if models_dir is not None:
+        return [Path(models_dir)]
+    extra = [Path(p).expanduser() for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p.strip()]
+    folders: list[Path] = []
+    for folder in [MODELS_DIR, *extra]:
+        if folder not in folders:
+            folders.append(folder)
+    return folders
+
+
+def model_locations(*, models_dir: str | os.PathLike | None = None, task: str | None = None) -> dict[str, Path]:
+    """Model name -> its folder, over :func:`model_search_path`; the first folder holding a name wins.
+
+    Optionally only models of one ``task`` (``"genre"`` or ``"tags"``; unreadable manifests are left out).
+    """
+    found: dict[str, Path] = {}
+    for root in model_search_path(models_dir):
+        if not root.is_dir():
+            continue
+        for child in sorted(root.iterdir()):
+            if child.name in found or not (child / MANIFEST_FILE).is_file():
+                continue
+            if task is not None:
+                try:
+                    if read_manifest(child).get("task", "genre") != task:
+                        continue
+                except ModelError:
+                    continue
+            found[child.name] = child
+    return found
+
+
+def resolve_model_dir(name_or_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None) -> Path:
+    """Turn a model's name, or a folder path, into a model folder.
+
+    ``None`` means the default shipped model (``models/default.txt``). A name is looked up in
+    :func:`model_search_path`: ``models/`` first, then ``$CODEFEATURE_MODEL_PATH``.
+    """
     if name_or_dir is None:
-        name_or_dir = default_model_name(models_dir=root)
+        name_or_dir = default_model_name(models_dir=models_dir)
     candidate = Path(name_or_dir)
     if (candidate / MANIFEST_FILE).is_file() or (candidate / MODEL_JSON).is_file():
         return candidate
-    shipped = root / str(name_or_dir)
-    if str(name_or_dir) in {m for m in list_models(models_dir=root)}:
-        return shipped
-    known = ", ".join(list_models(models_dir=root)) or "none"
-    raise ModelError(f"no model called {str(name_or_dir)!r}: give a shipped model's name ({known}) "
+    locations = model_locations(models_dir=models_dir)
+    if str(name_or_dir) in locations:
+        return locations[str(name_or_dir)]
+    known = ", ".join(locations) or "none"
+    where = ", ".join(str(f) for f in model_search_path(models_dir))
+    raise ModelError(f"no model called {str(name_or_dir)!r} in {where}: give a model's name ({known}) "
                      f"or a folder holding {MODEL_JSON}, {WEIGHTS_FILE} and {MANIFEST_FILE}")
 
 
 def list_models(*, models_dir: str | os.PathLike | None = None, task: str | None = None) -> list[str]:
-    """Names of the model folders under ``models_dir``, sorted; optionally only one ``task``."""
-    root = Path(models_dir) if models_dir is not None else MODELS_DIR
-    if not root.is_dir():
-        return []
-    names = []
-    for child in sorted(root.iterdir()):
-        if not (child / MANIFEST_FILE).is_file():
-            continue
-        if task is not None:
-            try:
-                if read_manifest(child).get("task", "genre") != task:
-                    continue
-            except ModelError:
-                continue
-        names.append(child.name)
-    return names
+    """Names of the model folders under ``models_dir``, else under ``models/`` then ``$CODEFEATURE_MODEL_PATH``.
+
+    Shipped models come first, sorted, then each extra folder's, sorted; a name already seen is not
+    repeated (``models/`` wins). Optionally only one ``task``.
+    """
+    return list(model_locations(models_dir=models_dir, task=task))
 
 
 def default_model_name(*, models_dir: str | os.PathLike | None = None) -> str:

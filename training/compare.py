@@ -4,14 +4,16 @@ One row per model the training CLI knows (plus any other shipped genre model, su
 ``musicnn_genre``): input, parameters, depth (layers with weights), training time, train and
 valid accuracy (track vote, with n), and test accuracy where a test split and its data are
 given. Models whose data is not here (``features_3_sec.csv``, ImageNet weights) say
-"not trained here". Writes ``reports/comparison.md``, ``reports/comparison_accuracy.png`` and
-``reports/comparison_depth.png``, and prints the table.
+"not trained here". Reads the shipped manifests and ``reports/``; writes ``comparison.md``,
+``comparison_accuracy.png`` and ``comparison_depth.png`` to ``runs/compare/`` (``--out reports``
+regenerates the tracked copies), and prints the table.
 
 It also shows why the published numbers this project descends from were inflated: the same
 network (``cnn_mfcc_small``'s architecture, same epochs) trained and scored on a random split of
 3 s *segments*, where segments of one song sit on both sides, next to a split by *track*.
 
-    python -m training.compare
+    python -m training.compare                      # writes runs/compare/
+    python -m training.compare --out reports        # regenerates the tracked reports/comparison.md
     python -m training.compare --test-split test_filtered.txt --test-data /path/to/genres_original
 """
 
@@ -28,7 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from training.data import DEFAULT_CACHE, REPO_ROOT, SHARED_GTZAN, display_path
+from training.data import DEFAULT_CACHE, REPO_ROOT, RUNS_DIR, TRAIN_SPLIT, VALID_SPLIT, display_path
+from training.datasets import DatasetError, add_gtzan_argument, check_paths, find_gtzan
 
 log = logging.getLogger("training.compare")
 
@@ -43,17 +46,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
-    parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports")
+    parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports",
+                        help="where trained models' reports are read from (default: reports/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where comparison.md and the charts are written (default: runs/compare/; "
+                             "--out reports regenerates the tracked ones)")
+    add_gtzan_argument(parser)
     parser.add_argument("--test-split", type=Path, help="a test split list; adds a test-accuracy column")
     parser.add_argument("--test-data", nargs="+", type=Path,
                         help="audio folders for --test-split (default: the shared audio); each model is "
                              "evaluated through the serving path on it")
-    parser.add_argument("--demo-data", nargs="+", type=Path,
-                        default=[SHARED_GTZAN / "genres", SHARED_GTZAN / "excerpts"],
-                        help="audio for the segment-split vs track-split demonstration")
-    parser.add_argument("--demo-splits", nargs="+", type=Path,
-                        default=[SHARED_GTZAN / "splits" / "train_filtered.txt",
-                                 SHARED_GTZAN / "splits" / "valid_filtered.txt"],
+    parser.add_argument("--demo-data", nargs="+", type=Path, default=None,
+                        help="audio for the segment-split vs track-split demonstration (default: the --gtzan audio)")
+    parser.add_argument("--demo-splits", nargs="+", type=Path, default=[TRAIN_SPLIT, VALID_SPLIT],
                         help="split lists whose tracks are pooled for the demonstration")
     parser.add_argument("--rerun-demo", action="store_true",
                         help="retrain the demonstration even if reports/leakage_demo.json exists")
@@ -98,8 +103,8 @@ def collect_rows(models_dir: Path, *, reports_dir: Path | None = None, test_spli
         if test_split is not None:
             from training.evaluate import evaluate
 
-            data = test_data or [SHARED_GTZAN / "genres", SHARED_GTZAN / "excerpts"]
             try:
+                data = test_data or find_gtzan().data_for("audio")
                 row["test"] = evaluate(loaded, data, split=test_split, cache_dir=cache_dir)
             except (ValueError, FileNotFoundError) as exc:
                 log.warning("no test figure for %s: %s", name, exc)
@@ -255,7 +260,8 @@ def main(argv=None) -> int:
 
     keras.utils.set_random_seed(args.seed)
     rows = collect_rows(args.models_dir, reports_dir=args.reports, test_split=args.test_split, test_data=args.test_data, cache_dir=args.cache)
-    args.reports.mkdir(parents=True, exist_ok=True)
+    out = args.out if args.out is not None else RUNS_DIR / "compare"
+    out.mkdir(parents=True, exist_ok=True)
     text = ("Valid = the fault-filtered split's valid part (artist-disjoint; it also selected the models, so the "
             "figures are slightly optimistic). Track accuracy is the vote over a track's segments; n counts tracks "
             "(segments): 98 valid tracks have audio here (full tracks or 2-3 s excerpts), all 197 have a CSV row and an "
@@ -263,24 +269,27 @@ def main(argv=None) -> int:
             "a shared 2-core machine; musicnn_genre's is its head's (the network is pretrained). "
             "Generated by `python -m training.compare`.\n\n")
     text += table(rows, with_test=args.test_split is not None) + "\n"
-    charts = plot_bars(rows, args.reports)
+    charts = plot_bars(rows, out)
     text += "\n" + " ".join(f"![{p.stem}]({p.name})" for p in charts) + "\n"
     demo_path = args.reports / "leakage_demo.json"
     if not args.no_demo:
         if args.rerun_demo or not demo_path.exists():
-            available = all(Path(p).exists() for p in [*args.demo_data, *args.demo_splits])
-            if available:
-                demos = [leakage_demo(args.demo_data, args.demo_splits, cache_dir=args.cache, seed=args.seed,
-                                      min_segments=k) for k in (1, 5)]
-                demo_path.write_text(json.dumps(demos, indent=1) + "\n")
+            try:
+                demo_data = args.demo_data or find_gtzan(args.gtzan).data_for("audio")
+                check_paths([*demo_data, *args.demo_splits])
+            except DatasetError as exc:
+                log.warning("demonstration skipped: %s", exc)
             else:
-                log.warning("demonstration skipped: %s not found", [str(p) for p in args.demo_data])
+                demos = [leakage_demo(demo_data, args.demo_splits, cache_dir=args.cache, seed=args.seed,
+                                      min_segments=k) for k in (1, 5)]
+                demo_path = out / "leakage_demo.json"
+                demo_path.write_text(json.dumps(demos, indent=1) + "\n")
         if demo_path.exists():
             demos = json.loads(demo_path.read_text())
             text += "\n" + demo_text(demos if isinstance(demos, list) else [demos])
-    (args.reports / "comparison.md").write_text(text)
+    (out / "comparison.md").write_text(text)
     print(text)
-    print(f"written: {display_path(args.reports / 'comparison.md')}, " + ", ".join(str(display_path(p)) for p in charts),
+    print(f"written: {display_path(out / 'comparison.md')}, " + ", ".join(str(display_path(p)) for p in charts),
           file=sys.stderr)
     return 0
 

@@ -23,12 +23,19 @@ from codeFeature.config import GENRES, FeatureConfig
 from codeFeature.errors import GenreError
 from codeFeature.features import segment_features
 from codeFeature.split import segment_array
+from training.datasets import HOW_TO_GET, DatasetError
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The shared GTZAN material, when it sits beside the repository.
+#: The shared GTZAN material, when it sits beside the repository (users have their own: see training.datasets).
 SHARED_GTZAN = REPO_ROOT.parent / "shared" / "data" / "gtzan"
+#: The fault-filtered split lists (Kereliuk, Sturm & Larsen 2015), shipped with the code: training/splits/README.md.
+SPLITS_DIR = REPO_ROOT / "training" / "splits"
+TRAIN_SPLIT = SPLITS_DIR / "train_filtered.txt"
+VALID_SPLIT = SPLITS_DIR / "valid_filtered.txt"
+#: Where training and evaluation write by default (gitignored); python -m training.promote installs a run.
+RUNS_DIR = Path(os.environ.get("CODEFEATURE_RUNS", REPO_ROOT / "runs"))
 DEFAULT_CACHE = Path(os.environ.get("CODEFEATURE_CACHE", REPO_ROOT / ".cache" / "features"))
 
 _TRACK_RE = re.compile(r"^(?P<genre>[a-z]+)\.?(?P<number>\d{5})")
@@ -49,7 +56,7 @@ def find_audio(folders: Iterable[str | os.PathLike]) -> dict[str, list[Path]]:
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder")
+            raise DatasetError(f"{folder} is not a folder; {HOW_TO_GET}")
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file():
                 track = track_id_of(path)
@@ -61,7 +68,11 @@ def find_audio(folders: Iterable[str | os.PathLike]) -> dict[str, list[Path]]:
 def read_split(path: str | os.PathLike) -> list[str]:
     """Track ids listed in a split file (lines like ``blues/blues.00029.wav``)."""
     ids = []
-    for line in Path(path).read_text().splitlines():
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise DatasetError(f"the split list {path} does not exist") from None
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             track = track_id_of(line.split("/")[-1])
@@ -182,12 +193,14 @@ def data_kind(paths: Sequence[str | os.PathLike]) -> str:
     """
     paths = [Path(p) for p in paths]
     if len(paths) == 1 and paths[0].suffix.lower() == ".csv":
+        if not paths[0].is_file():
+            raise DatasetError(f"the feature table {paths[0]} does not exist; {HOW_TO_GET}")
         return "csv"
     if any(p.suffix.lower() == ".csv" for p in paths):
         raise ValueError(f"give one Kaggle CSV at a time, got {[str(p) for p in paths]}")
     for folder in paths:
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is neither a folder nor a .csv file")
+            raise DatasetError(f"{folder} is neither a folder nor a .csv file; {HOW_TO_GET}")
     suffixes = {p.suffix.lower() for folder in paths for p in folder.rglob("*") if p.is_file()}
     if suffixes & IMAGE_SUFFIXES and not suffixes & AUDIO_SUFFIXES:
         return "images"

@@ -8,11 +8,18 @@ app and the CLI serve it (``codeFeature.features.segment_features``).
 
 Examples
 --------
-The valid figures of the shipped default model::
+The valid figures of the shipped default model, on the GTZAN found by ``--gtzan DIR`` or
+``GTZAN_DIR`` (the Kaggle or marsyas layout) and the shipped ``training/splits/valid_filtered.txt``::
+
+    python -m training.evaluate --model musicnn_genre --gtzan ~/gtzan --json
+
+or on explicit folders and a split list::
 
     python -m training.evaluate --model musicnn_genre \
         --data ../shared/data/gtzan/genres ../shared/data/gtzan/excerpts \
-        --split ../shared/data/gtzan/splits/valid_filtered.txt --json
+        --split training/splits/valid_filtered.txt --json
+
+Reports go to ``runs/<model>/reports/`` (gitignored); ``--reports reports`` writes the tracked ones.
 
 An ensemble (the mean of the models' probabilities; models may read different features)::
 
@@ -40,7 +47,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from codeFeature.model_io import PRECISIONS
-from training.data import DEFAULT_CACHE, REPO_ROOT, data_kind, display_path, file_sha256, load_set, read_split
+from training.data import (DEFAULT_CACHE, REPO_ROOT, RUNS_DIR, VALID_SPLIT, data_kind, display_path, file_sha256,
+                           load_set, read_split)
+from training.datasets import add_gtzan_argument, exit_on_missing_data, find_gtzan, kind_for_config
 
 log = logging.getLogger("training.evaluate")
 
@@ -51,12 +60,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, nargs="+",
                         help="a shipped model's name or a model folder; several make an ensemble (mean of "
                              "their probabilities)")
-    parser.add_argument("--data", nargs="+", required=True, type=Path,
-                        help="audio folders, one Kaggle-format CSV, or image folders")
-    parser.add_argument("--split", type=Path, help="split list (lines like blues/blues.00029.wav); default: all tracks")
+    add_gtzan_argument(parser)
+    parser.add_argument("--data", nargs="+", type=Path,
+                        help="audio folders, one Kaggle-format CSV, or image folders (default: the part of the "
+                             "--gtzan dataset the model reads)")
+    parser.add_argument("--split", type=Path, help="split list (lines like blues/blues.00029.wav); default: "
+                        "training/splits/valid_filtered.txt on the --gtzan dataset, all tracks with --data")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object on stdout")
-    parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports",
-                        help="reports go to REPORTS/<model>/ (JSON and a confusion-matrix PNG)")
+    parser.add_argument("--reports", type=Path, default=None,
+                        help="reports go to REPORTS/<model>/ (JSON and a confusion-matrix PNG); default "
+                             "runs/<model>/reports/; --reports reports writes the tracked ones")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
@@ -128,6 +141,7 @@ def evaluate_ensemble(models, data, *, split=None, cache_dir=DEFAULT_CACHE) -> d
             **result, "skipped_files": [f for s in sets for f in s.skipped]}
 
 
+@exit_on_missing_data
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(levelname)s %(message)s",
@@ -141,6 +155,10 @@ def main(argv=None) -> int:
 
     try:
         models = [load_model(str(m), precision=args.precision) for m in args.model]
+        if args.data is None:  # the dataset's part the (first) model reads, on the shipped valid split
+            args.data = find_gtzan(args.gtzan).data_for(kind_for_config(models[0].config))
+            if args.split is None:
+                args.split = VALID_SPLIT
         if len(models) == 1:
             result = evaluate(models[0], args.data, split=args.split, cache_dir=args.cache)
         else:
@@ -154,7 +172,7 @@ def main(argv=None) -> int:
     tag = (args.split.stem if args.split else "all") + "_" + result["data_kind"]
     if "bfloat16" in precisions:
         tag += "_bfloat16"
-    report_dir = args.reports / name
+    report_dir = args.reports / name if args.reports is not None else RUNS_DIR / name / "reports"
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / f"evaluate_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_confusion(result["confusion"], labels, report_dir / f"confusion_{tag}.png",

@@ -20,8 +20,10 @@ Examples
 
 Every other option of ``training.train`` (``--data``, ``--epochs``, ``--augment``, ``--seed``, ``--cache``,
 ``--reports``, ...) is accepted and means the same; ``--train-split``, ``--valid-split`` and ``--out`` are
-not (the folds are the splits; the fold models are temporary). The result goes to
-``reports/<model>/kfold.json`` and the fold lists to ``reports/<model>/kfold/``.
+not (the folds are the splits; the fold models are temporary). The data is found as by
+``training.train`` (``--gtzan DIR`` / ``GTZAN_DIR``, or ``--data``). The result goes to
+``runs/<model>/reports/kfold.json`` and the fold lists to ``runs/<model>/reports/kfold/`` (``--reports
+reports`` writes the tracked ``reports/<model>/``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from codeFeature.config import GENRES
-from training.data import display_path, track_id_of
+from training.data import RUNS_DIR, display_path, track_id_of
+from training.datasets import exit_on_missing_data, find_gtzan
 
 log = logging.getLogger("training.kfold")
 
@@ -124,6 +127,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
+@exit_on_missing_data
 def main(argv=None) -> int:
     own, rest = parse_args(argv)
     if own.artists is None:
@@ -146,7 +150,7 @@ def main(argv=None) -> int:
     spec = SPECS[args.model]
     # with --extras the report is the extras model's (reports/cnn_mfcc+contrast/), never the plain model's
     name = training.model_name(args.model, training.config_with_extras(args.model, args.extras).extras)
-    if args.quick:
+    if args.quick and not (args.data is None and args.gtzan is not None):  # --gtzan: a smoke run on that data
         if args.data is None:
             args.data = training.quick_data(spec, Path(args.cache) / "quick-data" / "kfold",
                                             tracks_per_genre=QUICK_TRACKS_PER_GENRE)[0]
@@ -155,7 +159,7 @@ def main(argv=None) -> int:
 
             args.data = make_synthetic_gtzan(Path(args.cache) / "quick-data" / "kfold",
                                              tracks_per_genre=QUICK_TRACKS_PER_GENRE)[0]
-    data = list(args.data or training.DEFAULT_DATA[spec.data])
+    data = list(args.data or find_gtzan(args.gtzan).data_for(spec.data))
     args.data = data
     try:
         artists = read_artists(own.artists)
@@ -177,7 +181,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    report_dir = args.reports / name
+    report_dir = args.reports / name if args.reports is not None else RUNS_DIR / name / "reports"
     list_dir = report_dir / "kfold"
     rows = []
     with tempfile.TemporaryDirectory(prefix="kfold-") as tmp:

@@ -1,15 +1,19 @@
 """Train one genre model on GTZAN-layout audio, select it on the valid split, and save it.
 
-Splits are by track (the fault-filtered lists by default), so no segment of a
-valid track is ever seen in training. The model folder (JSON + weights +
-manifest + report) goes to ``models/<name>/``; curves and the confusion matrix
-to ``reports/<name>/``.
+Splits are by track (the fault-filtered lists shipped in ``training/splits/`` by
+default), so no segment of a valid track is ever seen in training. The data is
+found by ``--gtzan DIR`` / ``GTZAN_DIR`` (:mod:`training.datasets`: the Kaggle
+or marsyas layout) unless ``--data`` names it. The model folder (JSON + weights +
+manifest + report) goes to ``runs/<name>/`` (gitignored), curves and the
+confusion matrix to ``runs/<name>/reports/``; ``python -m training.promote
+runs/<name>`` installs it as a shipped model.
 
 Examples
 --------
-Rebuild the shipped CNN from the shared GTZAN material::
+Rebuild the shipped CNN from the Kaggle download, then ship it::
 
-    python -m training.train --model cnn_mfcc_small --augment
+    python -m training.train --model cnn_mfcc_small --augment --gtzan ~/gtzan
+    python -m training.promote runs/cnn_mfcc_small
 
 The feature ANN on the Kaggle table (or on audio: ``--data .../genres_original``)::
 
@@ -23,10 +27,10 @@ The image CNN, and a transfer-learning model (ImageNet weights need the internet
 
 A smoke run on a few synthetic tracks, rows or images (for CI)::
 
-    python -m training.train --model cnn_mfcc --quick --out /tmp/m
+    python -m training.train --model cnn_mfcc --quick      # writes runs/cnn_mfcc-quick/
 
 An MFCC model with extra per-frame features (spectral contrast, tonnetz, harmonic / percussive
-separation), written to ``models/cnn_mfcc+contrast+tonnetz`` so that it never overwrites the plain model::
+separation), written to ``runs/cnn_mfcc+contrast+tonnetz`` so that it never overwrites the plain model::
 
     python -m training.train --model cnn_mfcc --augment --extras contrast,tonnetz
 
@@ -50,12 +54,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from codeFeature.config import GENRES
-from training.data import (DEFAULT_CACHE, REPO_ROOT, SHARED_GTZAN, data_kind, display_path, file_sha256, load_set,
-                           read_split)
+from training.data import (DEFAULT_CACHE, REPO_ROOT, RUNS_DIR, SHARED_GTZAN, TRAIN_SPLIT, VALID_SPLIT, data_kind,
+                           display_path, file_sha256, load_set, read_split)
+from training.datasets import add_gtzan_argument, exit_on_missing_data, find_gtzan
 
 log = logging.getLogger("training.train")
 
 
+#: The shared material's paths for each kind of input; a run on them records no ``--data`` in its command.
 DEFAULT_DATA = {
     "audio": [SHARED_GTZAN / "genres", SHARED_GTZAN / "excerpts"],
     "csv30": [SHARED_GTZAN / "features_30_sec.csv"],
@@ -70,20 +76,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=sorted(SPECS), help="which architecture to train")
+    add_gtzan_argument(parser)
     parser.add_argument("--data", nargs="+", type=Path,
                         help="GTZAN-layout audio folders, one Kaggle-format CSV, or image folders (default: the "
                              "shared data the model was designed for: audio, features_30_sec.csv or spectrograms/)")
-    parser.add_argument("--train-split", type=Path, help="split list (lines like blues/blues.00029.wav); default: the "
-                        "shared fault-filtered train list, else a seeded stratified split by track saved to "
-                        "reports/<model>/split_*.txt")
+    parser.add_argument("--train-split", type=Path, help="split list (lines like blues/blues.00029.wav, which also "
+                        "match .au files); default: training/splits/train_filtered.txt with GTZAN data, else a "
+                        "seeded stratified split by track saved to the run's reports/split/")
     parser.add_argument("--valid-split", type=Path, help="as --train-split, for selection and the valid figures")
     parser.add_argument("--extras", type=_extras_arg, default=(), metavar="NAMES",
                         help="MFCC models: extra per-frame features beside the MFCC, comma-separated: contrast "
                              "(spectral contrast, 7 rows), tonnetz (6 rows), hpss (MFCC of the harmonic and of the "
                              "percussive part instead of one MFCC); the model is named e.g. cnn_mfcc+contrast+tonnetz")
-    parser.add_argument("--out", type=Path, help="model folder to write (default: models/<model>, or "
-                        "models/<model>+<extra>+... with --extras)")
-    parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports")
+    parser.add_argument("--out", type=Path, help="model folder to write (default: runs/<model>, or "
+                        "runs/<model>+<extra>+... with --extras, runs/<model>-quick with --quick; "
+                        "python -m training.promote RUN_DIR ships it)")
+    parser.add_argument("--reports", type=Path, default=None,
+                        help="reports go to REPORTS/<name>/ (default: the model folder's reports/)")
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the model's, e.g. 600 for ann_features)")
     parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: the model's)")
     parser.add_argument("--monitor", default="val_accuracy", choices=["val_accuracy", "val_loss"],
@@ -102,7 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="feature cache folder")
     parser.add_argument("--quick", action="store_true",
                         help="train for 2 epochs on tiny synthetic data of the model's kind (rows, images, or audio "
-                             "when --data is given or the model reads audio): a smoke test, not a model")
+                             "when --data is given or the model reads audio): a smoke test, not a model; with "
+                             "--gtzan, 2 epochs on that dataset and the shipped splits (checks the download)")
     return parser.parse_args(argv)
 
 
@@ -143,6 +153,7 @@ class Trained:
     valid_scores: dict
 
 
+@exit_on_missing_data
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -192,7 +203,9 @@ def run(args: argparse.Namespace, *, make_quick_data: bool = True) -> Trained | 
         from training.synthetic import make_synthetic_gtzan
 
         quick_dir = Path(args.cache) / "quick-data"
-        if make_quick_data and args.data is None:
+        if make_quick_data and args.gtzan is not None and args.data is None:
+            pass  # a smoke run on the user's own GTZAN: is the download found, read and split?
+        elif make_quick_data and args.data is None:
             args.data, args.train_split, args.valid_split = quick_data(spec, quick_dir)
         elif make_quick_data:  # the help's promise: --quick with --data smoke-tests on generated audio
             args.data, args.train_split, args.valid_split = make_synthetic_gtzan(quick_dir)
@@ -200,17 +213,18 @@ def run(args: argparse.Namespace, *, make_quick_data: bool = True) -> Trained | 
         if config.feature == "spectrogram_image" and not args.image_size:
             # tiny images keep a smoke run of the big architectures fast; InceptionV3 needs at least 75
             config = dataclasses.replace(config, image_size=75 if spec.arch == "inceptionv3" else 32)
-    data = args.data or DEFAULT_DATA[spec.data]
+    data = args.data or find_gtzan(args.gtzan).data_for(spec.data)
     kind = data_kind(data)
-    out = args.out or REPO_ROOT / "models" / model_name(args.model, config.extras)
+    out = args.out or RUNS_DIR / (model_name(args.model, config.extras) + ("-quick" if args.quick else ""))
+    report_dir = args.reports / out.name if args.reports is not None else out / "reports"
     if args.train_split is None or args.valid_split is None:
-        shared = SHARED_GTZAN / "splits" / "train_filtered.txt", SHARED_GTZAN / "splits" / "valid_filtered.txt"
-        if args.train_split is None and args.valid_split is None and all(p.is_file() for p in shared):
-            args.train_split, args.valid_split = shared
-        elif args.train_split is None and args.valid_split is None:
-            from training.data import list_tracks, make_track_split
+        from training.data import list_tracks, make_track_split
 
-            args.train_split, args.valid_split = make_track_split(list_tracks(data), args.reports / out.name / "split",
+        if args.train_split is None and args.valid_split is None and \
+                set(list_tracks(data)) & set(read_split(TRAIN_SPLIT) + read_split(VALID_SPLIT)):
+            args.train_split, args.valid_split = TRAIN_SPLIT, VALID_SPLIT  # GTZAN: the fault-filtered split
+        elif args.train_split is None and args.valid_split is None:
+            args.train_split, args.valid_split = make_track_split(list_tracks(data), report_dir / "split",
                                                                   seed=args.seed)
             log.info("no split lists given: wrote a seeded stratified split by track to %s",
                      display_path(args.train_split.parent))
@@ -292,7 +306,6 @@ def run(args: argparse.Namespace, *, make_quick_data: bool = True) -> Trained | 
         "reproduce": command,
     }
     save_model(_without_optimizer(model), out, manifest)
-    report_dir = args.reports / out.name
     report_dir.mkdir(parents=True, exist_ok=True)
     # a copy of the manifest beside the reports keeps the row of a model that is trained but not shipped
     (report_dir / "manifest.json").write_text((out / "manifest.json").read_text())
@@ -423,9 +436,10 @@ def _reproduce_command(args, data, spec) -> str:
         parts += ["--extras", ",".join(config_with_extras(args.model, args.extras).extras)]
     if args.data is not None and [Path(p).resolve() for p in data] != [Path(p).resolve() for p in DEFAULT_DATA[spec.data]]:
         parts += ["--data", *[str(display_path(p)) for p in data]]
-    shared = (SHARED_GTZAN / "splits" / "train_filtered.txt", SHARED_GTZAN / "splits" / "valid_filtered.txt")
-    if not args.quick and (Path(args.train_split).resolve(), Path(args.valid_split).resolve()) != \
-            tuple(p.resolve() for p in shared):
+    shipped = [(TRAIN_SPLIT, VALID_SPLIT), (SHARED_GTZAN / "splits" / "train_filtered.txt",
+                                           SHARED_GTZAN / "splits" / "valid_filtered.txt")]
+    if not args.quick and (Path(args.train_split).resolve(), Path(args.valid_split).resolve()) not in \
+            [(a.resolve(), b.resolve()) for a, b in shipped]:
         parts += ["--train-split", str(display_path(args.train_split)), "--valid-split",
                   str(display_path(args.valid_split))]
     if args.augment:
