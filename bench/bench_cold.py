@@ -65,6 +65,8 @@ mark("first features (librosa / numba first call)")
 prediction = predict.predict_file(SONG, model=model)
 mark("predict_file (decode + features + forward)")
 print(json.dumps(phases))
+sys.stdout.flush()
+import os; os._exit(0)  # as the CLI does
 """
 
 

@@ -181,4 +181,9 @@ def _middle(text: str, width: int) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # skip the interpreter's teardown: with TensorFlow loaded it joins thread pools and frees the graph for
+    # seconds (bench/bench_cold.py) and has nothing left to save; the output is flushed above
+    os._exit(status)

@@ -285,13 +285,21 @@ def default_model_name(*, models_dir: str | os.PathLike | None = None) -> str:
     return name
 
 
+#: oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) without native bfloat16 dot products.
+_ISAS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
+
+
 @functools.lru_cache(maxsize=None)
 def native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AMX-BF16 or AVX512-BF16; read from /proc/cpuinfo
     once per process: the app asks on every rerun).
 
-    Elsewhere bfloat16 convolutions are emulated and much slower than float32.
+    Elsewhere bfloat16 convolutions are emulated and much slower than float32, or (TensorFlow's oneDNN
+    kernels on a CPU below AVX512-BF16) refused. ``ONEDNN_MAX_CPU_ISA`` set below ``AVX512_CORE_BF16``
+    caps oneDNN's kernels whatever /proc/cpuinfo says, so it counts as not native.
     """
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in _ISAS_WITHOUT_BF16:
+        return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
             for line in info:

@@ -280,8 +280,17 @@ def test_folded_front_end_equals_the_original_order():
 
 
 @pytest.fixture(scope="module")
-def msd_bfloat16():
-    return load_model(REPO / "models" / "musicnn_msd", precision="bfloat16")
+def msd_bfloat16(reference):
+    model = load_model(REPO / "models" / "musicnn_msd", precision="bfloat16")
+    try:
+        model.forward(reference["patches"][:1])
+    except Exception as exc:  # tensorflow.errors.AbortedError, from oneDNN
+        if "primitive descriptor" not in str(exc):
+            raise
+        # oneDNN has no bfloat16 convolution below AVX512-BF16 (a real AVX2 CPU, or ONEDNN_MAX_CPU_ISA=AVX2);
+        # precision "auto" never picks bfloat16 there (codeFeature.model_io.native_bfloat16)
+        pytest.skip("this CPU's oneDNN kernels cannot compute bfloat16 convolutions")
+    return model
 
 
 def test_bfloat16_runs_only_the_listed_layers_in_bfloat16(msd_bfloat16):

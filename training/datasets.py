@@ -37,8 +37,8 @@ SHARED_GTZAN = REPO_ROOT.parent / "shared" / "data" / "gtzan"
 
 KAGGLE_URL = "https://www.kaggle.com/datasets/andradaolteanu/gtzan-dataset-music-genre-classification"
 MARSYAS_URL = "http://marsyas.info/downloads/datasets.html"
-HOW_TO_GET = (f'get GTZAN: the Kaggle "GTZAN Dataset - Music Genre Classification" ({KAGGLE_URL}), unzipped, '
-              f"or marsyas' genres.tar.gz ({MARSYAS_URL}), unpacked; then pass --gtzan DIR or set {GTZAN_ENV}=DIR")
+HOW_TO_GET = (f'download the Kaggle "GTZAN Dataset - Music Genre Classification" ({KAGGLE_URL}) or marsyas\' '
+              f"genres.tar.gz ({MARSYAS_URL}), unpack it, and pass --gtzan DIR or set {GTZAN_ENV}=DIR")
 
 #: What each kind of model input needs, in words, for messages.
 PART_NAMES = {
@@ -188,14 +188,21 @@ def check_paths(paths, *, what: str = "--data") -> None:
 
 
 def exit_on_missing_data(main):
-    """Wrap a command's ``main`` so a :class:`DatasetError` is one line on stderr and exit status 2."""
+    """Wrap a command's ``main`` so a :class:`DatasetError` is one line on stderr and exit status 2.
+
+    The command also runs with TensorFlow's native start-up banners filtered out of stderr
+    (:func:`codeFeature.native_stderr.filtered_native_stderr`), so that line is all a user without
+    the data sees.
+    """
+    from codeFeature.native_stderr import filtered_native_stderr
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except DatasetError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        with filtered_native_stderr():
+            try:
+                return main(*args, **kwargs)
+            except DatasetError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
 
     return wrapped

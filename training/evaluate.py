@@ -146,6 +146,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(levelname)s %(message)s",
                         stream=sys.stderr)
+    if args.data is None:
+        find_gtzan(args.gtzan)  # no dataset: say so now, before TensorFlow takes seconds to load
     import keras
 
     keras.utils.set_random_seed(args.seed)

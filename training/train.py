@@ -157,6 +157,8 @@ class Trained:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.data is None and (args.gtzan is not None or not args.quick):
+        find_gtzan(args.gtzan)  # no dataset: say so now, before TensorFlow takes seconds to load
     return 2 if run(args) is None else 0
 
 
