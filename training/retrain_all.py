@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out-root", type=Path, help="write the models here (default: runs/retrain_all)")
     parser.add_argument("--quick", action="store_true",
                         help="pass --quick to every command: a 2-epoch smoke run of each recipe")
+    parser.add_argument("--only", nargs="+", metavar="MODEL", help="retrain only these shipped models")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     env = dict(os.environ)
@@ -72,7 +73,13 @@ def main(argv=None) -> int:
         env[GTZAN_ENV] = str(find_gtzan(args.gtzan).root)  # fail here, once, if there is no dataset
     summary, started = [], time.perf_counter()
     out_root = args.out_root if args.out_root is not None else RUNS_DIR / "retrain_all"
-    for name, command in commands(out_root):
+    selected = commands(out_root)
+    if args.only:
+        unknown = sorted(set(args.only) - {name for name, _ in selected})
+        if unknown:
+            parser.error(f"not shipped genre models: {', '.join(unknown)}")
+        selected = [(name, command) for name, command in selected if name in args.only]
+    for name, command in selected:
         if args.quick and not _accepts_quick(command):
             print(f"{name}: skipped, {command[2]} has no --quick smoke run", flush=True)
             continue
