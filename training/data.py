@@ -193,8 +193,6 @@ def data_kind(paths: Sequence[str | os.PathLike]) -> str:
     """
     paths = [Path(p) for p in paths]
     if len(paths) == 1 and paths[0].suffix.lower() == ".csv":
-        if not paths[0].is_file():
-            raise DatasetError(f"the feature table {paths[0]} does not exist; {HOW_TO_GET}")
         return "csv"
     if any(p.suffix.lower() == ".csv" for p in paths):
         raise ValueError(f"give one Kaggle CSV at a time, got {[str(p) for p in paths]}")
@@ -219,6 +217,8 @@ def load_csv_set(path: str | os.PathLike, track_ids: Sequence[str] | None) -> Se
 
     from codeFeature.gtzan_features import FEATURE_COLUMNS
 
+    if not Path(path).is_file():
+        raise DatasetError(f"the feature table {path} does not exist; {HOW_TO_GET}")
     table = pd.read_csv(path)
     missing = [c for c in ("filename", *FEATURE_COLUMNS) if c not in table.columns]
     if missing:
@@ -337,6 +337,8 @@ def list_tracks(data: Sequence[str | os.PathLike]) -> list[str]:
     if kind == "csv":
         import pandas as pd
 
+        if not Path(data[0]).is_file():
+            raise DatasetError(f"the feature table {data[0]} does not exist; {HOW_TO_GET}")
         names = pd.read_csv(data[0], usecols=["filename"])["filename"].astype(str)
         return sorted({t for t in map(track_id_of, names) if t is not None})
     if kind == "images":
