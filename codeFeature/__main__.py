@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("scan", "export", "tag"):  # the music library's subcommands (codeFeature.library)
+        from .library.cli import main as library_main
+        return library_main(argv)
     args = build_parser().parse_args(argv)
     from .errors import GenreError
     from .model_io import default_model_name, list_models, read_manifest, resolve_model_dir
