@@ -116,6 +116,11 @@ def readable(path: bytes) -> str:
     return path.decode("utf-8", "backslashreplace")
 
 
+def clean_text(text: str) -> str:
+    """``text`` safe to store and print: a file name that is not UTF-8 shows its odd bytes as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def fingerprint(path: str | bytes | os.PathLike, size: Optional[int] = None) -> str:
     """A content fingerprint: blake2b of the size and the first and last MiB.
 
@@ -193,7 +198,7 @@ def record_from_prediction(prediction, *, path: bytes, model_hash: str, precisio
         "top": [[name, float(p)] for name, p in verdict.top], "rule": verdict.rule.to_dict(),
         "labels": list(prediction.labels),
         "probabilities": [float(p) for p in prediction.mean_probabilities],
-        "top_tags": [[tag, float(p)] for tag, p in tags], "warnings": list(prediction.warnings),
+        "top_tags": [[tag, float(p)] for tag, p in tags], "warnings": [clean_text(w) for w in prediction.warnings],
         "segment_seconds": float(prediction.segment_seconds), "n_segments": int(len(prediction.starts)),
         "segments": pack_segments(prediction.starts, prediction.probabilities, prediction.extras),
         "extra_labels": {name: list(labels) for name, labels in prediction.extra_labels.items()},
@@ -206,7 +211,7 @@ def error_record(*, path: bytes, model: str, model_hash: str, precision: str, si
     """A ``results`` row for a file that could not be classified."""
     row = dict.fromkeys(COLUMNS)
     row.update(path=path, path_text=readable(path), model=model, model_hash=model_hash, precision=precision,
-               size=size, mtime_ns=mtime_ns, fingerprint=fp, status="error", error=error, seconds=float(seconds),
+               size=size, mtime_ns=mtime_ns, fingerprint=fp, status="error", error=clean_text(error), seconds=float(seconds),
                scanned_at=time.time())
     return row
 
