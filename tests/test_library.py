@@ -317,9 +317,9 @@ def test_tags_dry_run_write_rescan_and_undo(tmp_path, spec, tiny_model):
 def test_kill_9_mid_scan_then_resume_equals_an_uninterrupted_scan(tmp_path, tiny_model_dir, spec, tiny_model):
     root = tmp_path / "music"
     root.mkdir()
-    n = 40
+    n = 24
     for i in range(n):
-        write_audio(root / f"song{i:02d}.wav", chord(6.0, seed=i))
+        write_audio(root / f"song{i:02d}.wav", chord(4.0, seed=i))
     (root / "bad.mp3").write_bytes(b"nope" * 50)
     with LibraryStore(tmp_path / "whole.sqlite") as store:
         scan(root, store, spec, jobs=1, model=tiny_model, progress=False)
