@@ -86,12 +86,12 @@ def genre_chart(table: pd.DataFrame):
     counts["answer"] = counts["not sure"].map({False: "sure", True: "not sure"})
     return alt.Chart(counts).mark_bar().encode(
         x=alt.X("files:Q", title="files"),
-        y=alt.Y("genre:N", sort="-x", title=None),
+        y=alt.Y("genre:N", sort="-x", title=None, axis=alt.Axis(labelOverlap=False)),
         color=alt.Color("genre:N", scale=ui.genre_colour_scale(), legend=None),
         opacity=alt.Opacity("answer:N", scale=alt.Scale(domain=["sure", "not sure"], range=[1.0, 0.4]),
                             legend=alt.Legend(title=None, orient="bottom")),
         tooltip=["genre", "answer", "files"],
-    ).properties(height=260, title="Files per genre (faded: not sure)")
+    ).properties(height=max(160, 26 * counts["genre"].nunique()), title="Files per genre (faded: not sure)")
 
 
 def filters(table: pd.DataFrame) -> pd.DataFrame:
@@ -205,7 +205,8 @@ def main() -> None:
     cols[2].metric("Not sure", int((table["not sure"] == True).sum()))  # noqa: E712
     cols[3].metric("Errors", int((~ok).sum()))
     if ok.any():
-        st.altair_chart(genre_chart(table), width="stretch")
+        chart = genre_chart(table)
+        st.altair_chart(chart, width="stretch", height=chart.height + 90)  # Streamlit shrinks it otherwise
     shown = filters(table)
     st.caption(f"{len(shown)} of {len(table)} files. Click a column to sort, a row to open its analysis.")
     event = st.dataframe(
