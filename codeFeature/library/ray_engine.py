@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .scan import Found, ModelSpec, classify_path
-from .store import LibraryStore
+from .store import LibraryStore, error_record
 
 #: Files per Ray Data batch: small, so rows come back while the scan runs and an actor busy with
 #: a two-hour file holds up few others.
@@ -48,7 +48,13 @@ class Classifier:
         rows = []
         for path, size, mtime_ns, problem in zip(batch["path"], batch["size"], batch["mtime_ns"], batch["problem"]):
             item = Found(bytes(path), int(size), int(mtime_ns), str(problem) or None)
-            rows.append(pickle.dumps(classify_path(item, self.model, self.spec)))
+            try:
+                record = classify_path(item, self.model, self.spec)
+            except Exception as exc:  # classify_path turns bad files into rows; this is a last resort
+                record = error_record(path=item.path, model=self.spec.name, model_hash=self.spec.model_hash,
+                                      precision=self.spec.precision, size=item.size, mtime_ns=item.mtime_ns, fp="",
+                                      error=f"the worker failed on this file ({type(exc).__name__}: {exc})")
+            rows.append(pickle.dumps(record))
         return {"record": np.array(rows, dtype=object)}
 
 

@@ -344,7 +344,7 @@ def run_local(todo: list[Found], spec: ModelSpec, store: LibraryStore, *, jobs: 
     else:
         raise ValueError(f"pool={pool!r}: use one of {', '.join(POOLS)}")
     stored = 0
-    pending: set = set()
+    pending: dict = {}
     items = iter(todo)
     try:
         while True:
@@ -352,12 +352,12 @@ def run_local(todo: list[Found], spec: ModelSpec, store: LibraryStore, *, jobs: 
                 item = next(items, None)
                 if item is None:
                     break
-                pending.add(submit(item))
+                pending[submit(item)] = item
             if not pending:
                 break
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                record = future.result()
+                record = _result_or_error(future, pending.pop(future), spec)
                 store.put(record)
                 stored += 1
                 if on_record is not None:
@@ -366,6 +366,16 @@ def run_local(todo: list[Found], spec: ModelSpec, store: LibraryStore, *, jobs: 
         # on Ctrl-C: drop what has not started; what finished is already committed
         executor.shutdown(wait=False, cancel_futures=True)
     return stored
+
+
+def _result_or_error(future, item: Found, spec: ModelSpec) -> dict:
+    """The worker's row; a worker that died (a crashed process) still gives its file an error row."""
+    try:
+        return future.result()
+    except Exception as exc:  # BrokenProcessPool and the like: the scan goes on
+        return error_record(path=item.path, model=spec.name, model_hash=spec.model_hash, precision=spec.precision,
+                            size=item.size, mtime_ns=item.mtime_ns, fp="",
+                            error=f"the worker failed on this file ({type(exc).__name__}: {exc})")
 
 
 @dataclass
