@@ -133,8 +133,12 @@ def test_scan_gives_every_audio_file_a_row_and_writes_nothing_else(messy, tmp_pa
 
 def test_rescan_skips_unchanged_and_redoes_changed_errors_on_request(messy, tmp_path, spec, tiny_model):
     (messy / "pipe.wav").unlink()  # keep this test about files
+    import io
+
+    log = io.StringIO()  # not a terminal: plain progress lines instead of a bar
     with LibraryStore(tmp_path / "lib.sqlite") as store:
-        first = scan(messy, store, spec, jobs=2, model=tiny_model, progress=False)
+        first = scan(messy, store, spec, jobs=2, model=tiny_model, progress_stream=log)
+        assert f"{first.stored}/{first.stored} files" in log.getvalue() and "files/s, ETA" in log.getvalue()
         again = scan(messy, store, spec, jobs=2, model=tiny_model, progress=False)
         assert again.stored == 0 and again.unchanged == len(GOOD) + 1 and again.errors_kept == first.errors
         song = messy / "album" / "track0.wav"
@@ -267,7 +271,6 @@ def test_a_file_that_is_not_a_library_database_is_refused(tmp_path):
 
 def test_tags_dry_run_write_rescan_and_undo(tmp_path, spec, tiny_model):
     import mutagen
-    import soundfile as sf
     from mutagen.id3 import ID3, TCON
 
     from codeFeature.library.tags import apply_tags, read_genre, undo_tags
@@ -277,13 +280,20 @@ def test_tags_dry_run_write_rescan_and_undo(tmp_path, spec, tiny_model):
     for ext in ("mp3", "flac", "ogg", "wav"):
         write_audio(root / f"song.{ext}", chord(4.0))
     write_audio(root / "quiet.flac", np.zeros(4 * 22050, np.float32))        # silence: not sure
+    from codeFeature.audio import find_ffmpeg, load_audio
+
+    ffmpeg = find_ffmpeg()
+    if ffmpeg:
+        subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(root / "song.wav"), "-c:a", "aac",
+                        str(tmp_path / "song.m4a")], check=True)
+        shutil.move(tmp_path / "song.m4a", root / "song.m4a")
     flac = mutagen.File(root / "song.flac")
     flac["genre"] = ["My Own"]
     flac.save()
     tags = ID3()
     tags.add(TCON(encoding=3, text=["Old"]))
     tags.save(root / "song.mp3")
-    audio_before = {p.name: sf.read(p)[0] for p in root.iterdir()}
+    audio_before = {p.name: load_audio(p).samples for p in root.iterdir()}
     with LibraryStore(tmp_path / "lib.sqlite") as store:
         scan(root, store, spec, jobs=2, model=tiny_model, progress=False)
         genre = store.get(root / "song.ogg", "tiny")["genre"]
@@ -294,18 +304,20 @@ def test_tags_dry_run_write_rescan_and_undo(tmp_path, spec, tiny_model):
         assert plan["song.wav"].action == "skip" and plan["quiet.flac"].action == "skip"
         assert "not sure" in plan["quiet.flac"].note
         done = {c.path.rsplit("/", 1)[1]: c for c in apply_tags(store, model="tiny", write=True)}
-        assert sorted(n for n, c in done.items() if c.action == "write") == ["song.flac", "song.mp3", "song.ogg"]
+        tagged = ["song.flac"] + (["song.m4a"] if ffmpeg else []) + ["song.mp3", "song.ogg"]
+        assert sorted(n for n, c in done.items() if c.action == "write") == tagged
         written = genre.capitalize() if genre != "hiphop" else "Hip-Hop"
-        for name, kind in (("song.mp3", "id3"), ("song.flac", "vorbis"), ("song.ogg", "vorbis")):
+        kinds = {"song.mp3": "id3", "song.flac": "vorbis", "song.ogg": "vorbis", "song.m4a": "mp4"}
+        for name, kind in ((n, kinds[n]) for n in tagged):
             assert read_genre(root / name, kind) == [written]
         assert read_genre(root / "quiet.flac", "vorbis") is None
         for path in root.iterdir():                                         # the audio itself is untouched
-            np.testing.assert_array_equal(sf.read(path)[0], audio_before[path.name])
+            np.testing.assert_array_equal(load_audio(path).samples, audio_before[path.name])
         assert scan(root, store, spec, jobs=2, model=tiny_model, progress=False).stored == 0
         assert all(c.action == "same" for c in apply_tags(store, model="tiny", write=True) if c.action != "skip")
         assert {c.action for c in undo_tags(store)} == {"restore"} and read_genre(root / "song.mp3", "id3") == [written]
         undone = undo_tags(store, write=True)
-        assert len(undone) == 3
+        assert len(undone) == len(tagged)
         assert read_genre(root / "song.mp3", "id3") == ["Old"] and read_genre(root / "song.flac", "vorbis") == ["My Own"]
         assert read_genre(root / "song.ogg", "vorbis") is None
         assert undo_tags(store, write=True) == []
