@@ -78,6 +78,9 @@ def main(argv: list[str]) -> int:
     from ..errors import GenreError
     from .store import LibraryError, LibraryStore
 
+    if args.command == "scan" and not os.path.exists(args.root):
+        print(f"error: {args.root} does not exist; give the folder (or file) to scan", file=sys.stderr)
+        return 2
     try:
         with LibraryStore(args.db, readonly=args.command == "export") as store:
             if args.command == "scan":
@@ -127,15 +130,19 @@ def _export(args, store) -> int:
 
 
 def _tag(args, store) -> int:
-    from .tags import apply_tags, undo_tags
+    from .tags import NO_TAG, apply_tags, undo_tags
 
     if args.undo:
         changes = undo_tags(store, write=args.write)
     else:
         changes = apply_tags(store, model=store.pick_model(args.model), write=args.write,
                              include_not_sure=args.include_not_sure)
+    untaggable = [c for c in changes if c.action == "skip" and c.note == NO_TAG]
     for change in changes:
-        print(change.line())
+        if change not in untaggable:
+            print(change.line())
+    if untaggable:  # one line, not one per wav file
+        print(f"skip     {len(untaggable)} files: {NO_TAG} (wav, aiff, au)")
     done = sum(c.action in ("write", "restore") for c in changes)
     verb = "changed" if args.write else "would change"
     print(f"{done} files {verb}" + ("" if args.write else "; run again with --write to do it"), file=sys.stderr)

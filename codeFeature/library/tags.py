@@ -21,6 +21,7 @@ from .store import LibraryStore, fingerprint, readable
 
 KINDS = {".mp3": "id3", ".flac": "vorbis", ".ogg": "vorbis", ".oga": "vorbis", ".opus": "vorbis",
          ".m4a": "mp4", ".mp4": "mp4"}
+NO_TAG = "this format has no standard genre tag"
 #: How a GTZAN label is written into a tag (the spelling players' genre lists use).
 TAG_NAMES = {"hiphop": "Hip-Hop"}
 
@@ -132,7 +133,7 @@ def apply_tags(store: LibraryStore, *, model: str, write: bool = False, include_
             continue
         kind = tag_kind(row["path"])
         if kind is None:
-            changes.append(TagChange(shown, "skip", note="this format has no standard genre tag"))
+            changes.append(TagChange(shown, "skip", note=NO_TAG))
             continue
         if row["not_sure"] and not include_not_sure:
             changes.append(TagChange(shown, "skip", note=f"{row['verdict']} ({'; '.join(row['reasons'])}); "
