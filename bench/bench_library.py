@@ -200,12 +200,14 @@ def main() -> None:
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         figures = run_scan(long_dir, db, *jobs)
         with sqlite3.connect(db) as con:
-            long_row = con.execute("SELECT scanned_at, seconds, duration FROM results WHERE path LIKE '%000-two-hours%'"
-                                   ).fetchone()
-            shorts_during = con.execute("SELECT count(*) FROM results WHERE scanned_at < ? AND path NOT LIKE "
-                                        "'%000-two-hours%'", (long_row[0],)).fetchone()[0]
-        report("long", {**figures, **warm_rate(db, exclude="000-two-hours"), "long_file_seconds": round(long_row[1], 1),
-                        "long_file_audio_s": round(long_row[2]), "short_files_done_while_long_ran": shorts_during})
+            done_at, seconds, audio = con.execute("SELECT scanned_at, seconds, duration FROM results "
+                                                  "WHERE path_text LIKE '%000-two-hours%'").fetchone()
+            # the short files stored while the long one was being classified: they must keep flowing
+            during = con.execute("SELECT count(*) FROM results WHERE scanned_at BETWEEN ? AND ? AND path_text "
+                                 "NOT LIKE '%000-two-hours%'", (done_at - seconds, done_at)).fetchone()[0]
+        report("long", {**figures, **warm_rate(db, exclude="000-two-hours"), "long_file_seconds": round(seconds, 1),
+                        "long_file_audio_s": round(audio), "short_files_stored_while_long_ran": during,
+                        "short_rate_while_long_ran": round(during / seconds, 2)})
     if "pools" in cases:
         for round_ in range(2):  # interleaved: the load drifts
             for pool in ("threads", "processes"):
