@@ -18,6 +18,8 @@ a subprocess, as a user would, with the default model. Figures:
 - long: one 2-hour file (GTZAN tracks end to end) named to sort first, among the songs: the
   short files' rate while the long one is classified and the peak memory.
 - pools: ``--pool threads`` against ``--pool processes``, interleaved.
+- ab: the local engine, Ray with 1 actor and Ray with 2 actors, interleaved twice (on a shared machine
+  the load drifts between runs, so only interleaved runs compare fairly).
 
 The machine's load (``os.getloadavg``) is printed beside every figure: on a shared machine the
 figures move with it.
@@ -39,7 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gtzan" / "genres"
-CASES = ("cold", "rescan", "ray1", "ray2", "long", "pools")
+CASES = ("cold", "rescan", "ray1", "ray2", "long", "pools", "ab")
 
 
 def make_corpus(data: Path, folder: Path, songs: int) -> list[Path]:
@@ -216,6 +218,15 @@ def main() -> None:
                     Path(f"{db}{suffix}").unlink(missing_ok=True)
                 figures = run_scan(songs_dir, db, "--pool", pool, *jobs)
                 report(f"pool_{pool}_{round_}", {**figures, **warm_rate(db)})
+    if "ab" in cases:
+        variants = {"local": [*jobs], "ray1": ["--engine", "ray", "--jobs", "1"], "ray2": ["--engine", "ray", "--jobs", "2"]}
+        for round_ in range(2):
+            for name, extra in variants.items():
+                db = work / f"ab-{name}-{round_}.sqlite"
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+                figures = run_scan(songs_dir, db, *extra)
+                report(f"ab_{name}_{round_}", {**figures, **warm_rate(db)})
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 
