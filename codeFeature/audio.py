@@ -231,7 +231,8 @@ def _normalise_source(source: Source, filename: str | None) -> tuple[Path | None
 
 def _open_soundfile(handle: Path | io.BytesIO, name: str, sample_rate: int) -> AudioStream:
     try:
-        sound = sf.SoundFile(handle if isinstance(handle, io.BytesIO) else str(handle))
+        # the path as bytes: soundfile encodes a str strictly, which fails on names that are not UTF-8
+        sound = sf.SoundFile(handle if isinstance(handle, io.BytesIO) else os.fsencode(handle))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise _NotForSoundfile(str(exc)) from exc
     try:

@@ -1,0 +1,119 @@
+"""The library for other tools: CSV, Parquet and JSON lines, and folders of symlinks per genre.
+
+Every format has the same columns: the file (``path``), what classified it, the verdict, one
+``p_<genre>`` column per mean probability, and the error for files that failed. Parquet and
+JSON lines also carry the per-segment evidence (``segment_starts``, ``segment_probabilities``);
+CSV stays flat (one row per file) for spreadsheets.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from .store import LibraryStore, unpack_segments
+
+FORMATS = (".csv", ".parquet", ".jsonl")
+#: Columns of every export, before the ``p_<genre>`` ones.
+BASE_COLUMNS = ("path", "model", "model_hash", "precision", "status", "genre", "confidence", "vote_share",
+                "not_sure", "verdict", "reasons", "top_tags", "duration", "n_segments", "error", "size",
+                "mtime_ns", "fingerprint", "scanned_at")
+
+
+def flat_rows(store: LibraryStore, *, model: Optional[str] = None, segments: bool = False):
+    """The export's rows as dicts (``segments`` adds the per-segment lists)."""
+    for row in store.rows(model, with_segments=segments):
+        out = {c: row.get(c) for c in BASE_COLUMNS}
+        out["path"] = row["path_text"]
+        out["reasons"] = "; ".join(row.get("reasons") or [])
+        out["top_tags"] = ", ".join(tag for tag, _ in (row.get("top_tags") or []))
+        if row["status"] == "ok":
+            out.update({f"p_{label}": p for label, p in zip(row["labels"], row["probabilities"])})
+        if segments:
+            if row["status"] == "ok":
+                starts, probabilities, _ = unpack_segments(row["segments"])
+                out["segment_starts"] = [float(s) for s in starts]
+                out["segment_probabilities"] = probabilities.astype(float).tolist()
+            else:
+                out["segment_starts"] = out["segment_probabilities"] = None
+        yield out
+
+
+def export(store: LibraryStore, out: str | os.PathLike, *, model: Optional[str] = None) -> int:
+    """Write ``store``'s rows to ``out``, in the format its extension names; returns the row count.
+
+    Raises
+    ------
+    ValueError
+        For an extension other than :data:`FORMATS`.
+    """
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{out}: the export format follows the extension; use one of {', '.join(FORMATS)}")
+    rows = list(flat_rows(store, model=model, segments=suffix != ".csv"))
+    labels = []
+    for row in rows:
+        labels += [k for k in row if k.startswith("p_") and k not in labels]
+    columns = list(BASE_COLUMNS) + labels + ([] if suffix == ".csv" else ["segment_starts", "segment_probabilities"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        with open(out, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    elif suffix == ".jsonl":
+        with open(out, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps({c: row.get(c) for c in columns}) + "\n")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows], schema=_schema(labels))
+        pq.write_table(table, out)
+    return len(rows)
+
+
+def _schema(labels: list[str]):
+    import pyarrow as pa
+
+    types = {"confidence": pa.float64(), "vote_share": pa.float64(), "not_sure": pa.bool_(),
+             "duration": pa.float64(), "n_segments": pa.int64(), "size": pa.int64(), "mtime_ns": pa.int64(),
+             "scanned_at": pa.float64()}
+    fields = [pa.field(c, types.get(c, pa.string())) for c in BASE_COLUMNS]
+    fields += [pa.field(label, pa.float64()) for label in labels]
+    fields += [pa.field("segment_starts", pa.list_(pa.float64())),
+               pa.field("segment_probabilities", pa.list_(pa.list_(pa.float64())))]
+    return pa.schema(fields)
+
+
+def by_genre(store: LibraryStore, folder: str | os.PathLike, *, model: str) -> int:
+    """Make ``folder/<genre>/`` of symlinks to ``model``'s classified files; returns how many were made.
+
+    The user's files are never moved or copied. Not-sure results go to ``folder/not_sure/``;
+    two files of one name get ``name (2).ext``; a run again replaces only the links it made
+    (an existing non-symlink is never touched).
+    """
+    folder = Path(folder)
+    made = 0
+    used: set = set()
+    for row in store.rows(model, with_segments=False):
+        if row["status"] != "ok":
+            continue
+        target = row["path"]
+        genre_dir = os.path.join(os.fsencode(folder), os.fsencode("not_sure" if row["not_sure"] else row["genre"]))
+        os.makedirs(genre_dir, exist_ok=True)
+        stem, ext = os.path.splitext(os.path.basename(target))
+        link, n = os.path.join(genre_dir, stem + ext), 1
+        while link in used or (os.path.lexists(link) and not (os.path.islink(link) and os.readlink(link) == target)):
+            n += 1  # taken by another file's link, or a file of the user's (never replaced)
+            link = os.path.join(genre_dir, stem + f" ({n})".encode() + ext)
+        used.add(link)
+        if not os.path.lexists(link):
+            os.symlink(target, link)
+        made += 1
+    return made

@@ -1,0 +1,235 @@
+"""Library: browse a scanned music collection, hear any file, open its analysis from the stored results.
+
+A page of the multipage app started by ``streamlit run app.py``. UI only: the database is
+written by ``python -m codeFeature scan`` (:mod:`codeFeature.library`) and only read here; a
+file's analysis is rebuilt from its stored row (:func:`codeFeature.library.store.load_prediction`),
+never classified again. The audio is decoded only for the pictures and the player.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pandas as pd
+import streamlit as st
+
+from codeFeature import GenreError, load_audio
+from codeFeature.config import FeatureConfig
+from codeFeature.library.store import LibraryError, LibraryStore, load_prediction
+from codeFeature.model_io import read_manifest, resolve_model_dir
+import ui
+
+log = logging.getLogger("app.library")
+#: Files longer than this are shown without the decoded pictures (decoding hours of audio for a plot is slow).
+PICTURE_MAX_SECONDS = 20 * 60
+#: Files larger than this are not sent to the browser's player.
+PLAYER_MAX_BYTES = 200 * 1024 * 1024
+DEFAULT_DB = os.environ.get("CODEFEATURE_LIBRARY", "library.sqlite")
+
+st.set_page_config(page_title="Library · Music genre classifier", page_icon="📚", layout="wide")
+
+
+def _stamp(path: str) -> tuple:
+    """Changes whenever a scan writes: the cache key of the table."""
+    out = []
+    for suffix in ("", "-wal"):
+        try:
+            info = os.stat(path + suffix)
+            out.append((info.st_size, info.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+@st.cache_data(show_spinner="Reading the library…", max_entries=4)
+def load_table(path: str, model: str, stamp: tuple) -> pd.DataFrame:
+    with LibraryStore(path, readonly=True) as store:
+        rows = list(store.rows(model, with_segments=False))
+    table = pd.DataFrame({
+        "file": [os.path.basename(r["path_text"]) for r in rows],
+        "folder": [os.path.dirname(r["path_text"]) for r in rows],
+        "genre": [r["genre"] if r["status"] == "ok" else None for r in rows],
+        "confidence": [r["confidence"] for r in rows],
+        "not sure": [bool(r["not_sure"]) if r["status"] == "ok" else None for r in rows],
+        "verdict": [r["verdict"] if r["status"] == "ok" else "error" for r in rows],
+        "seconds": [r["duration"] for r in rows],
+        "sounds like": [", ".join(t for t, _ in (r["top_tags"] or [])[:3]) for r in rows],
+        "error": [r["error"] for r in rows],
+        "path": [r["path_text"] for r in rows],
+        "_raw": [r["path"] for r in rows],  # the exact bytes, for names that are not UTF-8
+    })
+    return table
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def models_in(path: str, stamp: tuple) -> list[tuple[str, int]]:
+    with LibraryStore(path, readonly=True) as store:
+        return store.models()
+
+
+def model_config(name: str):
+    """The stored model's feature config, when the model is still installed (for the pictures)."""
+    try:
+        return FeatureConfig.from_dict(read_manifest(resolve_model_dir(name))["feature_config"])
+    except (GenreError, KeyError):
+        return None
+
+
+def genre_chart(table: pd.DataFrame):
+    import altair as alt
+
+    ok = table[table["genre"].notna()]
+    counts = ok.groupby(["genre", "not sure"]).size().reset_index(name="files")
+    counts["answer"] = counts["not sure"].map({False: "sure", True: "not sure"})
+    return alt.Chart(counts).mark_bar().encode(
+        x=alt.X("files:Q", title="files"),
+        y=alt.Y("genre:N", sort="-x", title=None, axis=alt.Axis(labelOverlap=False)),
+        color=alt.Color("genre:N", scale=ui.genre_colour_scale(), legend=None),
+        opacity=alt.Opacity("answer:N", scale=alt.Scale(domain=["sure", "not sure"], range=[1.0, 0.4]),
+                            legend=alt.Legend(title=None, orient="bottom")),
+        tooltip=["genre", "answer", "files"],
+    ).properties(height=max(160, 26 * counts["genre"].nunique()), title="Files per genre (faded: not sure)")
+
+
+def filters(table: pd.DataFrame) -> pd.DataFrame:
+    left, middle, right = st.columns([2, 2, 1])
+    with left:
+        query = st.text_input("Search file names", key="lib_query", placeholder="part of a name or folder")
+    with middle:
+        genres = st.multiselect("Genres", sorted(table["genre"].dropna().unique()), key="lib_genres")
+    with right:
+        show = st.selectbox("Show", ["everything", "sure only", "not sure only", "errors only"], key="lib_show")
+    min_conf = st.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, key="lib_conf",
+                         help="The winning genre's probability averaged over the song's segments.")
+    shown = table
+    if query:
+        shown = shown[shown["path"].str.contains(query, case=False, regex=False)]
+    if genres:
+        shown = shown[shown["genre"].isin(genres)]
+    if show == "sure only":
+        shown = shown[shown["not sure"] == False]  # noqa: E712 (a column of True / False / None)
+    elif show == "not sure only":
+        shown = shown[shown["not sure"] == True]  # noqa: E712
+    elif show == "errors only":
+        shown = shown[shown["error"].notna()]
+    if min_conf > 0:
+        shown = shown[shown["confidence"].fillna(0) >= min_conf]
+    return shown
+
+
+def _fallback_analysis(prediction, *, audio_bytes=None, key="library", **_):
+    """Until ``ui.show_analysis`` (the app's one analysis view) is on this branch: summary, timeline, CSV."""
+    for note in prediction.warnings:
+        st.warning(note)
+    if audio_bytes is not None:
+        st.audio(audio_bytes)
+    verdict = prediction.verdict
+    if verdict.not_sure:
+        st.info(f"**{verdict.headline}**: " + "; ".join(verdict.reasons))
+    ui.show_summary(prediction)
+    ui.show_timeline(prediction)
+    ui.csv_download(prediction, file_name=os.path.splitext(os.path.basename(prediction.file or "song"))[0]
+                    + "-segments.csv", key=f"{key}_csv")
+
+
+show_analysis = getattr(ui, "show_analysis", _fallback_analysis)
+
+
+def show_file(db: str, model: str, raw_path: bytes) -> None:
+    with LibraryStore(db, readonly=True) as store:
+        row = store.get(raw_path, model)
+    if row is None:
+        st.warning("That file is no longer in the library.")
+        return
+    st.subheader(os.path.basename(row["path_text"]))
+    st.caption(f"{row['path_text']} · classified by {row['model']} (manifest {row['model_hash']}, "
+               f"{row['precision']})")
+    if row["status"] != "ok":
+        st.error(f"This file could not be classified: {row['error']}")
+        return
+    prediction = load_prediction(row)
+    audio_bytes = samples = None
+    config = model_config(row["model"])
+    try:
+        info = os.stat(raw_path)
+        unchanged = (info.st_size, info.st_mtime_ns) == (row["size"], row["mtime_ns"])
+        if not unchanged:
+            st.warning("The file has changed since it was scanned; the analysis below is of the scanned version. "
+                       "Scan again to update it.")
+        if info.st_size <= PLAYER_MAX_BYTES:
+            with open(raw_path, "rb") as handle:
+                audio_bytes = handle.read()
+        if config is not None and prediction.duration <= PICTURE_MAX_SECONDS and unchanged:
+            # decoded for the pictures and the close-up only: the answer is the stored one
+            samples = load_audio(raw_path.decode("utf-8", "surrogateescape") if isinstance(raw_path, bytes)
+                                 else raw_path, sample_rate=config.sample_rate).samples
+    except OSError as exc:
+        st.info(f"The file cannot be read now ({exc.strerror}); showing the stored results only.")
+    except GenreError as exc:
+        st.info(f"The file no longer decodes ({exc}); showing the stored results only.")
+    kwargs = {"audio_bytes": audio_bytes, "key": "library"}
+    if show_analysis is not _fallback_analysis:
+        kwargs.update(samples=samples, sample_rate=config.sample_rate if config else None, config=config)
+    show_analysis(prediction, **kwargs)
+
+
+def main() -> None:
+    st.title("Library")
+    st.write("A music collection scanned with `python -m codeFeature scan FOLDER --db library.sqlite`: "
+             "every file's genre, how sure the model is, and any file's full analysis from the stored results.")
+    db = st.text_input("Library database", value=st.session_state.get("lib_db", DEFAULT_DB), key="lib_db",
+                       help="The SQLite file a scan wrote. It is only read here.")
+    if not db:
+        return
+    stamp = _stamp(db)
+    try:
+        models = models_in(db, stamp)
+    except LibraryError as exc:
+        st.info(str(exc))
+        return
+    if not models:
+        st.info("The library is empty: scan a folder into it first.")
+        return
+    names = [name for name, _ in models]
+    model = st.selectbox("Model", names, key="lib_model",
+                         help="A library can hold several models' results side by side.") if len(names) > 1 \
+        else names[0]
+    table = load_table(db, model, stamp)
+    ok = table["genre"].notna()
+    cols = st.columns(4)
+    cols[0].metric("Files", len(table))
+    cols[1].metric("Classified", int(ok.sum()))
+    cols[2].metric("Not sure", int((table["not sure"] == True).sum()))  # noqa: E712
+    cols[3].metric("Errors", int((~ok).sum()))
+    if ok.any():
+        chart = genre_chart(table)
+        st.altair_chart(chart, width="stretch", height=chart.height + 90)  # Streamlit shrinks it otherwise
+    shown = filters(table)
+    st.caption(f"{len(shown)} of {len(table)} files. Click a column to sort, a row to open its analysis.")
+    event = st.dataframe(
+        shown.drop(columns=["path", "_raw"]), key="lib_table", hide_index=True, width="stretch", height=360,
+        on_select="rerun", selection_mode="single-row",
+        column_config={
+            "confidence": st.column_config.ProgressColumn("confidence", min_value=0.0, max_value=1.0,
+                                                          format="percent"),
+            "seconds": st.column_config.NumberColumn("seconds", format="%.0f"),
+            "not sure": st.column_config.CheckboxColumn("not sure"),
+        })
+    rows = event.selection.rows if event is not None else []
+    chosen = st.selectbox("Open a file", list(shown.index), index=None, format_func=lambda i: table.at[i, "path"],
+                          key="lib_open", placeholder="choose a file, or click a row above")
+    index = shown.index[rows[0]] if rows and rows[0] < len(shown) else chosen
+    if index is not None:
+        try:
+            show_file(db, model, table.at[index, "_raw"])
+        except LibraryError as exc:
+            st.error(str(exc))
+        except Exception:  # never a traceback for the visitor
+            log.exception("unexpected failure showing %r", table.at[index, "path"])
+            st.error("Something unexpected went wrong showing that file; the problem has been logged.")
+
+
+main()

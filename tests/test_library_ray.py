@@ -1,0 +1,49 @@
+"""The Ray engine stores what the local engine stores (a real local Ray instance, one actor)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from codeFeature.library.scan import ModelSpec, scan
+from codeFeature.library.store import LibraryStore, load_prediction
+from tests.conftest import REPO, chord, write_audio
+
+ray = pytest.importorskip("ray", reason="ray[data] is in requirements.txt; install it to run the Ray engine")
+
+
+def test_ray_engine_gives_the_local_engines_results(tmp_path, tiny_model_dir, tiny_model):
+    root = tmp_path / "music"
+    (root / "sub").mkdir(parents=True)
+    for i, ext in enumerate(("wav", "flac", "ogg", "mp3")):
+        write_audio(root / f"song{i}.{ext}", chord(4.0 + i, seed=i))
+    write_audio(root / "sub" / "short.wav", chord(1.0))
+    (root / "broken.mp3").write_bytes(b"not an mp3" * 30)
+    (root / "empty.wav").write_bytes(b"")
+    os.symlink(root, root / "sub" / "loop")
+    spec = ModelSpec.resolve(str(tiny_model_dir), "float32")
+    with LibraryStore(tmp_path / "local.sqlite") as store:
+        scan(root, store, spec, jobs=2, model=tiny_model, progress=False)
+        local = {r["path"]: r for r in store.rows()}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        with LibraryStore(tmp_path / "ray.sqlite") as store:
+            summary = scan(root, store, spec, jobs=1, engine="ray", progress=False)
+            remote = {r["path"]: r for r in store.rows()}
+    finally:
+        ray.shutdown()
+    assert summary.stored == len(local) == 7 and set(remote) == set(local)
+    for path, row in local.items():
+        other = remote[path]
+        for column in ("status", "error", "genre", "not_sure", "verdict", "reasons", "size", "mtime_ns",
+                       "fingerprint", "model", "model_hash", "n_segments", "duration", "labels", "warnings"):
+            assert other[column] == row[column], (path, column)
+        if row["status"] == "ok":
+            # the same code on the same bytes; oneDNN's thread count in an actor may move the last float32 bit
+            ours, theirs = load_prediction(row), load_prediction(other)
+            np.testing.assert_allclose(theirs.probabilities, ours.probabilities, rtol=0, atol=1e-6)
+            np.testing.assert_array_equal(theirs.starts, ours.starts)
+            assert theirs.verdict.genre == ours.verdict.genre and theirs.verdict.not_sure == ours.verdict.not_sure
