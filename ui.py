@@ -138,7 +138,8 @@ def probability_chart(labels, probabilities, *, votes=None, winner: str | None =
               axis=alt.Axis(labelOverlap=False, labelLimit=160, labelFontSize=13, ticks=False))
     base = alt.Chart(frame)
     bars = base.mark_bar().encode(
-        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", tickCount=5),
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1.35 if votes is not None else 1.15], nice=False),
+                axis=alt.Axis(format="%", values=[0, 0.25, 0.5, 0.75, 1.0]),
                 title="mean probability over the segments"),
         y=y,
         color=alt.Color("genre:N", scale=genre_colour_scale(labels), legend=None),
@@ -146,9 +147,18 @@ def probability_chart(labels, probabilities, *, votes=None, winner: str | None =
         tooltip=[alt.Tooltip("genre:N"), alt.Tooltip("probability:Q", format=".1%"),
                  *([alt.Tooltip("text:N", title="mean · votes")] if votes is not None else [])],
     )
-    text = base.mark_text(align="left", dx=4, fontSize=12).encode(x="probability:Q", y=y, text="text:N")
-    chart = alt.layer(bars, text).properties(height=24 * len(frame))
+    # the figure beside its bar; the scale runs on past 100 % so that it is never cut off on a phone
+    text = [base.mark_text(align="left", dx=4, fontSize=12).encode(x="probability:Q", y=y, text="text:N")]
+    chart = alt.layer(bars, *text).properties(height=24 * len(frame))
     return chart.properties(title=title) if title else chart
+
+
+def probability_text(labels, probabilities, *, votes=None) -> str:
+    """The chart in words, highest first (its ``alt`` text, for screen readers): "rock 41% (7 votes), ..."."""
+    order = np.argsort(-np.asarray(probabilities, dtype=float), kind="stable")
+    return "Mean probability: " + ", ".join(
+        f"{labels[i]} {probabilities[i]:.0%}" + (f" ({int(votes[i])} votes)" if votes is not None else "")
+        for i in order)
 
 
 def show_verdict(prediction) -> None:
@@ -178,7 +188,8 @@ def show_verdict(prediction) -> None:
     with right:
         st.markdown("**Mean probability and votes, every genre**")
         st.altair_chart(probability_chart(prediction.labels, prediction.mean_probabilities, votes=votes,
-                                          winner=verdict.genre), width="stretch")
+                                          winner=verdict.genre), width="stretch",
+                        alt=probability_text(prediction.labels, prediction.mean_probabilities, votes=votes))
 
 
 def timeline_chart(prediction):
@@ -197,6 +208,7 @@ def timeline_chart(prediction):
         "time": [f"{_time(a)}–{_time(b)} ({a:.1f}–{b:.1f} s)" for a, b in zip(starts, ends)],
         "top": [", ".join(f"{labels[j]} {probs[i, j]:.0%}" for j in row) for i, row in enumerate(top3)],
     })
+    table["bottom"], table["top_edge"] = 0.0, 1.0  # a one-row band on a fixed 0-1 scale
     seg = prediction.segment_seconds
     # ticks on segment boundaries, thinned to at most ~12 so that the labels fit on a phone
     every = max(1, int(np.ceil(len(table) / 12)))
@@ -205,19 +217,33 @@ def timeline_chart(prediction):
               axis=alt.Axis(values=ticks, format=".0f" if seg * every >= 1 else ".1f", grid=False))
     chart = alt.Chart(table).mark_rect(stroke="white", strokeWidth=0.5 if len(table) < 60 else 0).encode(
         x=x, x2="end:Q",
-        color=alt.Color("genre:N", scale=genre_colour_scale(labels),
-                        legend=alt.Legend(orient="bottom", title=None, columns=5, symbolType="square",
-                                          labelFontSize=12)),
+        y=alt.Y("bottom:Q", scale=alt.Scale(domain=[0, 1]), axis=None), y2="top_edge:Q",
+        # the legend is HTML under the chart (see show_timeline): Vega's legend squeezed the band to nothing
+        color=alt.Color("genre:N", scale=genre_colour_scale(labels), legend=None),
         opacity=alt.Opacity("confidence:Q", scale=alt.Scale(domain=[0, 1], range=[0.45, 1]), legend=None),
         tooltip=[alt.Tooltip("segment:Q"), alt.Tooltip("time:N"), alt.Tooltip("genre:N"),
                  alt.Tooltip("top:N", title="top three")],
     )
-    return chart.properties(height=48)
+    return chart.properties(height=TIMELINE_BAND)
+
+
+#: Height in pixels of the timeline's band, and of the whole chart with its axis
+#: (Streamlit does not size it from the spec).
+TIMELINE_BAND = 56
+TIMELINE_HEIGHT = TIMELINE_BAND + 60
+
+
+def genre_legend(labels=GENRES) -> str:
+    """The genre colours as an HTML line (it wraps on a phone, and stays sharp)."""
+    spare = iter(_SPARE_COLOURS * 4)
+    return " ".join(f'<span style="white-space:nowrap"><span style="color:{GENRE_COLOURS.get(g) or next(spare)};'
+                    f'font-size:1.2em">■</span>&nbsp;{g}</span>&ensp;' for g in labels)
 
 
 def show_timeline(prediction) -> None:
     st.markdown("**Segment timeline** (colour: each segment's genre; paler: less sure; hover for details)")
-    st.altair_chart(timeline_chart(prediction), width="stretch")
+    st.altair_chart(timeline_chart(prediction), width="stretch", height=TIMELINE_HEIGHT)
+    st.markdown(genre_legend(prediction.labels), unsafe_allow_html=True)
 
 
 def segment_table(prediction):
@@ -255,7 +281,9 @@ def _song_pictures(prediction, samples, config, key: str) -> list[tuple[str, byt
     if kept is not None and kept[0] == fingerprint:
         return kept[1]
     shown = samples[: int(MAX_PLOT_SECONDS * config.sample_rate)]
-    panels = song_panels(shown, config, boundaries=prediction.starts[prediction.starts < MAX_PLOT_SECONDS])
+    # 6.5 inches: sharp enough stretched on a wide screen, legible shrunk to a phone's 390 px
+    panels = song_panels(shown, config, width=6.5,
+                         boundaries=prediction.starts[prediction.starts < MAX_PLOT_SECONDS])
     pictures = [(panel.title, panel.png()) for panel in panels]
     st.session_state[store] = (fingerprint, pictures)
     return pictures
@@ -289,9 +317,10 @@ def _closeup(prediction, samples, config, key: str) -> None:
     st.audio(piece, sample_rate=config.sample_rate)
     left, right = st.columns([3, 2])
     with left:
-        _show_pictures([(p.title, p.png()) for p in song_panels(piece, config, offset=start, width=7.0)])
+        _show_pictures([(p.title, p.png()) for p in song_panels(piece, config, offset=start, width=6.0)])
     with right:
-        st.altair_chart(probability_chart(prediction.labels, probs, winner=label), width="stretch")
+        st.altair_chart(probability_chart(prediction.labels, probs, winner=label), width="stretch",
+                        alt=probability_text(prediction.labels, probs))
 
 
 def show_plots(prediction, samples, config, *, key: str) -> None:
