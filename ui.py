@@ -273,7 +273,7 @@ def _fingerprint(prediction, samples) -> str:
 def _song_pictures(prediction, samples, config, key: str) -> list[tuple[str, bytes]]:
     """The whole-song panels as PNGs, drawn once per result and kept in the session: reruns
     (a slider, a download, another page and back) reuse them."""
-    from codeFeature.plots import MAX_PLOT_SECONDS, song_panels
+    from codeFeature.plots import MAX_PLOT_SECONDS, SONG_WIDTH, song_panels
 
     store = f"{key}__pictures"
     fingerprint = _fingerprint(prediction, samples)
@@ -281,8 +281,7 @@ def _song_pictures(prediction, samples, config, key: str) -> list[tuple[str, byt
     if kept is not None and kept[0] == fingerprint:
         return kept[1]
     shown = samples[: int(MAX_PLOT_SECONDS * config.sample_rate)]
-    # 6.5 inches: sharp enough stretched on a wide screen, legible shrunk to a phone's 390 px
-    panels = song_panels(shown, config, width=6.5,
+    panels = song_panels(shown, config, width=SONG_WIDTH,
                          boundaries=prediction.starts[prediction.starts < MAX_PLOT_SECONDS])
     pictures = [(panel.title, panel.png()) for panel in panels]
     st.session_state[store] = (fingerprint, pictures)
@@ -299,7 +298,7 @@ def _show_pictures(pictures) -> None:
 def _closeup(prediction, samples, config, key: str) -> None:
     """One segment: its sound, its panels and its ten probabilities. A fragment: moving the slider
     reruns only this, so the page stays on this tab and nothing else is redrawn."""
-    from codeFeature.plots import song_panels
+    from codeFeature.plots import CLOSEUP_WIDTH, song_panels
 
     n = len(prediction.starts)
     index = 0
@@ -317,7 +316,7 @@ def _closeup(prediction, samples, config, key: str) -> None:
     st.audio(piece, sample_rate=config.sample_rate)
     left, right = st.columns([3, 2])
     with left:
-        _show_pictures([(p.title, p.png()) for p in song_panels(piece, config, offset=start, width=6.0)])
+        _show_pictures([(p.title, p.png()) for p in song_panels(piece, config, offset=start, width=CLOSEUP_WIDTH)])
     with right:
         st.altair_chart(probability_chart(prediction.labels, probs, winner=label), width="stretch",
                         alt=probability_text(prediction.labels, probs))

@@ -7,7 +7,8 @@ model sees (:func:`codeFeature.plots.song_panels`, rendered to PNG). This measur
 for each input kind the shipped genre models use (musicnn's log-mel at 16 kHz, MFCC at
 22.05 kHz) on a synthesised song, and prints the load average beside the figures: on a shared
 machine they are noisy. The close-up of one segment is measured too (it is what a slider move
-redraws).
+redraws). CPU seconds are printed beside wall-clock ones: on a loaded machine the wall clock
+mostly measures the wait for a core, the CPU time what the drawing itself costs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codeFeature.config import FeatureConfig  # noqa: E402
 from codeFeature.model_io import read_manifest, resolve_model_dir  # noqa: E402
-from codeFeature.plots import song_panels  # noqa: E402
+from codeFeature.plots import CLOSEUP_WIDTH, SONG_WIDTH, song_panels  # noqa: E402
 
 
 def song(seconds: float, rate: int) -> np.ndarray:
@@ -35,11 +36,12 @@ def song(seconds: float, rate: int) -> np.ndarray:
     return (0.5 * y + 0.2 * beat + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
 
 
-def render(samples, config, **kwargs) -> float:
-    t0 = time.perf_counter()
+def render(samples, config, **kwargs) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (this process) to draw and encode the panels."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for panel in song_panels(samples, config, **kwargs):
         panel.png()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def main(argv=None) -> int:
@@ -55,12 +57,13 @@ def main(argv=None) -> int:
         config = FeatureConfig.from_dict(read_manifest(resolve_model_dir(name))["feature_config"])
         samples = song(args.seconds, config.sample_rate)
         starts = np.arange(0, args.seconds, config.segment_seconds)
-        whole = [render(samples, config, boundaries=starts) for _ in range(args.repeats)]
+        whole = [render(samples, config, boundaries=starts, width=SONG_WIDTH) for _ in range(args.repeats)]
         piece = samples[: config.segment_samples]
-        close = [render(piece, config, width=7.0) for _ in range(args.repeats)]
+        close = [render(piece, config, width=CLOSEUP_WIDTH) for _ in range(args.repeats)]
+        (wall, cpu), (cwall, ccpu) = np.median(whole, axis=0), np.median(close, axis=0)
         print(f"{name:14s} ({config.feature}, {config.sample_rate} Hz): whole {args.seconds:.0f} s song "
-              f"median {np.median(whole):.2f} s (min {min(whole):.2f}); one-segment close-up "
-              f"median {np.median(close) * 1000:.0f} ms; load {os.getloadavg()[0]:.2f}")
+              f"{wall:.2f} s wall, {cpu:.2f} s CPU; one-segment close-up {cwall * 1000:.0f} ms wall, "
+              f"{ccpu * 1000:.0f} ms CPU (medians of {args.repeats}); load {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -22,8 +22,12 @@ from .config import FeatureConfig
 
 #: Longest stretch drawn in the whole-song plots; longer songs show their beginning.
 MAX_PLOT_SECONDS = 600.0
-#: Time columns a whole-song picture needs on a wide screen; more are averaged together.
-DISPLAY_COLUMNS = 1600
+#: Time columns a whole-song picture needs (it is about 650 px wide); more are averaged together.
+DISPLAY_COLUMNS = 1000
+#: Widths in inches (at 100 dpi) of the app's whole-song and close-up pictures: sharp enough stretched
+#: on a wide screen, legible shrunk to a phone's 390 px.
+SONG_WIDTH = 6.5
+CLOSEUP_WIDTH = 6.0
 #: Segment boundaries are drawn only up to this many segments: beyond, the lines are clutter
 #: (the segment timeline shows the segments).
 MAX_BOUNDARIES = 20
