@@ -256,8 +256,11 @@ class _DeletingAfter:
     def close(self) -> None:
         self._blocks.close()
         if self._tmp is not None:
-            os.unlink(self._tmp)
-            self._tmp = None
+            tmp, self._tmp = self._tmp, None
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:  # someone cleaned the temporary folder first
+                pass
 
     def __del__(self) -> None:
         self.close()
