@@ -1,7 +1,10 @@
 """Music genre classifier: upload a song, see its genre, how each ~3 s segment voted, and its spectrograms.
 
-Run with ``streamlit run app.py``. This file is UI only: widgets, layout and
-caching. Everything from bytes to a prediction is in :mod:`codeFeature`.
+Run with ``streamlit run app.py``. This file is UI only: the navigation between the pages, the
+sidebar's model choice (shared by every page) and the upload page. Everything from bytes to a
+prediction is in :mod:`codeFeature`; the result view is :func:`ui.show_analysis`.
+
+Pages are registered in :data:`PAGES`: a new page is one ``st.Page(...)`` line there.
 """
 
 from __future__ import annotations
@@ -12,32 +15,57 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
 import streamlit as st
 
 from codeFeature import GenreError, SUPPORTED_EXTENSIONS, load_audio, predict_audio
 from codeFeature.audio import FFMPEG_EXTENSIONS, find_ffmpeg
-from codeFeature.config import DEFAULT_CONFIG, FeatureConfig
-from codeFeature.model_io import default_model_name, list_models, read_manifest, resolve_model_dir, resolve_precision
-from ui import csv_download, get_model, preload_model, probability_chart, show_summary, show_timeline
+from codeFeature.decision import DecisionRule
+from codeFeature.model_io import default_model_name, list_models, resolve_precision
+from ui import get_model, model_card, model_config, preload_model, show_analysis
 
 log = logging.getLogger("app")
 
 st.set_page_config(page_title="Music genre classifier", page_icon="🎵", layout="wide")
 
+#: What the upload page keeps in ``st.session_state`` (not widget state, so it outlives a visit to
+#: another page): the last result and the file it came from.
+RESULT = "upload_result"
 
-@st.cache_data(show_spinner=False)
-def model_card(name: str) -> dict:
-    return read_manifest(resolve_model_dir(name))
+
+# ---------------------------------------------------------------- sidebar: the model, for every page
+
+def _percent(value) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) else str(value)
+
+
+def _data_name(path: str) -> str:
+    """``../shared/data/gtzan/genres`` -> ``GTZAN genres``: the data set, not this machine's folders."""
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p not in ("", "..", ".")]
+    if "gtzan" in (p.lower() for p in parts):
+        at = [p.lower() for p in parts].index("gtzan")
+        rest = parts[at + 1:]
+        return "GTZAN " + ("/".join(rest) if rest else "")
+    return parts[-1] if parts else str(path)
 
 
 def sidebar() -> str:
+    """The model picker and its card; returns the chosen model's name (also ``st.session_state["model_name"]``)."""
     st.sidebar.header("Model")
-    names = list_models(task="genre")
     default = default_model_name()
-    name = st.sidebar.selectbox("Genre model", names, index=names.index(default) if default in names else 0,
-                                help="Every shipped model; the default is the most accurate on GTZAN's valid split.")
-    st.session_state["model_name"] = name  # the live page classifies with the same model
+    names = list_models(task="genre")
+    names = ([default] if default in names else []) + [n for n in names if n != default]
+    if st.session_state.get("model_name") not in names:
+        st.session_state["model_name"] = names[0]
+    # the choice lives in a plain key: a widget's own state is dropped on a page that does not draw it
+    st.session_state["model_picker"] = st.session_state["model_name"]
+
+    def chosen() -> None:
+        st.session_state["model_name"] = st.session_state["model_picker"]
+
+    name = st.sidebar.selectbox("Genre model", names, key="model_picker", on_change=chosen,
+                                format_func=lambda n: f"{n} (default)" if n == default else n,
+                                help="Every genre model found; the default is listed first. The choice is used "
+                                     "on every page.")
     card = model_card(name)
     st.sidebar.caption(card.get("description", ""))
     metrics = card.get("metrics", {})
@@ -54,21 +82,36 @@ def sidebar() -> str:
         precision_note = (" Its timbral convolutions run in bfloat16 on this CPU (about 3 times faster); "
                           "`CODEFEATURE_PRECISION=float32` turns that off.")
     if valid:
-        st.sidebar.metric("Valid accuracy (tracks)", f"{valid['track_accuracy']:.0%}",
-                          help=f"Majority vote over each track's segments, on {valid['tracks']} GTZAN tracks of "
-                               "the fault-filtered valid split, which was also used to select the model.")
-        st.sidebar.caption(f"Segment accuracy {valid['segment_accuracy']:.0%} on {valid['segments']} "
-                           f"segments.{precision_note}")
+        if "track_accuracy" in valid:
+            st.sidebar.metric("Valid accuracy (tracks)", _percent(valid["track_accuracy"]),
+                              help=f"Majority vote over each track's segments, on {valid.get('tracks', '?')} GTZAN "
+                                   "tracks of the fault-filtered valid split, which was also used to select the model.")
+        lines = [f"{valid.get('tracks', '?')} valid tracks"]
+        if "segment_accuracy" in valid:
+            lines.append(f"segment accuracy {_percent(valid['segment_accuracy'])} on {valid.get('segments', '?')} "
+                         "segments")
+        if "ece" in valid:
+            lines.append(f"calibration error (ECE) {valid['ece']:.3f}")
+        st.sidebar.caption("; ".join(lines) + "." + precision_note)
+    rule = DecisionRule.from_manifest(card)
+    thresholds = [f"{label} {getattr(rule, attr):.0%}" for attr, label in
+                  (("min_confidence", "confidence below"), ("min_margin", "margin below"), ("min_tag", "strongest tag below"))
+                  if getattr(rule, attr) > 0]
+    st.sidebar.caption(f"**Answer:** {rule.description}. **Not sure** when "
+                       + (", ".join(thresholds) + " or the audio is silent" if thresholds else "the audio is silent")
+                       + f" (thresholds: {rule.source}).")
     training = card.get("training", {})
     if training:
+        data = ", ".join(_data_name(d) for d in training.get("data", []))
         st.sidebar.markdown(f"**Trained on** {training.get('train_tracks', '?')} GTZAN tracks "
-                            f"({training.get('train_segments', '?')} segments) from "
-                            + ", ".join(f"`{d}`" for d in training.get("data", [])))
+                            f"({training.get('train_segments', '?')} segments)" + (f" from {data}" if data else ""))
     if card.get("reproduce"):
         st.sidebar.markdown("**Reproduce**")
-        st.sidebar.code(card["reproduce"], language="bash")
+        st.sidebar.code(card["reproduce"], language="bash", wrap_lines=True)
     return name
 
+
+# ---------------------------------------------------------------- the upload page
 
 def uploaded_types() -> list[str]:
     extensions = [e.lstrip(".") for e in SUPPORTED_EXTENSIONS]
@@ -77,107 +120,85 @@ def uploaded_types() -> list[str]:
     return extensions
 
 
-def model_rate(name: str) -> int:
-    """The rate the model's input is decoded at, from its manifest (no need to wait for the model)."""
-    try:
-        return FeatureConfig.from_dict(model_card(name)["feature_config"]).sample_rate
-    except (KeyError, GenreError):
-        return get_model(name).config.sample_rate  # a broken manifest: the loader says what is wrong
-
-
 def classify(data: bytes, filename: str, model_name: str):
-    """Decode and classify, with a progress bar; returns (prediction, samples)."""
-    bar = st.progress(0.0, text="Decoding…")
-    # the manifest gives the rate: the song decodes while the model may still be loading
-    decoded = load_audio(data, sample_rate=model_rate(model_name), filename=filename)
-    model = get_model(model_name)
-    bar.progress(0.05, text=f"Decoded {decoded.duration:.0f} s of audio; classifying…")
-    prediction = predict_audio(decoded.samples, model=model, file=filename, warnings=decoded.warnings,
-                               progress=lambda f, msg: bar.progress(0.05 + 0.95 * f, text=msg))
-    bar.empty()
+    """Decode and classify, with a progress bar that goes when the work ends (or fails);
+    returns (prediction, samples)."""
+    slot = st.empty()
+    try:
+        bar = slot.progress(0.0, text=f"Decoding {filename}…")
+        # the manifest gives the rate: the song decodes while the model may still be loading
+        decoded = load_audio(data, sample_rate=model_config(model_name).sample_rate, filename=filename)
+        model = get_model(model_name)
+        bar.progress(0.05, text=f"Decoded {decoded.duration:.0f} s of audio; classifying…")
+        prediction = predict_audio(decoded.samples, model=model, file=filename, warnings=decoded.warnings,
+                                   progress=lambda f, msg: bar.progress(0.05 + 0.95 * f, text=msg))
+    finally:
+        slot.empty()
     return prediction, decoded.samples
 
 
-def display_config(model_config):
-    """The model's config when it uses MFCC, else the default MFCC config (the plots' 13 coefficients)."""
-    return model_config if model_config.feature == "mfcc" else DEFAULT_CONFIG
+def _message(exc: GenreError, filename: str) -> str:
+    """The library's message, naming the file once, with what to try."""
+    text = str(exc)
+    if filename not in text:
+        text = f"{filename}: {text}"
+    if not text.startswith(filename):
+        text = text[:1].upper() + text[1:]
+    return text.rstrip(".") + ". Try another file: wav, flac, ogg and mp3 always work."
 
 
-def resample_for_display(samples: np.ndarray, source_rate: int, config) -> np.ndarray:
-    if source_rate == config.sample_rate:
-        return samples
-    import soxr
-
-    return soxr.resample(samples, source_rate, config.sample_rate).astype(np.float32)
+def _upload_changed() -> None:
+    if st.session_state.get("upload") is None:  # the visitor removed the file: forget its result
+        st.session_state.pop(RESULT, None)
 
 
-def show_plots(prediction, samples: np.ndarray, model_config) -> None:
-    # matplotlib is imported here, not at the page's first run: the model loads meanwhile
-    from codeFeature.plots import MAX_PLOT_SECONDS, song_figure
-
-    config = display_config(model_config)
-    samples = resample_for_display(samples, model_config.sample_rate, config)
-    whole, closeup = st.tabs(["Whole song", "One segment close up"])
-    with whole:
-        shown = samples[: int(MAX_PLOT_SECONDS * config.sample_rate)]
-        if len(shown) < len(samples):
-            st.info(f"The plots show the first {MAX_PLOT_SECONDS / 60:.0f} minutes; every segment was classified.")
-        st.pyplot(song_figure(shown, config, boundaries=prediction.starts[prediction.starts < MAX_PLOT_SECONDS]),
-                  clear_figure=True)
-    with closeup:
-        n = len(prediction.starts)
-        index = st.slider("Segment", 1, n, 1, key="segment_index", disabled=n == 1) - 1 if n > 1 else 0
-        start = float(prediction.starts[index])
-        lo = int(start * config.sample_rate)
-        piece = samples[lo: lo + config.segment_samples]
-        probs = prediction.probabilities[index]
-        st.markdown(f"**Segment {index + 1} of {n}**, {start:.1f}–{prediction.ends[index]:.1f} s: "
-                    f"**{prediction.segment_labels[index]}** ({probs.max():.0%})")
-        st.audio(piece, sample_rate=config.sample_rate)
-        left, right = st.columns([3, 1])
-        with left:
-            st.pyplot(song_figure(piece, config, offset=start, width=8.5), clear_figure=True)
-        with right:
-            st.altair_chart(probability_chart(prediction.labels, probs, height=300), width="stretch")
-
-
-def main() -> None:
+def upload_page() -> None:
     st.title("Music genre classifier")
     st.write("Upload a song. It is cut into ~3 s segments; each segment is classified into one of GTZAN's ten "
              "genres, and the segments vote.")
-    st.page_link("pages/1_Listen_live.py", label="Listen live: record or stream from the microphone", icon="🎙️")
-    model_name = sidebar()
+    model_name = st.session_state["model_name"]
     preload_model(model_name)  # loads while the visitor picks a file
-    upload = st.file_uploader("Song", type=uploaded_types(), key="upload",
+    upload = st.file_uploader("Song", type=uploaded_types(), key="upload", on_change=_upload_changed,
                               help="wav, flac, ogg, mp3" + ("; m4a, aac, wma and more via ffmpeg"
                                                             if find_ffmpeg() else "; install ffmpeg for m4a, aac, wma"))
+    kept = st.session_state.get(RESULT)
     if upload is None:
-        st.info("Choose an audio file to begin. Nothing is stored: the file is analysed in memory.")
-        return
-    data = upload.getvalue()
+        if kept is None or kept["model"] != model_name:
+            st.info("Choose an audio file to begin. Nothing is stored: the file is analysed in memory.")
+            return
+        # back from another page: the uploader is empty again, the result is not
+        st.caption(f"Showing **{kept['name']}** from earlier; choose a file to analyse another.")
+        data, name = kept["data"], kept["name"]
+    else:
+        data, name = upload.getvalue(), upload.name
     key = (hashlib.sha1(data).hexdigest(), model_name)
-    if st.session_state.get("result_key") != key or "result" not in st.session_state:
-        st.session_state.pop("result", None)
-        st.session_state.pop("result_key", None)  # a failed upload must not leave the old key behind
+    if kept is None or kept["key"] != key:
+        st.session_state.pop(RESULT, None)  # a failed upload must not leave the old result behind
         try:
-            st.session_state["result"] = classify(data, upload.name, model_name)
+            prediction, samples = classify(data, name, model_name)
         except GenreError as exc:
-            st.error(f"Could not classify {upload.name}: {exc}")
+            log.info("could not classify %r: %s", name, exc)
+            st.error(_message(exc, name))
             return
         except Exception:  # never show a traceback to the user; log it for the operator
-            log.exception("unexpected failure classifying %r", upload.name)
-            st.error(f"Something unexpected went wrong with {upload.name}. Try another file; "
-                     "the problem has been logged.")
+            log.exception("unexpected failure classifying %r", name)
+            st.error(f"Something unexpected went wrong with {name}. Try another file; the problem has been logged.")
             return
-        st.session_state["result_key"] = key
-    prediction, samples = st.session_state["result"]
-    for note in prediction.warnings:
-        st.warning(note)
-    st.audio(data)
-    show_summary(prediction)
-    show_timeline(prediction)
-    csv_download(prediction, file_name=os.path.splitext(os.path.basename(upload.name))[0] + "-segments.csv")
-    show_plots(prediction, samples, get_model(model_name).config)
+        kept = {"key": key, "name": name, "data": data, "model": model_name, "prediction": prediction,
+                "samples": samples}
+        st.session_state[RESULT] = kept
+    show_analysis(kept["prediction"], samples=kept["samples"], audio_bytes=kept["data"], key="upload",
+                  config=model_config(model_name))
 
 
-main()
+# ---------------------------------------------------------------- navigation
+
+#: The app's pages, in the navigation's order. To add one: a line ``st.Page("pages/NAME.py", title=..., icon=...)``.
+PAGES = [
+    st.Page(upload_page, title="Upload a song", icon="🎵", default=True),
+    st.Page("pages/1_Listen_live.py", title="Listen live", icon="🎙️", url_path="Listen_live"),
+]
+
+navigation = st.navigation(PAGES)
+sidebar()
+navigation.run()

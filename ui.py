@@ -1,30 +1,46 @@
-"""Streamlit pieces shared by the app's pages (``app.py`` and ``pages/``): the model cache and result views.
+"""Streamlit pieces shared by the app's pages: the model cache, the sidebar's model card, and the
+analysis view :func:`show_analysis` (the upload page, the live page's recorded clip and the Library
+page all show a song's result with it).
 
 UI only; everything from bytes to a prediction is in :mod:`codeFeature`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import streamlit as st
 
-from codeFeature import GENRES, load_model, predict_audio
+from codeFeature import GENRES, GenreError, load_model, predict_audio
 
-#: One colour per genre, the same in every chart.
-GENRE_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-                 "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+log = logging.getLogger("app.ui")
+
+#: One colour per genre, the same in every chart: Paul Tol's "muted" qualitative scheme (designed to
+#: stay distinct under the common colour-vision deficiencies) and, for the tenth, Okabe and Ito's
+#: orange. No grey: a grey genre looks disabled. Every chart also names the genre in text or on hover.
+GENRE_COLOURS = {
+    "blues": "#332288", "classical": "#88CCEE", "country": "#DDCC77", "disco": "#AA4499", "hiphop": "#117733",
+    "jazz": "#44AA99", "metal": "#882255", "pop": "#CC6677", "reggae": "#999933", "rock": "#E69F00",
+}
+_SPARE_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"]
 
 
 # altair and pandas are imported where they are used: at a page's first run the model starts loading
 # before they are imported, and they import while it loads
 
-def genre_colour_scale():
+def genre_colour_scale(labels=GENRES):
+    """The genre -> colour scale (labels other than GTZAN's get spare colours)."""
     import altair as alt
 
-    return alt.Scale(domain=list(GENRES), range=GENRE_COLOURS)
+    labels = list(labels)
+    spare = iter(_SPARE_COLOURS * 4)
+    return alt.Scale(domain=labels, range=[GENRE_COLOURS.get(g) or next(spare) for g in labels])
 
+
+# ---------------------------------------------------------------- the model
 
 def _load_and_warm(name: str):
     """Load a model and warm it up with one throw-away segment: librosa's numba kernels compile
@@ -66,67 +82,313 @@ def get_model(name: str):
         raise
 
 
-def probability_chart(labels, probabilities, *, title: str | None = None, height: int = 260):
-    """Horizontal bars of one probability per genre (an altair chart)."""
+@st.cache_data(show_spinner=False)
+def model_card(name: str) -> dict:
+    """The model's manifest (cached: read on every rerun of every page)."""
+    from codeFeature.model_io import read_manifest, resolve_model_dir
+
+    return read_manifest(resolve_model_dir(name))
+
+
+def model_config(name: str):
+    """The model's :class:`FeatureConfig` from its manifest (no need to wait for the model)."""
+    from codeFeature.config import FeatureConfig
+
+    try:
+        return FeatureConfig.from_dict(model_card(name)["feature_config"])
+    except (KeyError, GenreError):
+        return get_model(name).config  # a broken manifest: the loader says what is wrong
+
+
+# ---------------------------------------------------------------- charts
+
+def _segments_word(n: int) -> str:
+    return f"{n} segment" if n == 1 else f"{n} segments"
+
+
+def _time(seconds: float) -> str:
+    """``83.4`` -> ``"1:23"``: times a listener can find in a player."""
+    seconds = max(0.0, float(seconds))
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def probability_chart(labels, probabilities, *, votes=None, winner: str | None = None, title: str | None = None):
+    """Every label's probability as a horizontal bar, highest first, the winner starred.
+
+    Parameters
+    ----------
+    labels : sequence of str
+    probabilities : array, shape (n_labels,)
+    votes : array of int, shape (n_labels,), optional
+        Segments that voted for each label: printed beside its probability.
+    winner : str, optional
+        The label the verdict chose (marked ★ even when it is not the longest bar).
+    """
     import altair as alt
     import pandas as pd
 
-    frame = pd.DataFrame({"genre": list(labels), "probability": np.asarray(probabilities, dtype=float)})
-    chart = alt.Chart(frame).mark_bar().encode(
-        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-        y=alt.Y("genre:N", sort=list(labels), title=None),
-        color=alt.Color("genre:N", scale=genre_colour_scale(), legend=None),
-        tooltip=["genre", alt.Tooltip("probability:Q", format=".1%")],
+    probabilities = np.asarray(probabilities, dtype=float)
+    frame = pd.DataFrame({"genre": list(labels), "probability": probabilities})
+    frame["name"] = [("★ " if g == winner else "") + g for g in frame["genre"]]
+    frame["text"] = [f"{p:.0%}" + (f" · {int(v)} vote{'s' if v != 1 else ''}" if votes is not None else "")
+                     for p, v in zip(probabilities, votes if votes is not None else probabilities)]
+    frame = frame.sort_values("probability", ascending=False, kind="stable")
+    # every label, always: no overlap culling, and 24 px a row so that none need it
+    y = alt.Y("name:N", sort=list(frame["name"]), title=None,
+              axis=alt.Axis(labelOverlap=False, labelLimit=160, labelFontSize=13, ticks=False))
+    base = alt.Chart(frame)
+    bars = base.mark_bar().encode(
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1.35 if votes is not None else 1.15], nice=False),
+                axis=alt.Axis(format="%", values=[0, 0.25, 0.5, 0.75, 1.0]),
+                title="mean probability over the segments"),
+        y=y,
+        color=alt.Color("genre:N", scale=genre_colour_scale(labels), legend=None),
+        stroke=alt.condition(alt.datum.genre == (winner or ""), alt.value("black"), alt.value(None)),
+        tooltip=[alt.Tooltip("genre:N"), alt.Tooltip("probability:Q", format=".1%"),
+                 *([alt.Tooltip("text:N", title="mean · votes")] if votes is not None else [])],
     )
-    return chart.properties(height=height, title=title) if title else chart.properties(height=height)
+    # the figure beside its bar; the scale runs on past 100 % so that it is never cut off on a phone
+    text = [base.mark_text(align="left", dx=4, fontSize=12).encode(x="probability:Q", y=y, text="text:N")]
+    chart = alt.layer(bars, *text).properties(height=24 * len(frame))
+    return chart.properties(title=title) if title else chart
 
 
-def show_summary(prediction) -> None:
-    """Genre, confidence, votes, musicnn tags when the model has them, and the ten mean probabilities."""
+def probability_text(labels, probabilities, *, votes=None) -> str:
+    """The chart in words, highest first (its ``alt`` text, for screen readers): "rock 41% (7 votes), ..."."""
+    order = np.argsort(-np.asarray(probabilities, dtype=float), kind="stable")
+    return "Mean probability: " + ", ".join(
+        f"{labels[i]} {probabilities[i]:.0%}" + (f" ({int(votes[i])} votes)" if votes is not None else "")
+        for i in order)
+
+
+def show_verdict(prediction) -> None:
+    """The headline (a genre, or "Not sure: rock or metal"), its confidence, the rule that chose it and,
+    beside it, every genre's mean probability and votes: the two ways of adding up the segments."""
+    verdict = prediction.verdict
+    n = len(prediction.probabilities)
+    votes = prediction.votes
     left, right = st.columns([1, 2])
     with left:
-        st.metric("Genre", prediction.genre.capitalize())
-        st.metric("Confidence", f"{prediction.confidence:.0%}",
-                  help="The genre's probability averaged over all segments.")
-        st.caption(f"{prediction.votes.max()} of {len(prediction.probabilities)} segments voted "
-                   f"{prediction.genre} · {prediction.duration:.1f} s analysed · model {prediction.model}")
+        headline = verdict.headline
+        st.metric("Genre", headline[:1].upper() + headline[1:],
+                  help="How the segments became one answer: " + prediction.rule.description + ".")
+        st.metric("Confidence", f"{verdict.confidence:.0%}",
+                  help=f"{verdict.genre.capitalize()}'s probability averaged over the {_segments_word(n)}.")
+        voted = int(votes[list(prediction.labels).index(verdict.genre)])
+        st.caption(f"**{voted} of {_segments_word(n)}** voted {verdict.genre} · mean probability "
+                   f"{verdict.confidence:.0%} · {prediction.duration:.1f} s analysed · model {prediction.model}")
+        st.caption(f"Rule: {prediction.rule.description}.")
+        if verdict.not_sure:
+            top = ", ".join(f"{g} {p:.0%}" for g, p in verdict.top)
+            st.warning("The model is not sure: " + "; ".join(verdict.reasons) + f". Top three: {top}.")
         tags = prediction.top_tags(5)
         if tags:
-            st.markdown("**Sounds like:** " + ", ".join(tag for tag, _ in tags),
+            st.markdown("**Sounds like:** " + ", ".join(tag.lower() for tag, _ in tags),
                         help="The strongest of musicnn's 50 Million Song Dataset tags, averaged over the segments.")
     with right:
-        st.altair_chart(probability_chart(prediction.labels, prediction.mean_probabilities,
-                                          title="Mean probability over segments"), width="stretch")
+        st.markdown("**Mean probability and votes, every genre**")
+        st.altair_chart(probability_chart(prediction.labels, prediction.mean_probabilities, votes=votes,
+                                          winner=verdict.genre), width="stretch",
+                        alt=probability_text(prediction.labels, prediction.mean_probabilities, votes=votes))
+
+
+def timeline_chart(prediction):
+    """Every segment as a bar coloured by its genre, with a legend, ticks on segment boundaries, the
+    axis ending with the song, and the segment's time, genre and top three on hover."""
+    import altair as alt
+    import pandas as pd
+
+    probs = prediction.probabilities
+    labels = list(prediction.labels)
+    starts, ends = prediction.starts, prediction.ends
+    top3 = np.argsort(-probs, axis=1)[:, :3]
+    table = pd.DataFrame({
+        "segment": np.arange(1, len(probs) + 1), "start": starts, "end": ends,
+        "genre": prediction.segment_labels, "confidence": prediction.segment_confidences.astype(float),
+        "time": [f"{_time(a)}–{_time(b)} ({a:.1f}–{b:.1f} s)" for a, b in zip(starts, ends)],
+        "top": [", ".join(f"{labels[j]} {probs[i, j]:.0%}" for j in row) for i, row in enumerate(top3)],
+    })
+    table["bottom"], table["top_edge"] = 0.0, 1.0  # a one-row band on a fixed 0-1 scale
+    seg = prediction.segment_seconds
+    # ticks on segment boundaries, thinned to at most ~12 so that the labels fit on a phone
+    every = max(1, int(np.ceil(len(table) / 12)))
+    ticks = [float(s) for s in starts[::every]] + [float(prediction.duration)]
+    x = alt.X("start:Q", title="time (s)", scale=alt.Scale(domain=[0, float(prediction.duration)], nice=False),
+              axis=alt.Axis(values=ticks, format=".0f" if seg * every >= 1 else ".1f", grid=False))
+    chart = alt.Chart(table).mark_rect(stroke="white", strokeWidth=0.5 if len(table) < 60 else 0).encode(
+        x=x, x2="end:Q",
+        y=alt.Y("bottom:Q", scale=alt.Scale(domain=[0, 1]), axis=None), y2="top_edge:Q",
+        # the legend is HTML under the chart (see show_timeline): Vega's legend squeezed the band to nothing
+        color=alt.Color("genre:N", scale=genre_colour_scale(labels), legend=None),
+        opacity=alt.Opacity("confidence:Q", scale=alt.Scale(domain=[0, 1], range=[0.45, 1]), legend=None),
+        tooltip=[alt.Tooltip("segment:Q"), alt.Tooltip("time:N"), alt.Tooltip("genre:N"),
+                 alt.Tooltip("top:N", title="top three")],
+    )
+    return chart.properties(height=TIMELINE_BAND)
+
+
+#: Height in pixels of the timeline's band, and of the whole chart with its axis
+#: (Streamlit does not size it from the spec).
+TIMELINE_BAND = 56
+TIMELINE_HEIGHT = TIMELINE_BAND + 60
+
+
+def genre_legend(labels=GENRES) -> str:
+    """The genre colours as an HTML line (it wraps on a phone, and stays sharp)."""
+    spare = iter(_SPARE_COLOURS * 4)
+    return " ".join(f'<span style="white-space:nowrap"><span style="color:{GENRE_COLOURS.get(g) or next(spare)};'
+                    f'font-size:1.2em">■</span>&nbsp;{g}</span>&ensp;' for g in labels)
 
 
 def show_timeline(prediction) -> None:
-    """Every segment as a bar coloured by its genre, its opacity by its confidence."""
-    import altair as alt
+    st.markdown("**Segment timeline** (colour: each segment's genre; paler: less sure; hover for details)")
+    st.altair_chart(timeline_chart(prediction), width="stretch", height=TIMELINE_HEIGHT)
+    st.markdown(genre_legend(prediction.labels), unsafe_allow_html=True)
+
+
+def segment_table(prediction):
+    """One row a segment: times in seconds to 0.1, probabilities as whole percentages."""
     import pandas as pd
 
     table = pd.DataFrame(prediction.segments())
-    table["segment"] = np.arange(1, len(table) + 1)
-    table["middle"] = (table["start"] + table["end"]) / 2
-    # a one-row band on a fixed 0-1 scale: no y axis to size
-    table["bottom"], table["top"], table["label_y"] = 0.0, 1.0, 0.5
-    band = alt.Scale(domain=[0, 1])
-    base = alt.Chart(table)
-    bars = base.mark_rect(stroke="white", strokeWidth=0.5).encode(
-        x=alt.X("start:Q", title="time (s)"), x2="end:Q",
-        y=alt.Y("bottom:Q", scale=band, axis=None), y2="top:Q",
-        color=alt.Color("genre:N", scale=genre_colour_scale(), legend=None),
-        opacity=alt.Opacity("confidence:Q", scale=alt.Scale(domain=[0, 1], range=[0.3, 1]), legend=None),
-        tooltip=["segment", "start", "end", "genre", alt.Tooltip("confidence:Q", format=".0%")],
-    )
-    layers = [bars]
-    if len(table) <= 30:  # name each segment while the names still fit
-        layers.append(base.mark_text(fontSize=11, angle=270 if len(table) > 12 else 0).encode(
-            x="middle:Q", y=alt.Y("label_y:Q", scale=band, axis=None), text="genre:N"))
-    chart = alt.layer(*layers).properties(height=60, title="Segment timeline (colour = genre, opacity = confidence)")
-    # Streamlit sizes a layered chart to almost nothing unless given a height
-    st.altair_chart(chart, width="stretch", height=160)
+    table.insert(0, "segment", np.arange(1, len(table) + 1))
+    table["confidence"] = (table["confidence"] * 100).round().astype(int)
+    return table
 
 
 def csv_download(prediction, *, file_name: str, key: str | None = None) -> None:
     st.download_button("Download per-segment predictions (CSV)", prediction.to_csv(), file_name=file_name,
                        mime="text/csv", key=key)
+
+
+# ---------------------------------------------------------------- plots
+
+def _fingerprint(prediction, samples) -> str:
+    digest = hashlib.sha1(np.ascontiguousarray(prediction.probabilities).tobytes())
+    digest.update(f"{prediction.model}|{len(samples)}".encode())
+    digest.update(np.ascontiguousarray(samples[:: max(1, len(samples) // 4096)]).tobytes())
+    return digest.hexdigest()
+
+
+def _song_pictures(prediction, samples, config, key: str) -> list[tuple[str, bytes]]:
+    """The whole-song panels as PNGs, drawn once per result and kept in the session: reruns
+    (a slider, a download, another page and back) reuse them."""
+    from codeFeature.plots import MAX_PLOT_SECONDS, SONG_WIDTH, song_panels
+
+    store = f"{key}__pictures"
+    fingerprint = _fingerprint(prediction, samples)
+    kept = st.session_state.get(store)
+    if kept is not None and kept[0] == fingerprint:
+        return kept[1]
+    shown = samples[: int(MAX_PLOT_SECONDS * config.sample_rate)]
+    panels = song_panels(shown, config, width=SONG_WIDTH,
+                         boundaries=prediction.starts[prediction.starts < MAX_PLOT_SECONDS])
+    pictures = [(panel.title, panel.png()) for panel in panels]
+    st.session_state[store] = (fingerprint, pictures)
+    return pictures
+
+
+def _show_pictures(pictures) -> None:
+    for title, png in pictures:
+        st.caption(title)
+        st.image(png, width="stretch")
+
+
+@st.fragment
+def _closeup(prediction, samples, config, key: str) -> None:
+    """One segment: its sound, its panels and its ten probabilities. A fragment: moving the slider
+    reruns only this, so the page stays on this tab and nothing else is redrawn."""
+    from codeFeature.plots import CLOSEUP_WIDTH, song_panels
+
+    n = len(prediction.starts)
+    index = 0
+    if n > 1:
+        index = st.slider("Segment", 1, n, 1, key=f"{key}_segment",
+                          help="Drag, or click the slider and use the arrow keys.") - 1
+    start, end = float(prediction.starts[index]), float(prediction.ends[index])
+    lo = int(round(start * config.sample_rate))
+    piece = samples[lo: lo + config.segment_samples]
+    probs = prediction.probabilities[index]
+    label = prediction.segment_labels[index]
+    where = f"Segment {index + 1} of {n}" if n > 1 else "The only segment"
+    st.markdown(f"**{where}**, {_time(start)}–{_time(end)} ({start:.1f}–{end:.1f} s): **{label}** "
+                f"({probs.max():.0%})")
+    st.audio(piece, sample_rate=config.sample_rate)
+    left, right = st.columns([3, 2])
+    with left:
+        _show_pictures([(p.title, p.png()) for p in song_panels(piece, config, offset=start, width=CLOSEUP_WIDTH)])
+    with right:
+        st.altair_chart(probability_chart(prediction.labels, probs, winner=label), width="stretch",
+                        alt=probability_text(prediction.labels, probs))
+
+
+def show_plots(prediction, samples, config, *, key: str) -> None:
+    """The whole song's panels and the segment close-up, on two tabs."""
+    from codeFeature.plots import MAX_PLOT_SECONDS
+
+    whole, closeup = st.tabs(["Whole song", "One segment close up"], key=f"{key}_tabs")
+    with whole:
+        if len(samples) > MAX_PLOT_SECONDS * config.sample_rate:
+            st.info(f"The pictures show the first {MAX_PLOT_SECONDS / 60:.0f} minutes; every segment was classified.")
+        _show_pictures(_song_pictures(prediction, samples, config, key))
+    with closeup:
+        _closeup(prediction, samples, config, key)
+
+
+# ---------------------------------------------------------------- the whole view
+
+def show_analysis(prediction, *, samples=None, sample_rate: int | None = None, audio_bytes: bytes | None = None,
+                  key: str = "analysis", csv_name: str | None = None, config=None) -> None:
+    """A song's whole analysis: notes, player, headline and confidence, votes beside mean probabilities,
+    the segment timeline and table, the CSV download, and (given the audio) the pictures and close-up.
+
+    Parameters
+    ----------
+    prediction : codeFeature.Prediction
+        The result to show; its ``verdict`` gives the headline.
+    samples : np.ndarray, shape (n_samples,), optional
+        The decoded mono audio. Without it (a stored result) the pictures and close-up are left out.
+    sample_rate : int, optional
+        Rate of ``samples``; default the model's. Other rates are resampled to the model's.
+    audio_bytes : bytes, optional
+        The original file, for the player (else the decoded ``samples`` are played, if given).
+    key : str
+        Unique per place on a page (e.g. ``"upload"``, ``"clip"``, ``"library"``): the widgets' keys and
+        the kept pictures derive from it, so two views never share state.
+    csv_name : str, optional
+        File name of the CSV download; default from ``prediction.file``.
+    config : FeatureConfig, optional
+        The model's feature config; default read from the manifest of ``prediction.model`` (a model
+        that cannot be found leaves the pictures out).
+    """
+    import os
+
+    for note in prediction.warnings:
+        st.warning(note[:1].upper() + note[1:] + ("" if note.endswith(".") else "."))
+    if config is None and samples is not None:
+        try:
+            config = model_config(prediction.model)
+        except GenreError as exc:  # e.g. a stored result whose model is gone: no pictures, the rest stands
+            log.info("no pictures for %s: %s", prediction.file, exc)
+            samples = None
+    if samples is not None:
+        samples = np.asarray(samples, dtype=np.float32)
+        if sample_rate is not None and sample_rate != config.sample_rate:
+            import soxr
+
+            samples = soxr.resample(samples, sample_rate, config.sample_rate, quality="HQ").astype(np.float32)
+    if audio_bytes is not None:
+        st.audio(audio_bytes)
+    elif samples is not None:
+        st.audio(samples, sample_rate=config.sample_rate)
+    show_verdict(prediction)
+    show_timeline(prediction)
+    with st.expander(f"Every segment ({_segments_word(len(prediction.probabilities))})"):
+        st.dataframe(segment_table(prediction), hide_index=True, width="stretch",
+                     column_config={"start": st.column_config.NumberColumn("start (s)", format="%.1f"),
+                                    "end": st.column_config.NumberColumn("end (s)", format="%.1f"),
+                                    "confidence": st.column_config.NumberColumn("confidence", format="%d%%")})
+    stem = os.path.splitext(os.path.basename(prediction.file or "song"))[0]
+    csv_download(prediction, file_name=csv_name or f"{stem}-segments.csv", key=f"{key}_csv")
+    if samples is not None and len(samples):
+        show_plots(prediction, samples, config, key=key)

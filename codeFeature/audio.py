@@ -14,6 +14,7 @@ hour-long file without ever holding it (both decode the same samples).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shutil
@@ -30,6 +31,8 @@ import soxr
 
 from .decision import SILENT_RMS
 from .errors import AudioDecodeError, ConfigError, UnsupportedFormatError
+
+log = logging.getLogger(__name__)
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
@@ -50,6 +53,12 @@ MAX_SECONDS = 2 * 3600
 SOURCE_RATE_RANGE = (1000, 768000)
 _FFMPEG_TIMEOUT_S = 600
 _CLIP_LEVEL = 0.999
+#: Peak (full scale 1.0) beyond which scaling a signal down is worth a warning. A master limited
+#: at 0 dBFS overshoots after mp3 decoding and after resampling (inter-sample peaks, the codec's
+#: and the filter's ringing): GTZAN's excerpts, normalised to exactly 1.0, peak at up to 1.28
+#: (+2.1 dB) once resampled to 16 kHz, and ordinary commercial mp3s around 1.1-1.2. Twice full
+#: scale (+6 dB) is well beyond that, so only a genuinely hot floating-point file is reported.
+_OVERSHOOT_PEAK = 2.0
 
 
 @dataclass
@@ -192,10 +201,69 @@ def open_audio(source: Source, *, sample_rate: int = 22050, filename: str | None
             raise AudioDecodeError(f"{name} does not exist or is not a file")
         if path.stat().st_size == 0:
             raise AudioDecodeError(f"{name} is empty (0 bytes)")
+    if data is not None:
+        return _open_spooled(data, name, sample_rate)
     try:
-        return _open_soundfile(path if path is not None else io.BytesIO(data), name, sample_rate)
+        return _open_soundfile(path, name, sample_rate)
     except _NotForSoundfile as native_failure:
-        return _open_ffmpeg(path, data, name, sample_rate, native_failure.reason)
+        return _open_ffmpeg(path, None, name, sample_rate, native_failure.reason)
+
+
+def _open_spooled(data: bytes, name: str, sample_rate: int) -> AudioStream:
+    """Bytes decode exactly as the same file from a path: written to a temporary file first.
+
+    libsndfile opened from memory refuses some mp3s that it opens from a path (an ID3v2 tag
+    followed by padding or junk before the first frame: "Format not recognised"), and those then
+    went to ffmpeg's decoder and resampler, giving different samples and a different genre than
+    the CLI. One temporary file (deleted when the stream closes) makes upload, bytes and path the
+    same decode by construction.
+    """
+    suffix = Path(name).suffix.lower()
+    if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
+        suffix = ""
+    if suffix not in SUPPORTED_EXTENSIONS and data[:3] == b"ID3":
+        # libsndfile falls back on the extension when a tag hides the first frame: bytes with no
+        # name then decode as the same file named .mp3 would (an ID3v2 tag nearly always means mp3)
+        suffix = ".mp3"
+    handle, tmp = tempfile.mkstemp(prefix="codefeature-", suffix=suffix)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        stream = open_audio(tmp, sample_rate=sample_rate, filename=name)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    stream._blocks = _DeletingAfter(stream._blocks, tmp)
+    return stream
+
+
+class _DeletingAfter:
+    """Iterates ``blocks``; the temporary file goes when they end, fail or are closed (even unstarted)."""
+
+    def __init__(self, blocks: Iterator[np.ndarray], tmp: str):
+        self._blocks, self._tmp = blocks, tmp
+
+    def __iter__(self) -> "_DeletingAfter":
+        return self
+
+    def __next__(self) -> np.ndarray:
+        try:
+            return next(self._blocks)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._blocks.close()
+        if self._tmp is not None:
+            tmp, self._tmp = self._tmp, None
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:  # someone cleaned the temporary folder first
+                pass
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def decode(source: Source, *, sample_rate: int = 22050, filename: str | None = None) -> np.ndarray:
@@ -387,8 +455,9 @@ def _ffmpeg_blocks(ffmpeg: str, path: Path | None, data: bytes | None, name: str
             if returncode != 0 or produced == 0:
                 errors.seek(0)
                 stderr = errors.read().decode("utf-8", "replace")
-                detail = stderr.strip().splitlines()
-                reason = detail[-1] if detail else f"exit code {returncode}"
+                # ffmpeg's own words are for the operator's log; the person gets plain ones
+                log.info("ffmpeg could not decode %s (exit code %s): %s", name, returncode, stderr.strip()[-2000:])
+                reason = "it is not a sound file that can be read here, or it is damaged"
                 if "matches no streams" in stderr or "does not contain any stream" in stderr:
                     reason = "it contains no audio stream"
                 elif returncode == 0:
@@ -479,8 +548,11 @@ def _inspect(decoded: DecodedAudio, name: str) -> DecodedAudio:
     meter = _measure(samples)
     decoded.warnings.extend(meter.repair_warnings())
     if meter.peak > 1.0:
-        # float files may exceed full scale; features assume [-1, 1]
-        decoded.warnings.append(f"the signal exceeded full scale (peak {meter.peak:.3g}) and was normalised")
+        # features assume [-1, 1]: scale down whatever exceeds it, but say so only beyond what decoding
+        # and resampling normally add (see _OVERSHOOT_PEAK): that is not worth a listener's worry
+        if meter.peak > _OVERSHOOT_PEAK:
+            decoded.warnings.append(f"the signal peaks at {meter.peak:.3g} times full scale (a floating-point "
+                                    "file?); it was scaled down to full scale")
         samples /= np.float32(meter.peak)
         meter = _measure(samples)
     decoded.warnings.extend(meter.level_warnings())

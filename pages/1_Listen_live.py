@@ -1,6 +1,7 @@
 """Listen live: record a clip, or classify what the microphone hears as it hears it.
 
-A page of the multipage app started by ``streamlit run app.py`` (the upload page).
+A page of the multipage app started by ``streamlit run app.py`` (registered in its ``PAGES``;
+the sidebar's model choice, made there, is used here).
 UI only: recordings go through the same :mod:`codeFeature` pipeline as uploads
 (``load_audio`` + ``predict_audio``); the continuous stream goes through
 :class:`codeFeature.stream.StreamClassifier`, which resamples and segments
@@ -21,13 +22,12 @@ import threading
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from codeFeature import GenreError, load_audio, predict_audio
 from codeFeature.model_io import default_model_name
 from codeFeature.stream import StreamClassifier, StreamError, frame_to_array
-from ui import csv_download, get_model, preload_model, show_summary, show_timeline
+from ui import get_model, preload_model, show_analysis
 
 
 def _import_webrtc():
@@ -67,9 +67,11 @@ MEL_FFT = 1024
 MEL_BANDS = 96
 #: Localhost and LAN work without STUN; a deployment behind NAT must set real ICE servers here.
 RTC_CONFIGURATION = {"iceServers": []}
-NO_MIC_HELP = ("No microphone, or permission refused? The browser asks once per site: allow the microphone in the "
-               "address bar's site settings and reload. Browsers only offer the microphone on `localhost` or over "
-               "HTTPS. Uploading a song on the [main page](/) works without one.")
+NO_MIC_HELP = ("**No microphone?** If the recorder shows \"An error has occurred\" or the player says "
+               "\"Requested device not found\" (NotFoundError) or \"Permission denied\" (NotAllowedError), the "
+               "browser found no microphone or was not allowed to use it: plug one in, or allow the microphone in "
+               "the address bar's site settings, and reload. Browsers only offer it on `localhost` or over HTTPS. "
+               "[Uploading a song](/) works without one.")
 
 st.set_page_config(page_title="Listen live · Music genre classifier", page_icon="🎙️", layout="wide")
 
@@ -79,33 +81,20 @@ def chosen_model_name() -> str:
     return st.session_state.get("model_name") or default_model_name()
 
 
-# ---------------------------------------------------------------- shared result view
-
-def show_result(prediction, *, key: str, filename: str) -> None:
-    """Genre, confidence, the segment timeline and list, and the CSV download."""
-    for note in prediction.warnings:
-        st.warning(note)
-    show_summary(prediction)
-    show_timeline(prediction)
-    table = pd.DataFrame(prediction.segments())
-    table.insert(0, "segment", np.arange(1, len(table) + 1))
-    st.dataframe(table, hide_index=True, height=180)
-    csv_download(prediction, file_name=filename, key=f"{key}_csv")
-
-
 # ---------------------------------------------------------------- (a) record a clip
 
 def classify_recording(data: bytes, model_name: str, *, filename: str = "recording.wav"):
     """The upload pipeline on a recorded WAV: decode, resample, segment, classify."""
     model = get_model(model_name)
     decoded = load_audio(data, sample_rate=model.config.sample_rate, filename=filename)
-    return predict_audio(decoded.samples, model=model, file=filename, warnings=decoded.warnings)
+    return predict_audio(decoded.samples, model=model, file=filename, warnings=decoded.warnings), decoded.samples
 
 
 def record_section(model_name: str) -> None:
     st.subheader("Record a clip")
     st.caption("Record a few seconds (3 s or more gives at least one full segment); it is classified like an "
-               "upload. " + NO_MIC_HELP)
+               "upload.")
+    st.info(NO_MIC_HELP)
     # sample_rate=None: the browser's own rate (44.1 / 48 kHz); soxr resamples it as it does files
     clip = st.audio_input("Record from the microphone", sample_rate=None, key="clip")
     if clip is None:
@@ -118,14 +107,15 @@ def record_section(model_name: str) -> None:
             with st.spinner("Classifying the recording…"):
                 st.session_state["clip_result"] = classify_recording(data, model_name)
         except GenreError as exc:
-            st.error(f"Could not classify the recording: {exc}")
+            st.error(f"Could not classify the recording: {exc}. Record again, a little longer or louder.")
             return
         except Exception:  # never a traceback for the user; log it for the operator
             log.exception("unexpected failure classifying a recording")
             st.error("Something unexpected went wrong with the recording. Record again; the problem has been logged.")
             return
         st.session_state["clip_key"] = key
-    show_result(st.session_state["clip_result"], key="clip", filename="recording-segments.csv")
+    prediction, samples = st.session_state["clip_result"]
+    show_analysis(prediction, samples=samples, audio_bytes=data, key="clip", csv_name="recording-segments.csv")
 
 
 # ---------------------------------------------------------------- (b) listen continuously
@@ -247,7 +237,8 @@ def listen_section(model_name: str) -> None:
         st.info("Continuous listening needs `pip install streamlit-webrtc`; recording a clip works without it.")
         return
     st.caption("Press **Start** and allow the microphone. Every 3 s window is classified as it completes; "
-               "**Stop** keeps the result. " + NO_MIC_HELP)
+               "**Stop** keeps the result.")
+    st.info(NO_MIC_HELP)
     session = get_session(model_name)
     try:
         sink = webrtc.create_audio_sink_track(session.on_frame, key="live_sink")
@@ -277,15 +268,15 @@ def listen_section(model_name: str) -> None:
         st.warning(session.error)
     if session.result is not None:
         st.markdown("**Last listening session**")
-        show_result(session.result, key="live", filename="live-segments.csv")
+        show_analysis(session.result, key="live", csv_name="live-segments.csv")
 
 
 def main() -> None:
     st.title("Listen live")
     model_name = chosen_model_name()
     preload_model(model_name)  # loads while the visitor reads the page
-    st.write(f"Classify what the microphone hears with **{model_name}**: the same 3 s segments, features and "
-             "vote as uploads.")
+    st.write(f"Classify what the microphone hears with **{model_name}** (change it in the sidebar): the same "
+             "3 s segments, features and vote as uploads.")
     record, listen = st.tabs(["Record a clip", "Listen continuously"])
     with record:
         record_section(model_name)

@@ -33,30 +33,68 @@ def _metric(at, label):
     return next(m.value for m in at.metric if m.label == label)
 
 
-def test_opens_on_the_default_model(app):
+def test_opens_on_the_default_model_listed_first_and_marked(app):
     assert app.selectbox[0].value == default_model_name()
+    assert app.selectbox[0].options[0] == f"{default_model_name()} (default)"
+    assert not any("../" in m.value for m in app.sidebar.markdown)  # no internal paths
     assert app.file_uploader[0].type == "file_uploader"
     assert any("Choose an audio file" in i.value for i in app.info)
 
 
-def test_upload_shows_the_libraries_genre_and_plots(app):
+def test_upload_shows_the_libraries_verdict_and_plots(app):
     data = _wav_bytes()
     app.file_uploader[0].set_value(("song.wav", data, "audio/wav")).run()
     assert not app.exception and not app.error
     expected = predict_file(data, model=load_model(), filename="song.wav")
-    assert _metric(app, "Genre") == expected.genre.capitalize()
-    assert _metric(app, "Confidence") == f"{expected.confidence:.0%}"
+    headline = expected.verdict.headline
+    assert _metric(app, "Genre") == headline[:1].upper() + headline[1:]
+    assert _metric(app, "Confidence") == f"{expected.verdict.confidence:.0%}"
+    # votes and mean probability side by side, with the rule stated
+    assert any(f"of {len(expected.probabilities)} segments** voted {expected.genre}" in c.value for c in app.caption)
+    assert any(expected.rule.description in c.value for c in app.caption)
     assert len(app.get("download_button")) == 1
     # the probability chart, the segment timeline and the close-up's probabilities
     assert len(app.get("vega_lite_chart")) == 3
-    # the whole-song and the close-up waveform / mel / MFCC figures
-    assert len(app.get("image")) == 2
+    # waveform, mel spectrogram and the model's input: whole song and close-up
+    assert len(app.get("image")) == 6
+    titles = [c.value for c in app.caption]
+    assert any("What the model sees" in t for t in titles) and any("kHz" in t for t in titles)
+    assert not app.get("progress")
+
+
+def test_the_not_sure_rule_of_the_manifest_reaches_the_headline(tmp_path, monkeypatch):
+    """A model whose manifest asks for certainty (100 % and a 100-point margin): never reached."""
+    import json
+    import shutil
+
+    from codeFeature import model_io
+
+    source = model_io.resolve_model_dir("cnn_mfcc_small")
+    models = tmp_path / "models"
+    shutil.copytree(source, models / "unsure")
+    manifest = json.loads((models / "unsure" / "manifest.json").read_text())
+    manifest["name"] = "unsure"
+    manifest["decision"] = {"aggregate": "mean", "min_confidence": 1.0, "min_margin": 1.0, "source": "a test's threshold"}
+    manifest["metrics"] = {"valid": {"track_accuracy": 0.5, "tracks": 12}}
+    (models / "unsure" / "manifest.json").write_text(json.dumps(manifest))
+    (models / "default.txt").write_text("unsure\n")
+    monkeypatch.setattr(model_io, "MODELS_DIR", models)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.file_uploader[0].set_value(("song.wav", _wav_bytes(4.0), "audio/wav")).run()
+    assert not at.exception
+    assert _metric(at, "Genre").startswith("Not sure: ")
+    assert any("not sure" in w.value and "Top three" in w.value for w in at.warning)
+    assert any("a test's threshold" in c.value for c in at.sidebar.caption)
+    assert any("12 valid tracks" in c.value for c in at.sidebar.caption)
 
 
 def test_bad_upload_shows_a_message_and_the_app_keeps_serving(app):
     app.file_uploader[0].set_value(("fake.mp3", b"<html>not audio</html>" * 20, "audio/mpeg")).run()
     assert not app.exception
     assert app.error and "could not be decoded" in app.error[0].value
+    assert app.error[0].value.count("fake.mp3") == 1  # named once
+    assert not app.get("progress")  # no progress bar outlives its work
     app.file_uploader[0].set_value(("ok.wav", _wav_bytes(4.0), "audio/wav")).run()
     assert not app.exception and not app.error
     assert _metric(app, "Genre")
@@ -64,11 +102,33 @@ def test_bad_upload_shows_a_message_and_the_app_keeps_serving(app):
 
 def test_segment_slider_changes_the_close_up(app):
     app.file_uploader[0].set_value(("song.wav", _wav_bytes(10.0), "audio/wav")).run()
-    slider = app.slider(key="segment_index")
+    slider = app.slider(key="upload_segment")
     assert slider.max == 3
     slider.set_value(3).run()
     assert not app.exception
     assert any("Segment 3 of 3" in m.value for m in app.markdown)
+
+
+def test_a_one_segment_song_does_not_say_1_of_1(app):
+    app.file_uploader[0].set_value(("short.wav", _wav_bytes(3.5), "audio/wav")).run()
+    assert not app.exception
+    text = " ".join(m.value for m in app.markdown) + " ".join(c.value for c in app.caption)
+    assert "1 of 1 segments" not in text and "1 of 1 segment**" in text
+    assert "The only segment" in text
+
+
+def test_the_result_and_model_survive_a_visit_to_the_live_page(app):
+    app.selectbox(key="model_picker").set_value("cnn_mfcc_small").run()
+    app.file_uploader[0].set_value(("song.wav", _wav_bytes(4.0), "audio/wav")).run()
+    genre = _metric(app, "Genre")
+    app.switch_page("pages/1_Listen_live.py").run()
+    assert not app.exception
+    assert any("cnn_mfcc_small" in m.value for m in app.markdown)  # the live page uses the same model
+    app.switch_page("app.py").run()
+    assert not app.exception
+    assert app.selectbox(key="model_picker").value == "cnn_mfcc_small"
+    assert _metric(app, "Genre") == genre
+    assert any("song.wav" in c.value and "from earlier" in c.value for c in app.caption)
 
 
 def test_the_model_loads_in_the_background_and_a_failed_load_is_retried(monkeypatch):

@@ -1,12 +1,17 @@
 """End to end in a real headless Chromium: ``streamlit run app.py``, driven by Playwright.
 
 Uses the system Chromium (Debian: ``apt install chromium``) and the ``playwright`` Python package;
-never ``playwright install``. Skips, saying why, when either is missing.
+never ``playwright install``. Skips, saying why, when either is missing. One server for the module.
+Every scenario saves a screenshot under its temporary folder (a CI artefact).
 
-1. Upload an mp3: the genre the CLI gives for the same file, and the spectrogram image, appear.
-   Upload a PNG renamed to .mp3: the error message appears. Upload a good file again: a genre.
-2. An upload over the size limit is refused by the uploader itself, with its message.
-3. Four browser sessions at once, each classifying a different song, each get their own result.
+1. Upload an mp3: the headline, confidence and all ten probabilities the CLI gives for the same file,
+   all ten labels in the chart with the winner marked, the pictures. Open the close-up, move the
+   slider: the tab stays. Visit "Listen live" and come back: the result and the model are still there.
+2. Upload a PNG renamed to .mp3: a plain message naming the file once, no progress bar left.
+   Upload a good file again: a genre.
+3. An upload over the size limit is refused by the uploader itself, with its message.
+4. Four browser sessions at once, each classifying a different song, each get their own result.
+5. At phone width (390 px) the page does not scroll sideways.
 """
 
 from __future__ import annotations
@@ -96,16 +101,27 @@ def _png(path: Path) -> Path:
     return path
 
 
-def _genre(page) -> str:
-    label = page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(r"^\s*Genre\s*$"))
-    metric = page.locator('[data-testid="stMetric"]', has=label)
+def _metric(page, label: str) -> str:
+    name = page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{label}\s*$"))
+    metric = page.locator('[data-testid="stMetric"]', has=name)
     return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def _genre(page) -> str:
+    return _metric(page, "Genre")
 
 
 def _confidence(page) -> str:
-    label = page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(r"^\s*Confidence\s*$"))
-    metric = page.locator('[data-testid="stMetric"]', has=label)
-    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    return _metric(page, "Confidence")
+
+
+def _probability_chart(page):
+    """The mean-probability chart (its SVG text is what a person reads; its aria-label says it in words)."""
+    return page.locator('[data-testid="stVegaLiteChart"][aria-label^="Mean probability"]').first
+
+
+def _shot(page, tmp_path: Path, name: str) -> None:
+    page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
 
 
 def _upload(page, path: Path) -> None:
@@ -113,13 +129,15 @@ def _upload(page, path: Path) -> None:
 
 
 def _wait_for_result(page, name: str) -> None:
-    # the caption under the metrics and the download's file name change with each upload
     page.get_by_text("Segment timeline").first.wait_for(timeout=RESULT_TIMEOUT_MS)
     page.locator('[data-testid="stMetric"]').filter(has_text="Genre").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+    # the player's file name and the CSV's change with each upload: wait for this song's
+    page.get_by_role("button", name=re.compile("Download per-segment predictions")).first.wait_for(
+        timeout=RESULT_TIMEOUT_MS)
 
 
-def _open(browser, url):
-    context = browser.new_context(viewport={"width": 1300, "height": 1000})
+def _open(browser, url, width=1300, height=1000):
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.goto(url, wait_until="domcontentloaded")
     page.locator("input[type=file]").wait_for(state="attached", timeout=120_000)
@@ -136,34 +154,65 @@ def browser():
 
 def _assert_matches(page, song: Path, expected: dict) -> None:
     cli = expected[song.name]
-    assert _genre(page) == cli["genre"].capitalize(), f"{song.name}: app {_genre(page)!r}, CLI {cli['genre']!r}"
+    headline = cli["verdict"][:1].upper() + cli["verdict"][1:]
+    assert _genre(page) == headline, f"{song.name}: app {_genre(page)!r}, CLI {cli['verdict']!r}"
     assert _confidence(page) == f"{cli['confidence']:.0%}", song.name
 
 
-def test_upload_mp3_then_png_then_mp3(server, browser, songs, expected, tmp_path):
+def _wait_for_pictures(page) -> None:
+    image = page.locator('[data-testid="stImage"] img').first
+    image.wait_for(timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 200", arg=image.element_handle(),
+                           timeout=60_000)
+
+
+def test_upload_shows_the_clis_answer_a_close_up_that_stays_and_state_across_pages(server, browser, songs,
+                                                                                   expected, tmp_path):
     url, log = server
-    context, page = _open(browser, url)
+    context, page = _open(browser, url, height=2400)
+    song = songs[0]
     try:
-        _upload(page, songs[0])
-        _wait_for_result(page, songs[0].name)
-        _assert_matches(page, songs[0], expected)
-        # the whole-song waveform / mel spectrogram / MFCC figure is a real, decoded image
-        image = page.locator('[data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img').first
-        image.wait_for(timeout=RESULT_TIMEOUT_MS)
-        page.wait_for_function("img => img.complete && img.naturalWidth > 200", arg=image.element_handle(),
-                               timeout=60_000)
+        _upload(page, song)
+        _wait_for_result(page, song.name)
+        _assert_matches(page, song, expected)
+        cli = expected[song.name]
+        # every genre's probability, as the CLI gives it, and every label drawn in the chart
+        chart = _probability_chart(page)
+        words = chart.get_attribute("aria-label")
+        for genre, p in cli["probabilities"].items():
+            assert f"{genre} {p:.0%}" in words, (genre, p, words)
+        drawn = [t.strip() for t in chart.evaluate(
+            "e => Array.from(e.querySelectorAll('svg text')).map(t => t.textContent)")]
+        for genre in cli["probabilities"]:
+            assert genre in drawn or f"★ {genre}" in drawn, (genre, drawn)
+        assert f"★ {cli['genre']}" in drawn, drawn  # the winner marked
+        _wait_for_pictures(page)
         assert "Traceback" not in page.content()
+        _shot(page, tmp_path, "1-result")
 
-        _upload(page, _png(tmp_path / "holiday photo.mp3"))
-        alert = page.get_by_text(re.compile(r"Could not classify holiday photo\.mp3"))
-        alert.wait_for(timeout=RESULT_TIMEOUT_MS)
-        assert "could not be decoded" in alert.inner_text()
-        assert "Traceback" not in page.content()
+        # the close-up: a slider move keeps its tab selected and shows the next segment
+        tab = page.get_by_role("tab", name="One segment close up")
+        tab.click()
+        slider = page.get_by_role("slider").first
+        slider.focus()
+        slider.press("ArrowRight")
+        page.get_by_text(re.compile(r"Segment 2 of \d+")).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+        page.wait_for_timeout(1000)
+        assert tab.get_attribute("aria-selected") == "true"
+        assert page.get_by_role("tab", name="Whole song").get_attribute("aria-selected") == "false"
+        _shot(page, tmp_path, "2-close-up")
 
-        _upload(page, songs[1])
-        page.get_by_text("Could not classify").wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
-        _wait_for_result(page, songs[1].name)
-        _assert_matches(page, songs[1], expected)
+        # another page and back: the result and the model are still there
+        page.get_by_role("link", name="Listen live").first.click()
+        page.get_by_role("heading", name="Listen live").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+        assert page.get_by_text(re.compile(rf"microphone hears with\s+{cli['model']}")).count() == 1
+        _shot(page, tmp_path, "3-live")
+        page.get_by_role("link", name="Upload a song").first.click()
+        page.get_by_text(re.compile(rf"Showing\s+{re.escape(song.name)}\s+from earlier")).wait_for(
+            timeout=RESULT_TIMEOUT_MS)
+        page.locator('[data-testid="stMetric"]').filter(has_text="Genre").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+        _assert_matches(page, song, expected)
+        _shot(page, tmp_path, "4-back")
     except Exception:
         print(log.read_text(errors="replace")[-3000:])
         raise
@@ -171,7 +220,52 @@ def test_upload_mp3_then_png_then_mp3(server, browser, songs, expected, tmp_path
         context.close()
 
 
-def test_four_sessions_at_once_get_their_own_results(server, browser, songs, expected):
+def test_a_bad_upload_gets_a_plain_message_and_no_progress_bar(server, browser, songs, expected, tmp_path):
+    url, log = server
+    context, page = _open(browser, url)
+    try:
+        _upload(page, _png(tmp_path / "holiday photo.mp3"))
+        alert = page.locator('[data-testid="stAlert"]', has_text="could not be decoded")
+        alert.wait_for(timeout=RESULT_TIMEOUT_MS)
+        text = alert.inner_text()
+        assert text.count("holiday photo.mp3") == 1 and "Try another file" in text, text
+        assert "Invalid data" not in text and "Error opening" not in text  # ffmpeg's words stay in the log
+        page.wait_for_timeout(500)
+        assert page.locator('[data-testid="stProgress"]').count() == 0
+        assert "Traceback" not in page.content()
+        _shot(page, tmp_path, "bad-upload")
+
+        _upload(page, songs[1])
+        alert.wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
+        _wait_for_result(page, songs[1].name)
+        _assert_matches(page, songs[1], expected)
+        assert page.locator('[data-testid="stProgress"]').count() == 0
+    except Exception:
+        print(log.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        context.close()
+
+
+def test_at_phone_width_the_page_fits(server, browser, songs, tmp_path):
+    url, log = server
+    context, page = _open(browser, url, width=390, height=3000)
+    try:
+        _upload(page, songs[3])
+        _wait_for_result(page, songs[3].name)
+        _wait_for_pictures(page)
+        main = page.locator('[data-testid="stMain"]').first
+        assert main.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the page scrolls sideways at 390 px"
+        assert _probability_chart(page).bounding_box()["width"] <= 390
+        _shot(page, tmp_path, "phone")
+    except Exception:
+        print(log.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        context.close()
+
+
+def test_four_sessions_at_once_get_their_own_results(server, browser, songs, expected, tmp_path):
     url, log = server
     sessions = [_open(browser, url) for _ in range(4)]
     chosen = songs[1:5]
@@ -181,6 +275,8 @@ def test_four_sessions_at_once_get_their_own_results(server, browser, songs, exp
         for (_, page), song in zip(sessions, chosen):
             _wait_for_result(page, song.name)
             _assert_matches(page, song, expected)
+        for i, (_, page) in enumerate(sessions):
+            _shot(page, tmp_path, f"session-{i + 1}")
     except Exception:
         print(log.read_text(errors="replace")[-3000:])
         raise
@@ -199,6 +295,7 @@ def test_an_upload_over_the_limit_is_refused_and_the_app_keeps_serving(server, b
         _upload(page, big)
         page.get_by_text(re.compile(r"must be .*MB or smaller", re.I)).first.wait_for(timeout=60_000)
         assert page.get_by_text("Segment timeline").count() == 0
+        _shot(page, tmp_path, "over-the-limit")
         _upload(page, songs[2])
         _wait_for_result(page, songs[2].name)
         _assert_matches(page, songs[2], expected)

@@ -65,7 +65,8 @@ def test_a_recording_goes_through_the_upload_pipeline(page):
     segments = page.dataframe[0].value
     assert list(segments["genre"]) == expected.segment_labels
     assert np.allclose(segments["start"], expected.starts)
-    assert len(page.get("vega_lite_chart")) == 2  # the mean probabilities and the segment timeline
+    # the mean probabilities, the segment timeline and the close-up of a segment (the same view as uploads)
+    assert len(page.get("vega_lite_chart")) == 3
 
 
 def test_the_model_chosen_on_the_main_page_is_used():

@@ -229,7 +229,7 @@ def test_app_answers_the_corpus_subset_and_keeps_serving(built, tmp_path, monkey
         else:
             assert len(at.error) == 1, name
             message = at.error[0].value
-            assert message.startswith(f"Could not classify {case.shown_name}"), message
+            assert message.count(case.shown_name) == 1, message  # the file named once, in plain words
             assert case.fragment in message and "unexpected" not in message
             assert not [m for m in at.metric if m.label == "Genre"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
