@@ -197,6 +197,7 @@ def upload_page() -> None:
 PAGES = [
     st.Page(upload_page, title="Upload a song", icon="🎵", default=True),
     st.Page("pages/1_Listen_live.py", title="Listen live", icon="🎙️", url_path="Listen_live"),
+    st.Page("pages/2_Library.py", title="Library", icon="📚", url_path="Library"),
 ]
 
 navigation = st.navigation(PAGES)

@@ -29,8 +29,6 @@ PICTURE_MAX_SECONDS = 20 * 60
 PLAYER_MAX_BYTES = 200 * 1024 * 1024
 DEFAULT_DB = os.environ.get("CODEFEATURE_LIBRARY", "library.sqlite")
 
-st.set_page_config(page_title="Library · Music genre classifier", page_icon="📚", layout="wide")
-
 
 def _stamp(path: str) -> tuple:
     """Changes whenever a scan writes: the cache key of the table."""
@@ -120,24 +118,6 @@ def filters(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def _fallback_analysis(prediction, *, audio_bytes=None, key="library", **_):
-    """Until ``ui.show_analysis`` (the app's one analysis view) is on this branch: summary, timeline, CSV."""
-    for note in prediction.warnings:
-        st.warning(note)
-    if audio_bytes is not None:
-        st.audio(audio_bytes)
-    verdict = prediction.verdict
-    if verdict.not_sure:
-        st.info(f"**{verdict.headline}**: " + "; ".join(verdict.reasons))
-    ui.show_summary(prediction)
-    ui.show_timeline(prediction)
-    ui.csv_download(prediction, file_name=os.path.splitext(os.path.basename(prediction.file or "song"))[0]
-                    + "-segments.csv", key=f"{key}_csv")
-
-
-show_analysis = getattr(ui, "show_analysis", _fallback_analysis)
-
-
 def show_file(db: str, model: str, raw_path: bytes) -> None:
     with LibraryStore(db, readonly=True) as store:
         row = store.get(raw_path, model)
@@ -170,10 +150,8 @@ def show_file(db: str, model: str, raw_path: bytes) -> None:
         st.info(f"The file cannot be read now ({exc.strerror}); showing the stored results only.")
     except GenreError as exc:
         st.info(f"The file no longer decodes ({exc}); showing the stored results only.")
-    kwargs = {"audio_bytes": audio_bytes, "key": "library"}
-    if show_analysis is not _fallback_analysis:
-        kwargs.update(samples=samples, sample_rate=config.sample_rate if config else None, config=config)
-    show_analysis(prediction, **kwargs)
+    ui.show_analysis(prediction, audio_bytes=audio_bytes, key="library", samples=samples,
+                     sample_rate=config.sample_rate if config else None, config=config)
 
 
 def main() -> None:
