@@ -46,7 +46,8 @@ QUICK_TRACKS_PER_GENRE = 6
 
 
 def read_artists(path: str | Path) -> dict[str, str]:
-    """Track id -> artist from a CSV of ``track,artist`` (an optional header line; ``#`` comments).
+    """Track id -> artist from a CSV of ``track,artist`` (an optional header line; ``#`` comments), or from
+    Sturm's artist index (lines ``blues.00000.wav ::: John Lee Hooker ::: title``, ``##`` comments).
 
     Raises
     ------
@@ -55,18 +56,24 @@ def read_artists(path: str | Path) -> dict[str, str]:
     """
     artists: dict[str, str] = {}
     with open(path, newline="") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+        lines = handle.read().splitlines()
+    # Sturm's index (training/splits/artists_train_valid.txt) has lines "blues.00000.wav ::: artist ::: title"
+    sturm = any(" ::: " in line for line in lines[:50])
+    rows = ([part.strip() for part in line.split(":::")] for line in lines) if sturm else csv.reader(lines)
+    for number, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        track = track_id_of(row[0].strip().split("/")[-1]) if len(row) >= 2 else None
+        artist = row[1].strip() if len(row) >= 2 else ""
+        if sturm and track is not None and not artist:
+            continue  # Sturm could not identify every artist: such a track has none (callers count them)
+        if track is None or not artist:
+            if not artists and number == 1:  # a header such as "track,artist"
                 continue
-            track = track_id_of(row[0].strip().split("/")[-1]) if len(row) >= 2 else None
-            artist = row[1].strip() if len(row) >= 2 else ""
-            if track is None or not artist:
-                if not artists and number == 1:  # a header such as "track,artist"
-                    continue
-                raise ValueError(f"{path}:{number}: expected 'track,artist' (track like blues.00029), got {row!r}")
-            if artists.get(track, artist) != artist:
-                raise ValueError(f"{path}:{number}: {track} is given two artists: {artists[track]!r} and {artist!r}")
-            artists[track] = artist
+            raise ValueError(f"{path}:{number}: expected 'track,artist' (track like blues.00029), got {row!r}")
+        if artists.get(track, artist) != artist:
+            raise ValueError(f"{path}:{number}: {track} is given two artists: {artists[track]!r} and {artist!r}")
+        artists[track] = artist
     if not artists:
         raise ValueError(f"{path} names no track's artist")
     return artists
