@@ -17,6 +17,11 @@ Examples
 
     python -m training.kfold --model cnn_mfcc_small --artists ../shared/data/gtzan/artists.csv --folds 5
     python -m training.kfold --model ann_features --artists artists.csv --quick
+    python -m training.kfold --model musicnn_genre --artists training/splits/artists_train_valid.txt --folds 5
+
+``--model musicnn_genre`` (or ``musicnn_head``) cross-validates the musicnn genre head's recipe (the
+head options of ``training.train_musicnn_head``: ``--head``, ``--inputs``, ``--C``, ...) on cached
+embeddings over the train + valid tracks, each fold's head fitted and calibrated on the other folds.
 
 Every other option of ``training.train`` (``--data``, ``--epochs``, ``--augment``, ``--seed``, ``--cache``,
 ``--reports``, ...) is accepted and means the same; ``--train-split``, ``--valid-split`` and ``--out`` are
@@ -41,6 +46,8 @@ from training.data import display_path, track_id_of
 
 log = logging.getLogger("training.kfold")
 
+#: --model names cross-validated as genre heads on the frozen musicnn trunk (options of training.train_musicnn_head)
+MUSICNN_HEAD_MODELS = ("musicnn_genre", "musicnn_genre_lr", "musicnn_head")
 #: tracks per genre of the generated data of a --quick run (enough for a few artist-free folds)
 QUICK_TRACKS_PER_GENRE = 6
 
@@ -138,6 +145,10 @@ def main(argv=None) -> int:
               "Waters); without artists the folds could not keep an artist's songs on one side. For a plain "
               "track-level split use python -m training.train", file=sys.stderr)
         return 2
+    if own.model in MUSICNN_HEAD_MODELS:  # a head on cached musicnn embeddings: fitted by scikit-learn, not train.run
+        from training.train_musicnn_head import kfold_main
+
+        return kfold_main(own, rest)
     for flag in ("--train-split", "--valid-split", "--out"):
         if any(a == flag or a.startswith(flag + "=") for a in rest):
             print(f"error: {flag} is not an option of k-fold: the folds are the splits", file=sys.stderr)

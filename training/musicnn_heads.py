@@ -35,6 +35,8 @@ from typing import Sequence
 import numpy as np
 
 from codeFeature.config import GENRES
+from training.calibration import (calibration_figures, expected_calibration_error,  # noqa: F401 (re-exported)
+                                  plot_reliability, reliability, track_level)
 
 BASES = {"msd": "musicnn_msd", "mtt": "musicnn_mtt"}
 HEADS = ("lr", "svm", "mlp")
@@ -195,56 +197,6 @@ def calibrate(head: Head, x, y, tracks, groups, *, weighting: str, seed: int = 4
     return head
 
 
-# ------------------------------------------------------------------ calibration error
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    """ECE: the bin-size-weighted mean |accuracy - confidence| over ``bins`` equal-width confidence bins."""
-    confidence, correct = np.asarray(confidence, float), np.asarray(correct, float)
-    edges = np.linspace(0, 1, bins + 1)
-    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        rows = index == b
-        if rows.any():
-            ece += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
-    return float(ece)
-
-
-def reliability(confidence, correct, bins: int = 10) -> list[dict]:
-    """Per-bin count, mean confidence and accuracy, for a reliability diagram."""
-    confidence, correct = np.asarray(confidence, float), np.asarray(correct, float)
-    edges = np.linspace(0, 1, bins + 1)
-    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    return [{"lo": round(float(edges[b]), 2), "hi": round(float(edges[b + 1]), 2), "n": int((index == b).sum()),
-             "confidence": float(confidence[index == b].mean()) if (index == b).any() else None,
-             "accuracy": float(correct[index == b].mean()) if (index == b).any() else None} for b in range(bins)]
-
-
-def track_level(probabilities: np.ndarray, y: np.ndarray, tracks: np.ndarray, aggregate: str = "vote"):
-    """Per track: (ids, true index, mean probabilities, winner index) under the decision rule's ``aggregate``."""
-    from codeFeature.decision import winner_index
-
-    ids = sorted(set(tracks.tolist()))
-    true, mean, win = [], [], []
-    for t in ids:
-        rows = tracks == t
-        true.append(int(y[rows][0]))
-        mean.append(probabilities[rows].mean(axis=0))
-        win.append(winner_index(probabilities[rows], aggregate))
-    return ids, np.array(true), np.array(mean), np.array(win)
-
-
-def calibration_figures(probabilities, y, tracks, aggregate: str = "vote", bins: int = 10) -> dict:
-    """ECE at the segment and the track level (track confidence = the winner's mean probability, as the app shows)."""
-    seg_conf, seg_ok = probabilities.max(axis=1), probabilities.argmax(axis=1) == y
-    _, true, mean, win = track_level(probabilities, y, tracks, aggregate)
-    trk_conf, trk_ok = mean[np.arange(len(win)), win], win == true
-    return {"segment": {"ece": round(expected_calibration_error(seg_conf, seg_ok, bins), 4), "n": int(len(y)),
-                        "bins": reliability(seg_conf, seg_ok, bins)},
-            "track": {"ece": round(expected_calibration_error(trk_conf, trk_ok, bins), 4), "n": int(len(win)),
-                      "bins": reliability(trk_conf, trk_ok, bins)}}
-
-
 # ------------------------------------------------------------------ export
 
 def head_layers(features, head: Head, *, prefix: str = "head"):
@@ -330,3 +282,4 @@ def head_summary(head: Head) -> dict:
 
 def inputs_of(spec: str) -> Sequence[str]:
     return [f"{b}:{layer}" for b, layer in parse_inputs(spec)]
+

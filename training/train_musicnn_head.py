@@ -18,8 +18,7 @@ train + valid (``metrics.cv_artist_5fold``). The refit's own score on valid
 (``metrics.valid_refit``) is not an estimate: it has seen those tracks.
 
     python -m training.train_musicnn_head                           # the default model, to runs/musicnn_genre
-    python -m training.train_musicnn_head --head lr --inputs msd:penultimate --C 0.01 \
-        --weighting segment --fit-on train --no-calibration --name musicnn_genre_lr   # the old head
+    python -m training.train_musicnn_head --preset lr     # the logistic regression (models/musicnn_genre_lr)
 """
 
 from __future__ import annotations
@@ -66,7 +65,20 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, help="model folder (default runs/<name>)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--skip-bfloat16", action="store_true", help="do not re-score valid with bfloat16 layers")
-    return p.parse_args(argv)
+    p.add_argument("--write-report", action="store_true",
+                   help="also write the calibration and cross-validation report to reports/<name>/ (tracked)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a shipped model's recipe as the defaults (lr: models/musicnn_genre_lr)")
+    args = p.parse_args(argv)
+    if args.preset:
+        p.set_defaults(**PRESETS[args.preset])
+        args = p.parse_args(argv)
+    return args
+
+
+#: Recipes of the shipped heads other than the default (options of this command), by --preset.
+PRESETS = {"lr": {"head": "lr", "inputs": "msd:penultimate", "C": 0.01, "weighting": "segment", "fit_on": "train",
+                  "no_calibration": True, "name": "musicnn_genre_lr"}}
 
 
 def head_params(args) -> dict:
@@ -148,6 +160,68 @@ def artist_cv(embedded, pool_ids, artists, spec, kind, params, weighting, *, fol
             "per_fold": rows, "confusion": confusion.tolist()}
 
 
+def kfold_main(own, rest) -> int:
+    """``python -m training.kfold --model musicnn_genre --artists FILE [head options]``: artist-grouped CV."""
+    from training.kfold import read_artists
+    from training.musicnn_embeddings import embed_files
+    from training.musicnn_heads import BASES
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--write-report", action="store_true")
+    extra, rest = parser.parse_known_args(rest)
+    preset = ["--preset", "lr"] if own.model == "musicnn_genre_lr" else []
+    args = parse_args(["--name", own.model, *preset, *rest])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        artists = read_artists(own.artists)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    b = single_base(args.inputs)
+    embedded = {b: embed_files(BASES[b], args.data)}
+    pool = (read_split(args.train_split) + read_split(args.valid_split)) if not own.tracks else \
+        [t for path in own.tracks for t in read_split(path)]
+    have = set(embedded[b].tracks.tolist())
+    pool = [t for t in pool if t in have]
+    cv = artist_cv(embedded, pool, artists, args.inputs, args.head, head_params(args), args.weighting,
+                   folds=own.folds, seed=args.seed, calibrate=not args.no_calibration)
+    cv.update({"model": own.model, "recipe": {"inputs": args.inputs, "head": args.head, **head_params(args),
+                                              "weighting": args.weighting},
+               "artists_file": str(display_path(own.artists)),
+               "reproduce": " ".join(["python -m training.kfold --model", own.model, "--artists",
+                                      str(display_path(own.artists)), "--folds", str(own.folds), *rest])})
+    outs = [REPO_ROOT / "runs" / own.model] + ([REPO_ROOT / "reports" / own.model] if extra.write_report else [])
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "kfold.json").write_text(json.dumps(cv, indent=1) + "\n")
+    for r in cv["per_fold"]:
+        print(f"fold {r['fold']}: track accuracy {r['track_accuracy']:.3f} (n={r['tracks']})")
+    print(json.dumps({k: cv[k] for k in ("model", "folds", "tracks", "track_accuracy", "track_accuracy_std",
+                                        "track_accuracy_pooled", "ece_track", "tracks_without_artist")}
+                     | {"report": [str(display_path(o / "kfold.json")) for o in outs]}))
+    return 0
+
+
+def time_head(head, n_features: int, segments: int = 100, repeats: int = 5) -> float:
+    """Median seconds for the exported head alone on ``segments`` embeddings (a 5-minute song), traced."""
+    import keras
+    import tensorflow as tf
+
+    from training.musicnn_heads import head_layers
+
+    inp = keras.Input((n_features,))
+    model = keras.Model(inp, head_layers(inp, head))
+    fn = tf.function(lambda x: model(x, training=False))
+    x = tf.constant(np.random.default_rng(0).normal(size=(segments, n_features)).astype(np.float32))
+    fn(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.asarray(fn(x))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def build_model(base, spec: str, head, name: str):
     """The base's network with ``head`` folded on as built-in layers: outputs [genres, tags]."""
     import keras
@@ -191,6 +265,23 @@ def check_export(model, base, head, spec, data, ids, atol=1e-4) -> float:
     return diff
 
 
+def reproduce_command() -> str:
+    """This run's command line without the options that only say where files go."""
+    argv, kept = sys.argv[1:], []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--out",):
+            skip = True
+            continue
+        if a.startswith("--out=") or a in ("--write-report", "--skip-bfloat16"):
+            continue
+        kept.append(a)
+    return " ".join(["python -m training.train_musicnn_head", *kept])
+
+
 def manifest_for(args, base, head, spec, model, metrics, fitted_ids, train_ids, splits, seconds, note) -> dict:
     from training.musicnn_heads import head_summary
 
@@ -229,8 +320,7 @@ def manifest_for(args, base, head, spec, model, metrics, fitted_ids, train_ids, 
         "parameters": int(model.count_params()),
         "training_seconds": round(seconds, 1),
         "license": base.manifest.get("license"),
-        "reproduce": "python -m training.train_musicnn_head " + " ".join(sys.argv[1:]) if sys.argv[1:] else
-                     "python -m training.train_musicnn_head",
+        "reproduce": reproduce_command(),
     }
 
 
@@ -320,6 +410,13 @@ def main(argv=None) -> int:
                                    **{k: v for k, v in metrics.items() if k != "valid_refit"}}
             manifest["reproduce"] = manifest["reproduce"] + "  (written as " + name + ")"
         manifest["export_max_abs_diff_valid"] = float(f"{diff:.3g}")
+        from training.musicnn_heads import input_matrix
+
+        n_features = input_matrix(spec, {b: embedded[b].subset(valid_ids[:1])}).shape[1]
+        head_seconds = time_head(fitted, n_features)
+        log.info("%s: the head alone takes %.2f ms for 100 segments (a 5-minute song; median of 5, load %s)", name,
+                 1000 * head_seconds, " / ".join(f"{v:.1f}" for v in os.getloadavg()))
+        manifest["head_ms_per_100_segments"] = round(1000 * head_seconds, 2)
         save_model(model, folder, manifest)
         if not args.skip_bfloat16:
             from training.evaluate import evaluate
@@ -334,8 +431,34 @@ def main(argv=None) -> int:
                        f"{args.name} fit on train: valid tracks (n={valid_train_only['tracks']})")
         results[name] = {"folder": str(display_path(folder)), "metrics": {k: v for k, v in manifest["metrics"].items()
                                                                           if k != "note"}}
+    report_dirs = [out] + ([REPO_ROOT / "reports" / args.name] if args.write_report else [])
+    write_calibration_report(report_dirs, args, valid_uncalibrated, valid_train_only, cv, seconds)
     print(json.dumps(results))
     return 0
+
+
+def write_calibration_report(folders, args, before, after, cv, seconds) -> None:
+    """Reliability diagrams and ECE on valid before and after calibration (the train-only fit), and the CV."""
+    from training.musicnn_heads import plot_reliability
+
+    cal = {"model": args.name, "reproduce": reproduce_command() + " --write-report",
+           "fit": "the recipe fitted on train only; scored on the valid split (held out)",
+           "ece_bins": 10, "track_confidence": "the winner's mean probability over the track's segments (as the app "
+                                               "shows it); right = the vote is the true genre",
+           "before": {"description": "softmax of the raw head scores (temperature 1)",
+                      "track": before["calibration"]["track"], "segment": before["calibration"]["segment"]},
+           "after": {"description": "softmax(scores / T), T fitted on out-of-fold scores of train (artist-grouped)",
+                     "track": after["calibration"]["track"], "segment": after["calibration"]["segment"]},
+           "cv_artist": cv, "seconds": round(seconds, 1), "load_average": [round(v, 1) for v in os.getloadavg()]}
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "calibration.json").write_text(json.dumps(cal, indent=1) + "\n")
+        panels = {f"valid tracks (n={after['tracks']})": {"before": before["calibration"]["track"],
+                                                         "after": after["calibration"]["track"]},
+                  f"valid segments (n={after['segments']})": {"before": before["calibration"]["segment"],
+                                                             "after": after["calibration"]["segment"]}}
+        plot_reliability(panels, folder / "reliability_valid.png",
+                         f"{args.name} (fit on train): calibration on valid, before and after")
 
 
 if __name__ == "__main__":
