@@ -40,10 +40,12 @@ log = logging.getLogger("training.musicnn_head_search")
 INPUTS = (
     "msd:penultimate", "mtt:penultimate", "msd:taggram", "mtt:taggram",
     "msd:penultimate+msd:taggram", "mtt:penultimate+mtt:taggram", "msd:penultimate+mtt:penultimate",
-    "msd:pooled", "mtt:pooled",
+    "msd:pooled",
 )
-#: Heads not tried on the 1506-value pooled layers: the MLP there costs minutes a fit on 2 shared cores
-#: and the pooled layers lost to the penultimate layer with every head that was tried on both.
+#: Heads not tried on the 1506-value pooled layer: the MLP there costs minutes a fit on 2 shared cores.
+#: MTT's pooled layer is left out for the same reason: MTT lost to MSD by 20 points or more with every
+#: head on its penultimate layer and its tags (``python -m training.musicnn_head_search --inputs mtt:pooled``
+#: runs it).
 SKIP_ON_POOLED = ("mlp",)
 GRIDS = {
     "lr": [{"C": c} for c in (0.003, 0.01, 0.03, 0.1)],
@@ -106,7 +108,8 @@ def markdown(rows, best, shipped, valid_info, seconds, load) -> str:
         f"{valid_info['valid_segments']} segments). Track accuracy is the vote over a track's segments. "
         f"{len(rows)} configurations were compared on the same 98 tracks, so the best valid figure is "
         "optimistic by selection; one track is about one point.", "",
-        f"Took {seconds:.0f} s of scikit-learn (embeddings from the cache; load average {load}).", "",
+        f"Fitting is scikit-learn on cached embeddings; this run took {seconds:.0f} s (rows already in the run's "
+        f"journal, `runs/musicnn_head_search/journal.jsonl`, are not refitted; load average {load}).", "",
         "## Selected", "",
         f"**{best['head']}** on `{best['inputs']}` ({fmt_params(best['params'])}), weighting per {best['weighting']}: "
         f"valid track accuracy **{best['track_accuracy']:.3f}** (n={best['tracks']}), segment accuracy "
