@@ -144,3 +144,23 @@ def test_shipped_musicnn_genre_models(name):
         assert decision["source"].startswith("python -m training.")
         assert model.decision_rule.aggregate in ("vote", "mean")
     json.dumps(model.manifest)
+
+
+@pytest.mark.skipif(not (SHARED / "splits" / "valid_filtered.txt").is_file(), reason="shared GTZAN data absent")
+def test_evaluate_reproduces_the_lr_heads_valid_figure_and_flags_a_refit():
+    from training.evaluate import evaluate, seen_note
+
+    if "musicnn_genre_lr" not in list_models():
+        pytest.skip("models/musicnn_genre_lr is not shipped")
+    split = SHARED / "splits" / "valid_filtered.txt"
+    model = load_model("musicnn_genre_lr", precision="float32")
+    result = evaluate(model, [SHARED / "genres", SHARED / "excerpts"], split=split)
+    valid = model.manifest["metrics"]["valid"]
+    assert (result["track_accuracy"], result["tracks"]) == (valid["track_accuracy"], valid["tracks"])
+    assert result["segment_accuracy"] == valid["segment_accuracy"]
+    assert result["ece"]["track"] == pytest.approx(valid["ece"]["track"], abs=2e-3)
+    assert result["note"] is None  # fitted on train only
+    refit = load_model("musicnn_genre").manifest
+    if refit["training"]["fit_on"] == "train+valid":
+        assert "not an estimate" in seen_note(refit, split)
+        assert seen_note(refit, SHARED / "splits" / "train_filtered.txt") is not None
