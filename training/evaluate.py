@@ -102,10 +102,31 @@ def evaluate(model, data, *, split=None, cache_dir=DEFAULT_CACHE) -> dict:
     result = scores(probs, dataset.y, dataset.tracks, model.labels)
     _, voted, ids = track_votes(probs, dataset.y, dataset.tracks)
     result["predictions"] = {t: model.labels[p] for t, p in zip(ids, voted)}
+    result["ece"] = calibration_error(probs, dataset.y, dataset.tracks)
     missing = [] if track_ids is None else sorted(set(track_ids) - set(dataset.tracks.tolist()))
     return {"model": model.name, "data": [str(display_path(p)) for p in data], "data_kind": data_kind(data),
             "split": None if split is None else {"file": str(display_path(split)), "sha256": file_sha256(split)},
-            **result, "tracks_without_data": len(missing), "skipped_files": dataset.skipped}
+            **result, "tracks_without_data": len(missing), "skipped_files": dataset.skipped,
+            "note": seen_note(model.manifest, split)}
+
+
+def calibration_error(probs: np.ndarray, y: np.ndarray, tracks: np.ndarray) -> dict:
+    """ECE of the probabilities at the track level (the vote's winner and its mean probability) and per segment."""
+    from training.calibration import calibration_figures
+
+    figures = calibration_figures(probs, y, tracks)
+    return {"track": figures["track"]["ece"], "segment": figures["segment"]["ece"]}
+
+
+def seen_note(manifest: dict, split) -> str | None:
+    """A warning when the model was fitted on the split it is scored on (a head refit on train + valid)."""
+    training = manifest.get("training", {})
+    fitted = training.get("fit_on", "train").split("+")
+    seen = {training.get("splits", {}).get(name, {}).get("sha256") for name in fitted} - {None}
+    if split is not None and file_sha256(split) in seen:
+        return (f"this model was fitted on {' + '.join(fitted)}: its score here is not an estimate of accuracy on new music; "
+                "see its manifest's metrics.valid_train_only and cv_artist_5fold")
+    return None
 
 
 def evaluate_ensemble(models, data, *, split=None, cache_dir=DEFAULT_CACHE) -> dict:
@@ -187,6 +208,11 @@ def main(argv=None) -> int:
         print(f"{name} on {', '.join(result['data'])}: track accuracy {result['track_accuracy']:.4f} "
               f"({result['tracks']} tracks), segment accuracy {segment}; "
               f"{len(result['skipped_files'])} files skipped")
+        if result.get("ece"):
+            print(f"expected calibration error: {result['ece']['track']:.3f} over tracks, "
+                  f"{result['ece']['segment']:.3f} over segments")
+        if result.get("note"):
+            print(f"note: {result['note']}")
         print(f"{'genre':<10} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}")
         for genre, g in result["per_genre"].items():
             print(f"{genre:<10} {g['precision']:>9.3f} {g['recall']:>7.3f} {g['f1']:>6.3f} {g['support']:>7d}")

@@ -17,6 +17,11 @@ Examples
 
     python -m training.kfold --model cnn_mfcc_small --artists ../shared/data/gtzan/artists.csv --folds 5
     python -m training.kfold --model ann_features --artists artists.csv --quick
+    python -m training.kfold --model musicnn_genre --artists training/splits/artists_train_valid.txt --folds 5
+
+``--model musicnn_genre`` (or ``musicnn_head``) cross-validates the musicnn genre head's recipe (the
+head options of ``training.train_musicnn_head``: ``--head``, ``--inputs``, ``--C``, ...) on cached
+embeddings over the train + valid tracks, each fold's head fitted and calibrated on the other folds.
 
 Every other option of ``training.train`` (``--data``, ``--epochs``, ``--augment``, ``--seed``, ``--cache``,
 ``--reports``, ...) is accepted and means the same; ``--train-split``, ``--valid-split`` and ``--out`` are
@@ -44,12 +49,15 @@ from training.datasets import exit_on_missing_data, find_gtzan
 
 log = logging.getLogger("training.kfold")
 
+#: --model names cross-validated as genre heads on the frozen musicnn trunk (options of training.train_musicnn_head)
+MUSICNN_HEAD_MODELS = ("musicnn_genre", "musicnn_genre_lr", "musicnn_head")
 #: tracks per genre of the generated data of a --quick run (enough for a few artist-free folds)
 QUICK_TRACKS_PER_GENRE = 6
 
 
 def read_artists(path: str | Path) -> dict[str, str]:
-    """Track id -> artist from a CSV of ``track,artist`` (an optional header line; ``#`` comments).
+    """Track id -> artist from a CSV of ``track,artist`` (an optional header line; ``#`` comments), or from
+    Sturm's artist index (lines ``blues.00000.wav ::: John Lee Hooker ::: title``, ``##`` comments).
 
     Raises
     ------
@@ -58,18 +66,24 @@ def read_artists(path: str | Path) -> dict[str, str]:
     """
     artists: dict[str, str] = {}
     with open(path, newline="") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+        lines = handle.read().splitlines()
+    # Sturm's index (training/splits/artists_train_valid.txt) has lines "blues.00000.wav ::: artist ::: title"
+    sturm = any(" ::: " in line for line in lines[:50])
+    rows = ([part.strip() for part in line.split(":::")] for line in lines) if sturm else csv.reader(lines)
+    for number, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        track = track_id_of(row[0].strip().split("/")[-1]) if len(row) >= 2 else None
+        artist = row[1].strip() if len(row) >= 2 else ""
+        if sturm and track is not None and not artist:
+            continue  # Sturm could not identify every artist: such a track has none (callers count them)
+        if track is None or not artist:
+            if not artists and number == 1:  # a header such as "track,artist"
                 continue
-            track = track_id_of(row[0].strip().split("/")[-1]) if len(row) >= 2 else None
-            artist = row[1].strip() if len(row) >= 2 else ""
-            if track is None or not artist:
-                if not artists and number == 1:  # a header such as "track,artist"
-                    continue
-                raise ValueError(f"{path}:{number}: expected 'track,artist' (track like blues.00029), got {row!r}")
-            if artists.get(track, artist) != artist:
-                raise ValueError(f"{path}:{number}: {track} is given two artists: {artists[track]!r} and {artist!r}")
-            artists[track] = artist
+            raise ValueError(f"{path}:{number}: expected 'track,artist' (track like blues.00029), got {row!r}")
+        if artists.get(track, artist) != artist:
+            raise ValueError(f"{path}:{number}: {track} is given two artists: {artists[track]!r} and {artist!r}")
+        artists[track] = artist
     if not artists:
         raise ValueError(f"{path} names no track's artist")
     return artists
@@ -135,6 +149,10 @@ def main(argv=None) -> int:
               "Waters); without artists the folds could not keep an artist's songs on one side. For a plain "
               "track-level split use python -m training.train", file=sys.stderr)
         return 2
+    if own.model in MUSICNN_HEAD_MODELS:  # a head on cached musicnn embeddings: fitted by scikit-learn, not train.run
+        from training.train_musicnn_head import kfold_main
+
+        return kfold_main(own, rest)
     for flag in ("--train-split", "--valid-split", "--out"):
         if any(a == flag or a.startswith(flag + "=") for a in rest):
             print(f"error: {flag} is not an option of k-fold: the folds are the splits", file=sys.stderr)

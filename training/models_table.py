@@ -16,7 +16,7 @@ from training.compare import input_label
 def table() -> str:
     default = default_model_name()
     rows = ["| model | task | input | parameters | valid tracks: accuracy (n) | valid segments: accuracy (n) "
-            "| reproduce |", "|---|---|---|---|---|---|---|"]
+            "| artist 5-fold CV: accuracy (n) | ECE, valid tracks | reproduce |", "|---|---|---|---|---|---|---|---|---|"]
     for name in list_models():
         m = read_manifest(resolve_model_dir(name))
         cfg = m["feature_config"]
@@ -28,8 +28,12 @@ def table() -> str:
         else:
             tracks = segments = "not a genre model" if m.get("task") != "genre" else "not measured"
         params = f"{m['parameters']:,}" if "parameters" in m else "–"
+        cv = m.get("metrics", {}).get("cv_artist_5fold")
+        cv_cell = f"{cv['track_accuracy']:.1%} ± {cv['track_accuracy_std']:.1%} ({cv['tracks']})" if cv else "–"
+        ece = (valid or {}).get("ece")
+        ece_cell = f"{ece['track']:.3f}" if isinstance(ece, dict) else "–"
         rows.append(f"| {shown} | {m.get('task', 'genre')} | {input_label(cfg, m['input_shape'])} | {params} "
-                    f"| {tracks} | {segments} | `{m.get('reproduce', '')}` |")
+                    f"| {tracks} | {segments} | {cv_cell} | {ece_cell} | `{m.get('reproduce', '')}` |")
     return "\n".join(rows)
 
 
