@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="files classified at once (default: one per CPU core, at most 4)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="compute precision of musicnn's timbral convolutions (default: CODEFEATURE_PRECISION "
-                             "or auto, which is bfloat16 on CPUs with native bfloat16: ~3x faster, tags and "
-                             "probabilities within ~1e-2 of float32)")
+                             "or auto: the fastest path measured for this CPU, see --list-models; int8 and "
+                             "bfloat16 keep probabilities within ~2e-2 of float32)")
     return parser
 
 
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             accuracy = f"valid track accuracy {valid['track_accuracy']:.3f} (n={valid['tracks']})" if valid else ""
             mark = "*" if name == default else " "
             print(f"{mark} {name:24s} {manifest.get('task', 'genre'):6s} {accuracy}")
+        from .engines import cpu_model, plan
+
+        print(f"inference here ({cpu_model()}): {plan(read_manifest(resolve_model_dir(default))).description}")
         return 0
     if not args.paths:
         build_parser().error("give at least one PATH (or --list-models)")
