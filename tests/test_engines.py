@@ -119,7 +119,7 @@ def test_every_path_agrees_with_float32(engine, precision, reference, float32_ou
         pytest.skip("the openvino package is not installed")
     if precision == "bfloat16" and not engines.isa_level() in ("amx", "avx512_bf16"):
         pytest.skip(f"this CPU ({engines.describe_isa()}) has no native bfloat16")
-    monkeypatch.setenv("CODEFEATURE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
     model = load_model("musicnn_genre", precision=precision, engine=engine)
     assert (model.engine, model.precision) == (engine, precision)
     outputs = model.forward(reference["patches"])
@@ -137,7 +137,7 @@ def test_every_path_agrees_with_float32(engine, precision, reference, float32_ou
 def test_openvino_embedding_matches_the_original(reference, tmp_path, monkeypatch):
     from codeFeature.musicnn import embedding_forward
 
-    monkeypatch.setenv("CODEFEATURE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
     tagger = load_model("musicnn_msd", precision="float32", engine="openvino")
     fast = embedding_forward(tagger, "penultimate")
     assert fast.engine == "openvino"
