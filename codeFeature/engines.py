@@ -7,7 +7,7 @@ truth: every engine starts from the Keras model :func:`codeFeature.model_io.load
   convolutions) in bfloat16 under Keras's ``mixed_bfloat16`` policy.
 * **OpenVINO** (the ``openvino`` wheel, optional at run time): the float32 Keras model converted at load
   time (``openvino.convert_model`` of the traced forward), cached in :func:`cache_dir` under a key of
-  the folder's bytes and the OpenVINO version; on CPUs with AMX it computes in bfloat16, elsewhere in
+  the folder's bytes and the OpenVINO version; ``auto`` uses it on CPUs with VNNI but no AMX, in
   float32 with the heavy convolutions (the manifest's ``bfloat16_layers`` that are convolutions) in
   int8: their input is fake-quantised per tensor over a fixed range and their kernels per output
   channel (:func:`quantise_heavy_convolutions`), which OpenVINO runs as u8 x s8 (AVX512-VNNI /
@@ -169,10 +169,10 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
     Returns
     -------
     Plan
-        ``"auto"`` picks, by :func:`isa_level`: with AMX, OpenVINO bfloat16 (TensorFlow's bfloat16 heavy
-        layers without OpenVINO); with AVX512-BF16 but no AMX, or AVX-512 / AVX2 with VNNI, OpenVINO
-        with int8 heavy convolutions (TensorFlow: bfloat16 heavy layers where AVX512-BF16 exists, else
-        float32); elsewhere float32. ``bench/forward_options.py`` measures each. An explicit
+        ``"auto"`` picks, by :func:`isa_level`: with AMX, TensorFlow's bfloat16 heavy layers; with
+        AVX512-BF16 but no AMX, or AVX-512 / AVX2 with VNNI, OpenVINO with int8 heavy convolutions
+        (without OpenVINO: TensorFlow's bfloat16 heavy layers where AVX512-BF16 exists, else float32);
+        elsewhere TensorFlow float32. ``bench/forward_options.py`` measures each. An explicit
         ``"float32"`` or ``"bfloat16"`` with engine ``"auto"`` means TensorFlow's.
     """
     from .model_io import PRECISIONS
@@ -193,10 +193,11 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
         raise ConfigError("engine='openvino' needs the openvino package: pip install openvino")
     bf16_level = level in ("amx", "avx512_bf16")
     vnni_level = level in ("amx", "avx512_bf16", "avx512_vnni", "avx2_vnni")
-    # OpenVINO where it was measured faster: bfloat16 with AMX, int8 heavy convolutions with VNNI;
-    # elsewhere its float32 is no faster than TensorFlow's (bench/README.md)
+    # OpenVINO where it was measured faster: int8 heavy convolutions with VNNI but no AMX. With AMX,
+    # TensorFlow's bfloat16 timbral layers were as fast as OpenVINO's bfloat16 (12.9 against 13.7 CPU ms a
+    # segment) and need no conversion; without VNNI, OpenVINO's float32 is TensorFlow's (bench/README.md)
     use_openvino = engine == "openvino" or (engine == "auto" and heavy and openvino_available()
-                                            and (vnni_level or precision == "int8"))
+                                            and ((vnni_level and level != "amx") or precision == "int8"))
     if not heavy:
         return Plan("openvino" if engine == "openvino" else "tensorflow", "float32", level)
     if use_openvino:

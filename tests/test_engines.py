@@ -41,7 +41,7 @@ def test_isa_levels_from_flags_and_the_onednn_cap(monkeypatch):
 
 
 @pytest.mark.parametrize("level, with_openvino, expected", [
-    ("amx", True, ("openvino", "bfloat16")),
+    ("amx", True, ("tensorflow", "bfloat16")),
     ("amx", False, ("tensorflow", "bfloat16")),
     ("avx512_bf16", True, ("openvino", "int8")),
     ("avx512_bf16", False, ("tensorflow", "bfloat16")),
