@@ -3,6 +3,7 @@
     python bench/bench_speed.py                 # full run (~10 min on the 2-core machine)
     python bench/bench_speed.py --quick         # fewer repeats, shorter long files, no browser
     python bench/bench_speed.py --json out.json # also save every measurement
+    python bench/bench_speed.py --only warm batch --isa AVX512_CORE_BF16   # the issue 14 rows, as on a CPU without AMX
 
 The songs are generated in a temporary folder (``bench/songs.py``: synthetic music-like
 44.1 kHz stereo mp3 written by soundfile; long files and the 100 batch songs are made
@@ -34,6 +35,16 @@ import numpy as np  # noqa: E402
 
 ROWS: list[dict] = []
 LAST_CPU: list[float] = []
+
+
+def cpu_line() -> str:
+    """The CPU model, cores, the instruction-set level the library computes at and the flags that decide it."""
+    from codeFeature import engines
+
+    flags = sorted(engines.cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+                                          "amx_int8", "amx_tile"})
+    return (f"{engines.cpu_model()}, {os.cpu_count()} CPUs, computing at {engines.describe_isa()}; "
+            f"flags {' '.join(flags)}")
 
 
 def load1() -> float:
@@ -343,9 +354,19 @@ def main(argv=None) -> int:
     parser.add_argument("--no-experiments", action="store_true",
                         help="leave out the EXPERIMENT rows (monkeypatched candidate changes)")
     parser.add_argument("--skip", nargs="*", default=[], help="sections to skip: warm baseline cold app memory batch embed")
+    parser.add_argument("--only", nargs="+", default=None, metavar="SECTION",
+                        help="run only these sections (the others are skipped), e.g. --only warm batch")
     parser.add_argument("--markdown", metavar="JSON", help="print the table of a saved --json run in Markdown and exit")
+    parser.add_argument("--isa", metavar="ONEDNN_ISA",
+                        help="cap the instruction set (sets ONEDNN_MAX_CPU_ISA for this run and its children), "
+                             "e.g. AVX512_CORE_BF16 to measure a CPU without AMX (an emulation: a real Zen 4 "
+                             "double-pumps AVX-512 and may be slower)")
     parser.add_argument("--_worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.only:
+        args.skip = [s for s in ("warm", "baseline", "cold", "app", "memory", "batch", "embed") if s not in args.only]
+    if args.isa:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa  # read by oneDNN when TensorFlow / OpenVINO start
     if args.markdown:
         print(markdown_table(json.loads(Path(args.markdown).read_text())["rows"]))
         return 0
@@ -366,7 +387,7 @@ def main(argv=None) -> int:
     else:
         tmp = tempfile.TemporaryDirectory(prefix="codefeature-bench-")
         work = Path(tmp.name)
-    print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()}; songs in {work}", flush=True)
+    print(f"machine: {cpu_line()}; load {os.getloadavg()}; songs in {work}", flush=True)
 
     # ---- songs
     t0 = time.perf_counter()
@@ -409,8 +430,9 @@ def main(argv=None) -> int:
                 warm_rows[(name, label)] = record(
                     f"warm predict_file, {label}, {name}", times, loads, unit="s", target=target,
                     stages={k: round(v, 3) for k, v in stages.items()},
-                    note="decode {decode:.2f} / features {features:.2f} / forward {predict:.2f} s".format(**stages)
-                    + f"; {model.precision}")
+                    note="decode {decode:.2f} / resample {resample:.2f} / features {features:.2f} / forward "
+                    "{predict:.2f} / other {other:.2f} s".format(**{"resample": 0.0, **stages})
+                    + f"; {model.inference_path}")
             if not args.no_experiments:
                 # the top recommended change, measured here by monkeypatch: the forward pass as a tf.function
                 gmodel = graph_model(model)
@@ -564,8 +586,10 @@ def main(argv=None) -> int:
                    note="overall incl. start-up " + ", ".join(f"{r['overall_songs_per_s']:.1f}" for r in rs))
 
     print_table()
+    print(f"CPU: {cpu_line()}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"load_at_end": os.getloadavg(), "quick": quick, "rows": ROWS},
+        Path(args.json).write_text(json.dumps({"load_at_end": os.getloadavg(), "quick": quick, "cpu": cpu_line(),
+                                               "rows": ROWS},
                                               indent=1, default=str))
         print(f"saved {args.json}")
     if tmp is not None:

@@ -20,7 +20,18 @@ Options:
   what ``"auto"`` picks on CPUs with AMX-BF16 / AVX512-BF16): only the manifest's
   ``bfloat16_layers`` (musicnn's timbral convolutions) compute in bfloat16;
 * ``TF_SET_ONEDNN_FPMATH_MODE=BF16``: oneDNN may compute any float32 convolution or matmul in bfloat16;
-* ``inter-op 1``: one inter-op thread, so that the front end's five branches run one after another.
+* ``inter-op 1``: one inter-op thread, so that the front end's five branches run one after another;
+* ``intra-op 1``: one thread per op (the CPU seconds per segment of a single core);
+* ``engine=openvino ...``: the model converted to OpenVINO at load time (``codeFeature.engines``):
+  float32, bfloat16 (the whole graph), or int8 timbral convolutions with float32 elsewhere;
+* ``auto``: what ``load_model()`` picks on this CPU (see ``LoadedModel.inference_path``).
+
+Every row also gives the CPU milliseconds per segment (process time, all threads): on a machine
+other jobs load, they move less than the wall time. ``--isa AVX512_CORE_BF16`` (or ``AVX512_CORE``,
+``AVX2``) caps oneDNN's instruction set (``ONEDNN_MAX_CPU_ISA``) in every worker, which TensorFlow and
+OpenVINO both obey: the way to measure a CPU without AMX on one that has it (an emulation: a real
+Zen 4 double-pumps AVX-512 and may be slower). The inputs are uniform in [0, 5], the range of musicnn's
+log-mel on music.
 """
 
 from __future__ import annotations
@@ -53,6 +64,13 @@ OPTIONS = {
     "precision=bfloat16 (auto on this CPU)": ({}, {"precision": "bfloat16"}),
     "precision=bfloat16, batch=2": ({}, {"precision": "bfloat16", "batch": 2}),
     "precision=bfloat16, batch=8": ({}, {"precision": "bfloat16", "batch": 8}),
+    "intra-op 1, float32": ({}, {"intra_op": 1}),
+    "intra-op 1, precision=bfloat16": ({}, {"intra_op": 1, "precision": "bfloat16"}),
+    "engine=openvino float32": ({}, {"engine": "openvino", "precision": "float32"}),
+    "engine=openvino bfloat16": ({}, {"engine": "openvino", "precision": "bfloat16"}),
+    "engine=openvino int8 timbral": ({}, {"engine": "openvino", "precision": "int8"}),
+    "engine=openvino int8 timbral, batch=16": ({}, {"engine": "openvino", "precision": "int8", "batch": 16}),
+    "auto (load_model's choice here)": ({}, {"engine": "auto", "precision": "auto"}),
 }
 
 
@@ -66,27 +84,34 @@ def worker(model_name: str, options: dict, reference: str | None) -> None:
 
     if options.get("inter_op"):
         tf.config.threading.set_inter_op_parallelism_threads(options["inter_op"])
+    if options.get("intra_op"):
+        tf.config.threading.set_intra_op_parallelism_threads(options["intra_op"])
     if options.get("bf16"):
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     from codeFeature.model_io import load_model
 
-    model = load_model(model_name, precision=options.get("precision", "float32"))
+    engine = options.get("engine")
+    model = load_model(model_name, precision=options.get("precision", "float32"), engine=engine or "tensorflow")
     batch = options.get("batch") or model.forward_batch
-    x = np.random.default_rng(0).standard_normal((N_SEGMENTS, *model.config.input_shape)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(0, 5, (N_SEGMENTS, *model.config.input_shape)).astype(np.float32)
     graph = tf.function(lambda a: model.keras_model(a, training=False), jit_compile=bool(options.get("xla")),
                         reduce_retracing=True,
                         input_signature=[tf.TensorSpec((None, *model.config.input_shape), tf.float32)])
+    if engine:
+        graph = lambda a: model.forward(a)  # noqa: E731  (the library's own path, whatever engine)
 
     def run():
         outs = [graph(x[lo:lo + batch]) for lo in range(0, N_SEGMENTS, batch)]
         return np.concatenate([np.asarray(o[0] if isinstance(o, (list, tuple)) else o) for o in outs])
 
     out = run()  # warm-up: tracing, compilation, primitive creation
-    times = []
+    times, cpu = [], []
     for _ in range(5):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         run()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     peak = next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     diff = None
     if reference is None:
@@ -94,6 +119,7 @@ def worker(model_name: str, options: dict, reference: str | None) -> None:
     else:
         diff = float(np.abs(out - np.load(reference)).max())
     print(MARK + json.dumps({"ms_per_segment": 1000 * min(times) / N_SEGMENTS, "peak_mb": peak,
+                             "cpu_ms_per_segment": 1000 * min(cpu) / N_SEGMENTS, "path": model.inference_path,
                              "batch": batch, "max_abs_diff": diff}), flush=True)
 
 
@@ -102,8 +128,11 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="musicnn_genre")
     parser.add_argument("--only", nargs="+", metavar="TEXT", help="run only the options whose name contains a TEXT "
                                                                    "(the float32 reference always runs)")
+    parser.add_argument("--isa", metavar="ONEDNN_ISA", help="ONEDNN_MAX_CPU_ISA for every worker, e.g. AVX512_CORE_BF16")
     parser.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.isa:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa
     if args._worker:
         options, reference = json.loads(args._worker[0]), args._worker[1]
         worker(args.model, options, None if reference == "-" else reference)
@@ -111,9 +140,12 @@ def main(argv=None) -> int:
     import tempfile
 
     reference = Path(tempfile.mkdtemp()) / "reference.npy"
+    from codeFeature import engines
+
     print(f"{args.model}: forward pass over {N_SEGMENTS} random inputs, best of 5, each option in a new process; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'option':50s} {'ms/segment':>10s} {'batch':>5s} {'peak MB':>8s} {'max |diff|':>10s}")
+    print(f"CPU: {engines.cpu_model()}, {os.cpu_count()} CPUs, computing at {engines.describe_isa()}")
+    print(f"{'option':50s} {'ms/segment':>10s} {'cpu ms':>7s} {'batch':>5s} {'peak MB':>8s} {'max |diff|':>10s}  path")
     for i, (name, (env, options)) in enumerate(OPTIONS.items()):
         if i and args.only and not any(text in name for text in args.only):
             continue
@@ -128,7 +160,9 @@ def main(argv=None) -> int:
             continue
         r = json.loads(lines[-1][len(MARK):])
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
-        print(f"{name:50s} {r['ms_per_segment']:10.1f} {r['batch']:5d} {r['peak_mb']:8.0f} {diff:>10s}", flush=True)
+        print(f"{name:50s} {r['ms_per_segment']:10.1f} {r['cpu_ms_per_segment']:7.1f} {r['batch']:5d} "
+              f"{r['peak_mb']:8.0f} {diff:>10s}  {r['path']}", flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="files classified at once (default: one per CPU core, at most 4)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="compute precision of musicnn's timbral convolutions (default: CODEFEATURE_PRECISION "
-                             "or auto, which is bfloat16 on CPUs with native bfloat16: ~3x faster, tags and "
-                             "probabilities within ~1e-2 of float32)")
+                             "or auto: the fastest path measured for this CPU, see --list-models; int8 and "
+                             "bfloat16 keep probabilities within ~2e-2 of float32)")
     return parser
 
 
@@ -79,6 +79,11 @@ def list_models_command() -> int:
         valid = manifest.get("metrics", {}).get("valid", {})
         accuracy = f"valid track accuracy {valid['track_accuracy']:.3f} (n={valid['tracks']})" if valid else ""
         print(f"{mark} {name:24s} {manifest.get('task', 'genre'):6s} {accuracy}{where}")
+    from .engines import cpu_model, plan
+
+    default_folder = model_locations().get(default)
+    if default_folder is not None:
+        print(f"inference here ({cpu_model()}): {plan(read_manifest(default_folder)).description}")
     return 0
 
 

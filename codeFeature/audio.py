@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Union
@@ -161,14 +162,23 @@ class AudioStream:
     warnings : list of str
         The decoder's notes (a damaged tail, a file beyond :data:`MAX_SECONDS`), complete once the
         blocks are exhausted. Level checks (silence, clipping) are the caller's: see :class:`LevelMeter`.
+    resample_seconds : float
+        Time spent so far in the resampler, within the time the blocks took to come (0 where ffmpeg
+        resamples, inside its decode): lets :func:`codeFeature.predict.predict_file` report it apart.
     """
 
     def __init__(self, blocks: Iterator[np.ndarray], *, name: str, sample_rate: int, source_rate: int,
-                 channels: int, expected_samples: Optional[int], warnings: list[str]):
+                 channels: int, expected_samples: Optional[int], warnings: list[str],
+                 clock: Optional[list] = None):
         self._blocks = blocks
         self.name, self.sample_rate, self.source_rate, self.channels = name, sample_rate, source_rate, channels
         self.expected_samples = expected_samples
         self.warnings = warnings
+        self._clock = clock if clock is not None else [0.0]
+
+    @property
+    def resample_seconds(self) -> float:
+        return self._clock[0]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self._blocks
@@ -321,13 +331,15 @@ def _open_soundfile(handle: Path | io.BytesIO, name: str, sample_rate: int) -> A
     frames = min(int(sound.frames), MAX_SECONDS * source_rate) if sound.frames > 0 else None
     expected = None if frames is None else int(np.ceil(frames * sample_rate / source_rate))
     notes: list[str] = []
-    blocks = _soundfile_blocks(sound, first, block_frames, source_rate, sample_rate, notes)
+    clock = [0.0]
+    blocks = _soundfile_blocks(sound, first, block_frames, source_rate, sample_rate, notes, clock)
     return AudioStream(blocks, name=name, sample_rate=sample_rate, source_rate=source_rate, channels=channels,
-                       expected_samples=expected, warnings=notes)
+                       expected_samples=expected, warnings=notes, clock=clock)
 
 
 def _soundfile_blocks(sound: sf.SoundFile, block: np.ndarray, block_frames: int, source_rate: int,
-                      sample_rate: int, notes: list[str]) -> Iterator[np.ndarray]:
+                      sample_rate: int, notes: list[str], clock: list) -> Iterator[np.ndarray]:
+    """Mono blocks at ``sample_rate``; ``clock[0]`` accumulates the seconds spent resampling."""
     resampler = None if source_rate == sample_rate else soxr.ResampleStream(
         source_rate, sample_rate, 1, dtype="float32", quality="HQ")
     frames_left = MAX_SECONDS * source_rate
@@ -338,7 +350,12 @@ def _soundfile_blocks(sound: sf.SoundFile, block: np.ndarray, block_frames: int,
                 frames_left -= len(block)
                 last = len(block) < block_frames or frames_left <= 0
                 mono = _downmix(block)
-                out = resampler.resample_chunk(mono, last=last) if resampler else mono
+                if resampler is not None:
+                    t0 = time.perf_counter()
+                    out = resampler.resample_chunk(mono, last=last)
+                    clock[0] += time.perf_counter() - t0
+                else:
+                    out = mono
                 produced += len(out)
                 yield out
                 if last:

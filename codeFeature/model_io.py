@@ -41,7 +41,7 @@ FORWARD_BATCH = 16
 #: run :data:`FORWARD_BATCH` at a time.
 FORWARD_BUDGET_BYTES = 128 * 2**20
 #: Compute precisions :func:`load_model` accepts; ``CODEFEATURE_PRECISION`` sets the default.
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")
 
 
 @dataclass
@@ -63,8 +63,14 @@ class LoadedModel:
     labels : tuple of str
         Output labels in output order.
     precision : str
-        ``"float32"``, or ``"bfloat16"`` where the manifest's ``bfloat16_layers`` compute in
-        bfloat16 (see :func:`load_model`).
+        ``"float32"``; ``"bfloat16"`` where the manifest's ``bfloat16_layers`` compute in bfloat16
+        (TensorFlow) or the whole graph does (OpenVINO); ``"int8"`` where the heavy convolutions
+        compute in int8 (OpenVINO). See :func:`load_model`.
+    engine : str
+        ``"tensorflow"`` or ``"openvino"``: what runs :meth:`forward` (:mod:`codeFeature.engines`).
+    inference_path : str
+        One line for people: engine, precision and the CPU level it was chosen for, e.g.
+        ``"OpenVINO, int8 heavy convolutions, float32 elsewhere (AVX512-BF16, no AMX)"``.
     """
 
     name: str
@@ -74,7 +80,10 @@ class LoadedModel:
     config: FeatureConfig
     labels: tuple[str, ...]
     precision: str = "float32"
+    engine: str = "tensorflow"
+    inference_path: str = "TensorFlow oneDNN, float32"
     _graph: Any = field(default=None, repr=False, compare=False)
+    _runner: Any = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
     def forward_batch(self) -> int:
@@ -111,11 +120,13 @@ class LoadedModel:
 
         Notes
         -----
-        Runs in batches of :attr:`forward_batch` through one traced graph (traced on the
-        first call, with the batch axis left free), which is faster than eager calls and
-        safe to call from several threads.
+        Runs in batches of :attr:`forward_batch` through the compiled OpenVINO model, or one traced
+        TensorFlow graph (traced on the first call, with the batch axis left free), which is faster
+        than eager calls; either is safe to call from several threads.
         """
-        if self._graph is None:
+        if self._runner is not None:
+            self._graph = self._runner
+        elif self._graph is None:
             self._graph = _traced_forward(self.keras_model, self.config.input_shape)
         parts: list[list[np.ndarray]] = []
         batch = self.forward_batch
@@ -285,30 +296,18 @@ def default_model_name(*, models_dir: str | os.PathLike | None = None) -> str:
     return name
 
 
-#: oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) without native bfloat16 dot products.
-_ISAS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
-
-
-@functools.lru_cache(maxsize=None)
 def native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX-BF16 or AVX512-BF16; read from /proc/cpuinfo
-    once per process: the app asks on every rerun).
+    """Whether this CPU multiplies bfloat16 natively (AMX-BF16 or AVX512-BF16; the flags are read from
+    /proc/cpuinfo once per process, and ``ONEDNN_MAX_CPU_ISA`` caps them: see
+    :func:`codeFeature.engines.isa_level`).
 
     Elsewhere bfloat16 convolutions are emulated and much slower than float32, or (TensorFlow's oneDNN
     kernels on a CPU below AVX512-BF16) refused. ``ONEDNN_MAX_CPU_ISA`` set below ``AVX512_CORE_BF16``
     caps oneDNN's kernels whatever /proc/cpuinfo says, so it counts as not native.
     """
-    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in _ISAS_WITHOUT_BF16:
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
-    except OSError:
-        pass
-    return False
+    from .engines import isa_level
+
+    return isa_level() in ("amx", "avx512_bf16")
 
 
 def resolve_precision(precision: str | None, manifest: dict) -> str:
@@ -344,7 +343,7 @@ def _with_bfloat16_layers(architecture: dict, names: list[str], where: str) -> d
 
 
 def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None,
-               precision: str | None = None) -> LoadedModel:
+               precision: str | None = None, engine: str | None = None) -> LoadedModel:
     """Load a model folder for inference.
 
     Parameters
@@ -359,7 +358,14 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         such a list, computes in float32. ``"auto"`` (the default, or ``CODEFEATURE_PRECISION``)
         picks bfloat16 where the CPU has it natively: ~3x faster there, and the manifest's
         ``metrics`` give the valid figures at both precisions. Training and the parity tests use
-        ``"float32"``.
+        ``"float32"``. ``"int8"``: the heavy convolutions in int8 (OpenVINO engine).
+    engine : {"auto", "tensorflow", "openvino"}, optional
+        What runs the forward pass (default ``CODEFEATURE_ENGINE`` or ``"auto"``). ``"auto"`` with
+        precision ``"auto"`` picks the fastest path measured for this CPU
+        (:func:`codeFeature.engines.plan`: OpenVINO where installed, for models listing heavy layers);
+        an explicit ``"float32"`` or ``"bfloat16"`` with engine ``"auto"`` keeps TensorFlow. If OpenVINO
+        cannot convert or compile the model, ``"auto"`` falls back to TensorFlow float32 and says so
+        in :attr:`LoadedModel.inference_path`.
 
     Returns
     -------
@@ -379,7 +385,16 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         config = FeatureConfig.from_dict(manifest["feature_config"])
     except ConfigError as exc:
         raise ModelError(f"{folder / MANIFEST_FILE}: {exc}") from exc
-    precision = resolve_precision(precision, manifest)
+    from . import engines
+
+    if precision is None:
+        precision = os.environ.get("CODEFEATURE_PRECISION", "auto").strip().lower() or "auto"
+    if engine is None:
+        engine = os.environ.get("CODEFEATURE_ENGINE", "auto").strip().lower() or "auto"
+    plan = engines.plan(manifest, precision=precision, engine=engine)
+    if plan.engine == "tensorflow":
+        plan = engines.Plan("tensorflow", resolve_precision(plan.precision, manifest), plan.isa)
+    precision = plan.precision if plan.engine == "tensorflow" else "float32"
     labels = tuple(str(label) for label in manifest["labels"])
     try:
         architecture = json.loads((folder / MODEL_JSON).read_text())
@@ -402,6 +417,18 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         raise ModelError(f"{weights} does not fit the architecture in {MODEL_JSON}: {exc}") from exc
     _check_shapes(model, config, list(labels), manifest.get("input_shape"), where=str(folder))
     _check_extra_outputs(model, manifest.get("extra_outputs", []), where=str(folder))
+    runner = None
+    path = plan.description
+    if plan.engine == "openvino":
+        try:
+            runner = engines.build_openvino(model, folder, config.input_shape, plan,
+                                            list(manifest.get("bfloat16_layers", [])))
+        except Exception as exc:  # OpenVINO raises RuntimeError and others for a graph it cannot take
+            if engine == "openvino":
+                raise ModelError(f"OpenVINO could not run {folder}: {exc}") from exc
+            path = (f"TensorFlow oneDNN, float32 ({engines.describe_isa(plan.isa)}; OpenVINO failed: "
+                    f"{str(exc).splitlines()[0][:120]})")
+            plan = engines.Plan("tensorflow", "float32", plan.isa)
     return LoadedModel(
         name=str(manifest.get("name", folder.name)),
         path=folder,
@@ -409,7 +436,10 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         manifest=manifest,
         config=config,
         labels=labels,
-        precision=precision,
+        precision=plan.precision,
+        engine=plan.engine,
+        inference_path=path,
+        _runner=runner,
     )
 
 

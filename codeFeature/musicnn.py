@@ -350,5 +350,14 @@ def embedding_forward(model: Any, layer: str = "penultimate") -> Any:
     """
     import dataclasses
 
-    return dataclasses.replace(model, keras_model=embedding_model(model.keras_model, layer), _graph=None)
+    from . import engines
+
+    keras_model = embedding_model(model.keras_model, layer)
+    runner = None
+    if model.engine == "openvino":
+        # the same engine and precision as the tagger's (converted once, then cached like it)
+        plan = engines.Plan("openvino", model.precision, engines.isa_level())
+        runner = engines.build_openvino(keras_model, model.path, model.config.input_shape, plan,
+                                        list(model.manifest.get("bfloat16_layers", [])), tag=layer)
+    return dataclasses.replace(model, keras_model=keras_model, _graph=None, _runner=runner)
 

@@ -26,6 +26,19 @@ CHUNK_SEGMENTS = 64
 
 ProgressCallback = Callable[[float, str], None]
 
+#: The phases ``Prediction.timings`` reports, in pipeline order, then ``total`` (see :class:`Prediction`).
+PHASES = ("load", "decode", "resample", "level", "segment", "features", "predict", "other")
+
+
+def _finish_timings(timings: dict, started: float) -> dict:
+    """``timings`` in :data:`PHASES` order with ``other`` (whatever no phase timed: Python between the
+    phases, building the result) and ``total`` (wall seconds since ``started``)."""
+    total = time.perf_counter() - started
+    out = {key: timings[key] for key in PHASES if key in timings}
+    out["other"] = max(0.0, total - sum(out.values()))
+    out["total"] = total
+    return out
+
 
 @dataclass
 class Prediction:
@@ -48,7 +61,13 @@ class Prediction:
     file : str or None
         Name of the input, when it had one.
     timings : dict of str to float
-        Seconds spent decoding, extracting features and predicting.
+        Wall seconds per phase, in pipeline order (:data:`PHASES`): ``load`` (only when
+        :func:`predict_file` loaded the model itself), ``decode`` (opening and decoding the file,
+        downmix included), ``resample`` (to the model's rate), ``level`` (NaN repair, RMS, peak and
+        clipping counts), ``segment`` (cutting and padding segments), ``features``, ``predict`` (the
+        forward pass), ``other`` (what no phase timed: Python between them, building the result),
+        then ``total``, the call's wall time, which the phases add up to. A live stream's
+        (:class:`codeFeature.stream.StreamClassifier`) holds only ``features`` and ``predict``.
     warnings : list of str
         Readable notes about the input (silence, clipping, padding).
     extras : dict of str to np.ndarray
@@ -233,30 +252,37 @@ def predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optio
     -------
     Prediction
     """
+    started = time.perf_counter()
     if not isinstance(model, LoadedModel):
         raise ConfigError(f"model must be a LoadedModel from load_model(), not {type(model).__name__}")
     config = model.config
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
         raise ConfigError(f"samples must be 1-D mono, got shape {samples.shape}; average the channels first")
+    timings: dict = {}
     if sample_rate is not None and sample_rate != config.sample_rate:
         import soxr
 
+        t0 = time.perf_counter()
         samples = soxr.resample(samples, sample_rate, config.sample_rate, quality="HQ").astype(np.float32)
+        timings["resample"] = time.perf_counter() - t0
     notes = list(warnings or [])
     duration = len(samples) / config.sample_rate
+    t0 = time.perf_counter()
     segments, starts = segment_array(samples, config)
+    timings["segment"] = time.perf_counter() - t0
     if duration < config.segment_seconds:
         notes.append(_padding_note(duration, config))
-    timings: dict = {}
     extras: dict = {}
     probabilities = predict_segments(segments, model=model, progress=progress, timings=timings, extras=extras)
     extra_labels = _extra_labels(model)
+    t0 = time.perf_counter()
     rms = float(np.sqrt(np.dot(samples, samples) / len(samples))) if len(samples) else 0.0
+    timings["level"] = time.perf_counter() - t0
     return Prediction(model=model.name, labels=model.labels, probabilities=probabilities, starts=starts,
                       segment_seconds=config.segment_seconds, duration=duration, file=file,
-                      timings=timings, warnings=notes, extras=extras, extra_labels=extra_labels,
-                      rule=model.decision_rule, rms=rms)
+                      timings=_finish_timings(timings, started), warnings=notes, extras=extras,
+                      extra_labels=extra_labels, rule=model.decision_rule, rms=rms)
 
 
 def _padding_note(duration: float, config) -> str:
@@ -298,22 +324,31 @@ def predict_file(source: Source, *, model: LoadedModel | str | None = None, file
         Or one of its children: :class:`AudioDecodeError`, :class:`AudioTooShortError`,
         :class:`ModelError`.
     """
+    started = time.perf_counter()
+    timings: dict = {}
     if not isinstance(model, LoadedModel):
         model = load_model(model)
+        timings["load"] = time.perf_counter() - started
     name = filename or (str(source) if not hasattr(source, "read") and not isinstance(source, (bytes, bytearray, memoryview))
                         else getattr(source, "name", None))
     try:
+        t0 = time.perf_counter()
         with open_audio(source, sample_rate=model.config.sample_rate, filename=filename) as stream:
-            return _predict_stream(stream, model=model, progress=progress, file=name)
+            timings["decode"] = time.perf_counter() - t0
+            prediction = _predict_stream(stream, model=model, progress=progress, file=name, timings=timings)
     except _BeyondFullScale:
         # a float file louder than full scale is scaled by its peak, which only the whole song gives
+        timings = {"load": timings["load"]} if "load" in timings else {}
         t0 = time.perf_counter()
         decoded = load_audio(source, sample_rate=model.config.sample_rate, filename=filename)
-        decode_seconds = time.perf_counter() - t0
+        timings["decode"] = time.perf_counter() - t0  # the whole song's level checks included
         prediction = predict_audio(decoded.samples, model=model, progress=progress, file=name,
                                    warnings=decoded.warnings)
-        prediction.timings = {"decode": decode_seconds, **prediction.timings}
-        return prediction
+        for key, value in prediction.timings.items():
+            if key not in ("other", "total"):
+                timings[key] = timings.get(key, 0.0) + value
+    prediction.timings = _finish_timings(timings, started)
+    return prediction
 
 
 class _BeyondFullScale(Exception):
@@ -321,15 +356,18 @@ class _BeyondFullScale(Exception):
 
 
 def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Optional[ProgressCallback],
-                    file: Optional[str]) -> Prediction:
-    """Classify ``stream`` chunk by chunk, cutting segments by the rule of :func:`segment_array`."""
+                    file: Optional[str], timings: dict) -> Prediction:
+    """Classify ``stream`` chunk by chunk, cutting segments by the rule of :func:`segment_array`;
+    adds each phase's seconds to ``timings``."""
     config = model.config
     seg = config.segment_samples
     chunk = np.empty(CHUNK_SEGMENTS * seg, np.float32)
     filled = total = 0
     meter = LevelMeter()
     parts: list[np.ndarray] = []
-    timings: dict = {"decode": 0.0}
+    for key in ("decode", "resample", "level", "segment"):
+        timings.setdefault(key, 0.0)
+    resampled_before = stream.resample_seconds
     extras: dict = {}
     extra_parts: dict = {}
     expected_segments = stream.expected_samples // seg if stream.expected_samples else 0
@@ -345,13 +383,17 @@ def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Option
                      f"classified {done} segments")
 
     blocks = iter(stream)
+    fetching = 0.0  # seconds in next(): decoding, downmix and resampling (told apart below)
     while True:
         t0 = time.perf_counter()
         block = next(blocks, None)
-        timings["decode"] += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        fetching += t1 - t0
         if block is None:
             break
         block = meter.add(block)
+        t2 = time.perf_counter()
+        timings["level"] += t2 - t1
         if meter.peak > 1.0:
             raise _BeyondFullScale()
         total += len(block)
@@ -362,18 +404,30 @@ def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Option
             filled += take
             pos += take
             if filled == len(chunk):
+                t3 = time.perf_counter()
+                timings["segment"] += t3 - t2
                 classify(chunk.reshape(CHUNK_SEGMENTS, seg))
                 filled = 0
+                t2 = time.perf_counter()
+        timings["segment"] += time.perf_counter() - t2
+    resampled = stream.resample_seconds - resampled_before
+    timings["resample"] += resampled
+    timings["decode"] += fetching - resampled
     if total == 0:
         raise AudioDecodeError(f"{stream.name} holds no audio samples")
+    t0 = time.perf_counter()
     n_full, tail = plan_segments(total, config)
     # the segments not yet classified: whole ones still in the chunk, then the kept tail, padded
     whole = n_full - (total - filled) // seg
     rest = [chunk[: whole * seg].reshape(whole, seg)]
     if tail:
         rest.append(_wrap_pad(chunk[whole * seg: whole * seg + tail], seg)[None, :])
+    timings["segment"] += time.perf_counter() - t0
     if whole or tail:
-        classify(np.concatenate(rest))
+        t0 = time.perf_counter()
+        rest = np.concatenate(rest)
+        timings["segment"] += time.perf_counter() - t0
+        classify(rest)
     notes = list(stream.warnings) + meter.warnings()
     duration = total / config.sample_rate
     if duration < config.segment_seconds:

@@ -57,7 +57,42 @@ def test_streaming_gives_exactly_the_whole_song_result(tmp_path, tiny_model, nam
     sf.write(path, make(), rate, subtype=subtype)
     streamed = predict_file(path, model=tiny_model)
     assert_same(whole_song(path, tiny_model), streamed)
-    assert set(streamed.timings) == {"decode", "features", "predict"}
+    assert set(streamed.timings) >= {"decode", "features", "predict", "other", "total"}
+
+
+@pytest.mark.parametrize("source", ["path", "bytes", "whole_song"])
+def test_timings_add_up_to_the_wall_time(tmp_path, tiny_model, source, monkeypatch):
+    """Every phase of predict_file is timed: they sum to ``total``, which is the call's wall time, and
+    what no phase covers (``other``) stays small. Not a speed target: shares of the same call."""
+    import time
+
+    monkeypatch.setattr(predict, "CHUNK_SEGMENTS", 2)  # several chunks of a short song
+    path = tmp_path / "song.mp3"
+    sf.write(path, chord(20.0, 44100, channels=2), 44100, format="MP3")
+    predict_file(path, model=tiny_model)  # warm
+    arg = {"path": path, "bytes": path.read_bytes()}.get(source, path)
+    for _ in range(3):  # a loaded machine may stall between two phases once; not three times
+        t0 = time.perf_counter()
+        if source == "whole_song":
+            decoded = load_audio(path, sample_rate=44100)
+            t0 = time.perf_counter()
+            prediction = predict_audio(decoded.samples, model=tiny_model, sample_rate=44100)
+        else:
+            prediction = predict_file(arg, model=tiny_model, filename="song.mp3")
+        wall = time.perf_counter() - t0
+        timings = prediction.timings
+        assert list(timings)[-2:] == ["other", "total"]
+        assert [k for k in timings if k != "total"] == [k for k in predict.PHASES if k in timings]
+        assert sum(v for k, v in timings.items() if k != "total") == pytest.approx(timings["total"], abs=1e-9)
+        assert all(v >= 0 for v in timings.values())
+        assert timings["resample"] > 0 and timings["features"] > 0 and timings["predict"] > 0
+        if source != "whole_song":
+            assert timings["decode"] > 0 and timings["level"] > 0
+        assert timings["total"] <= wall
+        if wall - timings["total"] < 0.02 and timings["other"] < max(0.02, 0.05 * wall):
+            break
+    else:
+        pytest.fail(f"timings miss part of the call: wall {wall:.4f} s, {timings}")
 
 
 def test_streaming_mp3_and_bytes_match(tmp_path, tiny_model):

@@ -98,7 +98,8 @@ def evaluate(model, data, *, split=None, cache_dir=DEFAULT_CACHE) -> dict:
 
     track_ids = read_split(split) if split is not None else None
     dataset = load_set(data, track_ids, model.config, cache_dir=cache_dir)
-    probs = predict_probabilities(model.keras_model, dataset.x)
+    # through the serving path (LoadedModel.forward): the engine and precision the app and the CLI use
+    probs = model.forward(dataset.x)[0].astype(np.float64)
     result = scores(probs, dataset.y, dataset.tracks, model.labels)
     _, voted, ids = track_votes(probs, dataset.y, dataset.tracks)
     result["predictions"] = {t: model.labels[p] for t, p in zip(ids, voted)}
@@ -146,7 +147,7 @@ def evaluate_ensemble(models, data, *, split=None, cache_dir=DEFAULT_CACHE) -> d
     for model in models:
         dataset = load_set(data, track_ids, model.config, cache_dir=cache_dir)
         sets.append(dataset)
-        probs.append(predict_probabilities(model.keras_model, dataset.x))
+        probs.append(model.forward(dataset.x)[0].astype(np.float64))
     if all(np.array_equal(s.tracks, sets[0].tracks) for s in sets):
         result = scores(np.mean(probs, axis=0), sets[0].y, sets[0].tracks, labels)
     else:
@@ -192,9 +193,11 @@ def main(argv=None) -> int:
     name, labels = result["model"], models[0].labels
     precisions = sorted({m.precision for m in models})
     result["precision"] = precisions[0] if len(precisions) == 1 else precisions
+    result["inference_path"] = sorted({m.inference_path for m in models})
     tag = (args.split.stem if args.split else "all") + "_" + result["data_kind"]
-    if "bfloat16" in precisions:
-        tag += "_bfloat16"
+    for kind in ("bfloat16", "int8"):
+        if kind in precisions:
+            tag += "_" + kind
     report_dir = args.reports / name if args.reports is not None else RUNS_DIR / name / "reports"
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / f"evaluate_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -1,0 +1,361 @@
+"""Which engine runs a model's forward pass on this CPU, and the OpenVINO engine itself.
+
+The model folder (``model.json`` + ``model.weights.h5`` + ``manifest.json``) stays the only source of
+truth: every engine starts from the Keras model :func:`codeFeature.model_io.load_model` builds from it.
+
+* **TensorFlow** (always there): float32, or the manifest's ``bfloat16_layers`` (musicnn's timbral
+  convolutions) in bfloat16 under Keras's ``mixed_bfloat16`` policy.
+* **OpenVINO** (the ``openvino`` wheel, optional at run time): the float32 Keras model converted at load
+  time (``openvino.convert_model`` of the traced forward), cached in :func:`cache_dir` under a key of
+  the folder's bytes and the OpenVINO version; ``auto`` uses it on CPUs with VNNI but no AMX, in
+  float32 with the heavy convolutions (the manifest's ``bfloat16_layers`` that are convolutions) in
+  int8: their input is fake-quantised per tensor over a fixed range and their kernels per output
+  channel (:func:`quantise_heavy_convolutions`), which OpenVINO runs as u8 x s8 (AVX512-VNNI /
+  AVX-VNNI / AMX-INT8 where present).
+
+:func:`isa_level` reads the CPU's flags once per process and honours ``ONEDNN_MAX_CPU_ISA`` (which both
+TensorFlow's and OpenVINO's oneDNN obey), so a lower CPU can be emulated and every branch exercised;
+:func:`plan` picks the engine and precision; ``CODEFEATURE_ENGINE`` and ``CODEFEATURE_PRECISION``
+override it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import ConfigError
+
+#: Instruction-set levels, lowest first, as this module tells them apart.
+ISA_LEVELS = ("baseline", "avx2", "avx2_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx")
+#: ``ONEDNN_MAX_CPU_ISA`` values -> the highest level they allow.
+_ONEDNN_CAPS = {
+    "SSE41": "baseline", "AVX": "baseline", "AVX2": "avx2", "AVX2_VNNI": "avx2_vnni", "AVX2_VNNI_2": "avx2_vnni",
+    "AVX512_CORE": "avx512", "AVX512_CORE_VNNI": "avx512_vnni", "AVX512_CORE_BF16": "avx512_bf16",
+    "AVX512_CORE_FP16": "avx512_bf16", "AVX10_1_512": "avx512_bf16", "AVX512_CORE_AMX": "amx",
+    "AVX512_CORE_AMX_FP16": "amx", "AVX10_1_512_AMX": "amx", "AVX10_1_512_AMX_FP16": "amx",
+    "DEFAULT": "amx", "ALL": "amx",
+}
+#: Engines :func:`plan` accepts; ``CODEFEATURE_ENGINE`` sets the default.
+ENGINES = ("auto", "tensorflow", "openvino")
+#: Log-mel range (``log10(1 + 10000 mel)``) the int8 timbral input covers; beyond it a value is clipped.
+#: GTZAN's valid split reaches 6.4 (1 % of its values pass 5; clipping at 5 flipped 13 of its 253
+#: segments, at 6.5 three, at 7.5 two, as many as bfloat16): the quantisation step is 7.5 / 255
+#: (see :func:`quantise_heavy_convolutions`).
+LOGMEL_RANGE = (0.0, 7.5)
+#: Bumped when the conversion changes, so that stale cached conversions are not reused.
+_CONVERSION_VERSION = "2"
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read); read once."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def hardware_isa_level(flags: Optional[frozenset] = None) -> str:
+    """The highest of :data:`ISA_LEVELS` the CPU's flags support."""
+    flags = cpu_flags() if flags is None else flags
+    if {"avx512f", "avx512bw", "avx512vl"} <= flags:
+        if {"amx_bf16", "amx_tile"} <= flags:
+            return "amx"
+        if "avx512_bf16" in flags:
+            return "avx512_bf16"
+        return "avx512_vnni" if "avx512_vnni" in flags else "avx512"
+    if {"avx2", "fma"} <= flags:
+        return "avx2_vnni" if "avx_vnni" in flags else "avx2"
+    return "baseline"
+
+
+def isa_level(flags: Optional[frozenset] = None) -> str:
+    """The level this process computes at: the CPU's (:func:`hardware_isa_level`), capped by
+    ``ONEDNN_MAX_CPU_ISA`` where set (an unknown value caps nothing)."""
+    level = hardware_isa_level(flags)
+    cap = _ONEDNN_CAPS.get(os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper())
+    if cap is not None and ISA_LEVELS.index(cap) < ISA_LEVELS.index(level):
+        return cap
+    return level
+
+
+def describe_isa(level: Optional[str] = None) -> str:
+    """Plain words for an ISA level, e.g. ``"AMX"``, ``"AVX512-BF16, no AMX"``."""
+    level = isa_level() if level is None else level
+    words = {"amx": "AMX", "avx512_bf16": "AVX512-BF16, no AMX", "avx512_vnni": "AVX512-VNNI, no bfloat16",
+             "avx512": "AVX-512, no VNNI", "avx2_vnni": "AVX2 + AVX-VNNI", "avx2": "AVX2",
+             "baseline": "no AVX2"}[level]
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        words += f"; capped by ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}"
+    return words
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` ("unknown CPU" where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def openvino_available() -> bool:
+    """Whether the ``openvino`` package can be imported (checked without importing it)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a model's forward pass runs.
+
+    Attributes
+    ----------
+    engine : str
+        ``"tensorflow"`` or ``"openvino"``.
+    precision : str
+        ``"float32"``, ``"bfloat16"`` (the heavy layers in TensorFlow; the whole graph in OpenVINO) or
+        ``"int8"`` (the heavy convolutions in int8, the rest float32; OpenVINO only).
+    isa : str
+        The :func:`isa_level` it was chosen for.
+    """
+
+    engine: str
+    precision: str
+    isa: str
+
+    @property
+    def description(self) -> str:
+        """One line for people, e.g. ``"OpenVINO, int8 timbral convolutions, float32 elsewhere (AVX512-BF16, no AMX)"``."""
+        if self.engine == "openvino":
+            what = {"float32": "float32", "bfloat16": "bfloat16",
+                    "int8": "int8 heavy convolutions, float32 elsewhere"}[self.precision]
+            name = "OpenVINO"
+        else:
+            what = {"float32": "float32", "bfloat16": "bfloat16 heavy convolutions, float32 elsewhere",
+                    "int8": "int8"}[self.precision]
+            name = "TensorFlow oneDNN"
+        return f"{name}, {what} ({describe_isa(self.isa)})"
+
+
+def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[str] = None) -> Plan:
+    """The fastest honest way to run a model here.
+
+    Parameters
+    ----------
+    manifest : dict
+        The model's manifest; only models listing ``bfloat16_layers`` (their heavy layers) get anything
+        but TensorFlow float32.
+    precision : {"auto", "float32", "bfloat16", "int8"}, optional
+        Default ``CODEFEATURE_PRECISION`` or ``"auto"``.
+    engine : {"auto", "tensorflow", "openvino"}, optional
+        Default ``CODEFEATURE_ENGINE`` or ``"auto"``.
+
+    Returns
+    -------
+    Plan
+        ``"auto"`` picks, by :func:`isa_level`: with AMX, TensorFlow's bfloat16 heavy layers; with
+        AVX512-BF16 but no AMX, or AVX-512 / AVX2 with VNNI, OpenVINO with int8 heavy convolutions
+        (without OpenVINO: TensorFlow's bfloat16 heavy layers where AVX512-BF16 exists, else float32);
+        elsewhere TensorFlow float32. ``bench/forward_options.py`` measures each. An explicit
+        ``"float32"`` or ``"bfloat16"`` with engine ``"auto"`` means TensorFlow's.
+    """
+    from .model_io import PRECISIONS
+
+    if precision is None:
+        precision = os.environ.get("CODEFEATURE_PRECISION", "auto").strip().lower() or "auto"
+    if engine is None:
+        engine = os.environ.get("CODEFEATURE_ENGINE", "auto").strip().lower() or "auto"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
+    if engine == "auto" and precision in ("float32", "bfloat16"):
+        engine = "tensorflow"  # an explicit precision without an engine: TensorFlow's, as before engines
+    level = isa_level()
+    heavy = bool(manifest.get("bfloat16_layers"))
+    if engine == "openvino" and not openvino_available():
+        raise ConfigError("engine='openvino' needs the openvino package: pip install openvino")
+    bf16_level = level in ("amx", "avx512_bf16")
+    vnni_level = level in ("amx", "avx512_bf16", "avx512_vnni", "avx2_vnni")
+    # OpenVINO where it was measured faster: int8 heavy convolutions with VNNI but no AMX. With AMX,
+    # TensorFlow's bfloat16 timbral layers were as fast as OpenVINO's bfloat16 (12.9 against 13.7 CPU ms a
+    # segment) and need no conversion; without VNNI, OpenVINO's float32 is TensorFlow's (bench/README.md)
+    use_openvino = engine == "openvino" or (engine == "auto" and heavy and openvino_available()
+                                            and ((vnni_level and level != "amx") or precision == "int8"))
+    if not heavy:
+        return Plan("openvino" if engine == "openvino" else "tensorflow", "float32", level)
+    if use_openvino:
+        if precision == "auto":
+            precision = "bfloat16" if level == "amx" else ("int8" if vnni_level else "float32")
+        if precision == "bfloat16" and not bf16_level:
+            precision = "float32"  # OpenVINO refuses a bfloat16 hint on CPUs without it
+        return Plan("openvino", precision, level)
+    if precision == "auto":
+        precision = "bfloat16" if bf16_level else "float32"
+    if precision == "int8":
+        raise ConfigError("precision='int8' runs on the OpenVINO engine: pip install openvino, or use "
+                          "float32 / bfloat16")
+    return Plan("tensorflow", precision, level)
+
+
+def cache_dir() -> Optional[Path]:
+    """Where converted models are kept: ``CODEFEATURE_ENGINE_CACHE``, else ``~/.cache/codefeature``; ``None``
+    where ``CODEFEATURE_ENGINE_CACHE`` is empty (no cache)."""
+    value = os.environ.get("CODEFEATURE_ENGINE_CACHE")
+    if value is not None:
+        return Path(value) if value.strip() else None
+    return Path.home() / ".cache" / "codefeature"
+
+
+def _folder_key(folder: Path, plan_: Plan, heavy: list[str]) -> str:
+    import openvino
+
+    digest = hashlib.sha256()
+    for name in ("model.json", "model.weights.h5"):
+        digest.update((folder / name).read_bytes())
+    digest.update(repr((plan_.precision, sorted(heavy), LOGMEL_RANGE, openvino.__version__,
+                        _CONVERSION_VERSION)).encode())
+    return digest.hexdigest()[:24]
+
+
+def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: list[str]) -> int:
+    """Insert int8 FakeQuantize before the heavy convolutions of an OpenVINO model, in place.
+
+    The convolutions are found by their weights: the OpenVINO ``Convolution`` whose constant kernel
+    equals the named Keras ``Conv2D``'s (transposed to OIHW). Its input is quantised per tensor to 256
+    levels over the image of :data:`LOGMEL_RANGE` by the model's ``input_bn`` batch norm (0 included:
+    the time padding), its kernel symmetrically per output channel to 255 levels; OpenVINO's
+    low-precision transformations then run it as u8 x s8 with int32 accumulation.
+
+    Returns
+    -------
+    int
+        How many convolutions were quantised.
+    """
+    from openvino import opset13 as ops
+
+    kernels = {}
+    for name in layer_names:
+        try:
+            layer = keras_model.get_layer(name)
+        except ValueError:
+            continue
+        if type(layer).__name__ == "Conv2D":
+            kernels[name] = np.transpose(np.asarray(layer.kernel.numpy(), np.float32), (3, 2, 0, 1))
+    low, high = _input_range(keras_model)
+    # the time padding's zeros must stay exact: put 0 on the u8 grid
+    step = (high - low) / 255.0
+    low = -round(-low / step) * step
+    high = low + 255.0 * step
+    done = 0
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() != "Convolution":
+            continue
+        weights = op.input(1).get_source_output().get_node()
+        if weights.get_type_name() != "Constant":
+            continue
+        data = weights.get_data()
+        if not any(k.shape == data.shape and np.array_equal(k, data) for k in kernels.values()):
+            continue
+        source = op.input(0).get_source_output()
+        fq = ops.fake_quantize(source, np.float32(low), np.float32(high), np.float32(low), np.float32(high), 256)
+        op.input(0).replace_source_output(fq.output(0))
+        amax = np.abs(data).reshape(data.shape[0], -1).max(axis=1).reshape(-1, 1, 1, 1).astype(np.float32)
+        amax = np.maximum(amax, np.float32(1e-12))
+        fqw = ops.fake_quantize(weights.output(0), -amax, amax, -amax, amax, 255)
+        op.input(1).replace_source_output(fqw.output(0))
+        done += 1
+    ov_model.validate_nodes_and_infer_types()
+    return done
+
+
+def _input_range(keras_model: Any) -> tuple[float, float]:
+    """The range of the input batch norm's output over :data:`LOGMEL_RANGE`, 0 included."""
+    try:
+        bn = keras_model.get_layer("input_bn")
+    except ValueError:
+        return LOGMEL_RANGE
+    gamma, beta, mean, variance = (np.asarray(w.numpy(), np.float64) for w in bn.weights)
+    scale = gamma / np.sqrt(variance + bn.epsilon)
+    ends = np.stack([(x - mean) * scale + beta for x in LOGMEL_RANGE])
+    return float(min(ends.min(), 0.0)), float(max(ends.max(), 0.0))
+
+
+class OpenVINORunner:
+    """A compiled OpenVINO model called like the traced TensorFlow forward (one infer request per
+    thread: the CLI classifies several files at once)."""
+
+    def __init__(self, compiled: Any, n_outputs: int):
+        self._compiled = compiled
+        self._outputs = list(compiled.outputs)[:n_outputs]
+        self._local = threading.local()
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        result = request.infer([x])
+        return [np.array(result[o], dtype=np.float32) for o in self._outputs]
+
+
+def build_openvino(keras_model: Any, folder: Path, input_shape: tuple[int, ...], plan_: Plan,
+                   heavy: list[str], *, tag: str = "model") -> OpenVINORunner:
+    """Convert (or read the cached conversion of) ``keras_model`` and compile it for this CPU.
+
+    ``tag`` names what of the folder's network ``keras_model`` is (``"model"``, or an embedding layer).
+
+    Raises
+    ------
+    RuntimeError
+        Whatever OpenVINO raises when it cannot convert or compile; :func:`codeFeature.model_io.load_model`
+        then falls back to TensorFlow.
+    """
+    import openvino as ov
+
+    core = ov.Core()
+    cached = None
+    directory = cache_dir()
+    if directory is not None:
+        cached = directory / f"openvino-{folder.name}-{tag}-{_folder_key(folder, plan_, heavy)}.xml"
+    if cached is not None and cached.is_file() and cached.with_suffix(".bin").is_file():
+        ov_model = core.read_model(str(cached))
+    else:
+        import tensorflow as tf
+
+        function = tf.function(lambda x: keras_model(x, training=False),
+                               input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
+        ov_model = ov.convert_model(function.get_concrete_function())
+        if plan_.precision == "int8" and not quantise_heavy_convolutions(ov_model, keras_model, heavy):
+            raise RuntimeError("no heavy convolution found to quantise")
+        if cached is not None:
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_name(cached.stem + f".tmp{os.getpid()}.xml")
+                ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
+                tmp.with_suffix(".bin").replace(cached.with_suffix(".bin"))
+                tmp.replace(cached)  # the .xml last: a reader never sees an .xml without its .bin
+            except OSError:
+                pass  # a read-only home: convert again next time
+    hint = "bf16" if plan_.precision == "bfloat16" else "f32"
+    compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                    "PERFORMANCE_HINT": "LATENCY"})
+    n_outputs = len(keras_model.outputs)
+    if len(compiled.outputs) != n_outputs:
+        raise RuntimeError(f"the converted model has {len(compiled.outputs)} outputs, the Keras model {n_outputs}")
+    return OpenVINORunner(compiled, n_outputs)

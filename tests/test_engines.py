@@ -1,0 +1,144 @@
+"""The inference engines (codeFeature.engines): which path each CPU gets, and parity of every path.
+
+Each path is compared with the float32 Keras model on the parity fixture (real music patches from
+the original musicnn package). Paths that need OpenVINO skip, saying so, where it is not installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codeFeature import engines
+from codeFeature.errors import ConfigError
+from codeFeature.model_io import load_model
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
+HEAVY = {"bfloat16_layers": ["timbral_74_conv", "timbral_77_conv"]}
+needs_openvino = pytest.mark.skipif(not engines.openvino_available(), reason="the openvino package is not installed")
+
+SPR = frozenset("avx2 fma avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile".split())
+ZEN4 = SPR - {"amx_bf16", "amx_tile"}
+SKYLAKE = frozenset("avx2 fma avx512f avx512bw avx512vl".split())
+HASWELL = frozenset("avx2 fma".split())
+
+
+def test_isa_levels_from_flags_and_the_onednn_cap(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert [engines.isa_level(f) for f in (SPR, ZEN4, SKYLAKE, HASWELL, frozenset())] == [
+        "amx", "avx512_bf16", "avx512", "avx2", "baseline"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert engines.isa_level(SPR) == "avx512_bf16"
+    assert engines.isa_level(HASWELL) == "avx2"  # a cap never raises the level
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert engines.isa_level(SPR) == "avx2"
+    assert "capped by ONEDNN_MAX_CPU_ISA=avx2" in engines.describe_isa()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "no-such-isa")
+    assert engines.isa_level(SPR) == "amx"
+
+
+@pytest.mark.parametrize("level, with_openvino, expected", [
+    ("amx", True, ("tensorflow", "bfloat16")),
+    ("amx", False, ("tensorflow", "bfloat16")),
+    ("avx512_bf16", True, ("openvino", "int8")),
+    ("avx512_bf16", False, ("tensorflow", "bfloat16")),
+    ("avx512_vnni", True, ("openvino", "int8")),
+    ("avx2_vnni", True, ("openvino", "int8")),
+    ("avx512", True, ("tensorflow", "float32")),
+    ("avx2", True, ("tensorflow", "float32")),
+    ("baseline", False, ("tensorflow", "float32")),
+])
+def test_auto_picks_per_cpu(monkeypatch, level, with_openvino, expected):
+    monkeypatch.setattr(engines, "isa_level", lambda flags=None: level)
+    monkeypatch.setattr(engines, "openvino_available", lambda: with_openvino)
+    monkeypatch.delenv("CODEFEATURE_ENGINE", raising=False)
+    monkeypatch.delenv("CODEFEATURE_PRECISION", raising=False)
+    chosen = engines.plan(HEAVY)
+    assert (chosen.engine, chosen.precision) == expected
+    assert chosen.description  # one line for the CLI and the app
+    # models without heavy layers, and explicit precisions, stay on TensorFlow
+    assert engines.plan({}).engine == "tensorflow"
+    assert engines.plan(HEAVY, precision="float32") == engines.Plan("tensorflow", "float32", level)
+
+
+def test_explicit_choices_and_bad_values(monkeypatch):
+    monkeypatch.setattr(engines, "isa_level", lambda flags=None: "avx2")
+    monkeypatch.setattr(engines, "openvino_available", lambda: False)
+    with pytest.raises(ConfigError, match="openvino"):
+        engines.plan(HEAVY, engine="openvino")
+    with pytest.raises(ConfigError, match="int8"):
+        engines.plan(HEAVY, precision="int8")  # no OpenVINO: int8 has no engine
+    with pytest.raises(ConfigError, match="engine="):
+        engines.plan(HEAVY, engine="torch")
+    monkeypatch.setattr(engines, "openvino_available", lambda: True)
+    # OpenVINO refuses bfloat16 on CPUs without it: float32 instead of a crash
+    assert engines.plan(HEAVY, engine="openvino", precision="bfloat16").precision == "float32"
+
+
+def test_an_openvino_failure_falls_back_to_tensorflow_float32(monkeypatch, reference):
+    monkeypatch.setattr(engines, "isa_level", lambda flags=None: "avx512_bf16")
+    monkeypatch.setattr(engines, "openvino_available", lambda: True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this CPU")
+
+    monkeypatch.setattr(engines, "build_openvino", broken)
+    model = load_model("musicnn_genre", precision="auto", engine="auto")
+    assert (model.engine, model.precision) == ("tensorflow", "float32")
+    assert "OpenVINO failed: no kernel for this CPU" in model.inference_path
+    np.testing.assert_allclose(model.forward(reference["patches"][:2])[0],
+                               load_model("musicnn_genre", precision="float32").forward(reference["patches"][:2])[0],
+                               rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(FIXTURE) as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="module")
+def float32_outputs(reference):
+    model = load_model("musicnn_genre", precision="float32", engine="tensorflow")
+    return model.forward(reference["patches"])
+
+
+#: engine, precision -> largest |difference| from float32 TensorFlow allowed in probabilities and tags.
+#: bfloat16 keeps 8 significant bits; int8 rounds the timbral input to 1/255 of its range and each
+#: kernel to 1/127 of its largest tap: both move probabilities by ~1e-2 (measured: 0.007 / 0.011).
+PATHS = {("tensorflow", "bfloat16"): 0.03, ("openvino", "float32"): 1e-5, ("openvino", "bfloat16"): 0.03,
+         ("openvino", "int8"): 0.05}
+
+
+@pytest.mark.parametrize("engine, precision", sorted(PATHS))
+def test_every_path_agrees_with_float32(engine, precision, reference, float32_outputs, tmp_path, monkeypatch):
+    if engine == "openvino" and not engines.openvino_available():
+        pytest.skip("the openvino package is not installed")
+    if precision == "bfloat16" and not engines.isa_level() in ("amx", "avx512_bf16"):
+        pytest.skip(f"this CPU ({engines.describe_isa()}) has no native bfloat16")
+    monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
+    model = load_model("musicnn_genre", precision=precision, engine=engine)
+    assert (model.engine, model.precision) == (engine, precision)
+    outputs = model.forward(reference["patches"])
+    assert [o.shape for o in outputs] == [o.shape for o in float32_outputs]
+    for got, want in zip(outputs, float32_outputs):
+        np.testing.assert_allclose(got, want, rtol=0, atol=PATHS[engine, precision])
+    assert (outputs[0].argmax(1) == float32_outputs[0].argmax(1)).all()
+    if engine == "openvino":
+        assert list(tmp_path.glob("openvino-musicnn_genre-model-*.xml"))  # converted once, cached
+        again = load_model("musicnn_genre", precision=precision, engine=engine)
+        np.testing.assert_array_equal(again.forward(reference["patches"])[0], outputs[0])
+
+
+@needs_openvino
+def test_openvino_embedding_matches_the_original(reference, tmp_path, monkeypatch):
+    from codeFeature.musicnn import embedding_forward
+
+    monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
+    tagger = load_model("musicnn_msd", precision="float32", engine="openvino")
+    fast = embedding_forward(tagger, "penultimate")
+    assert fast.engine == "openvino"
+    np.testing.assert_allclose(fast.forward(reference["patches"])[0], reference["msd_penultimate"], rtol=0, atol=1e-4)
