@@ -3,7 +3,11 @@
 With ``--json``, one JSON object per input file is printed on its own line::
 
     {"file", "model", "genre", "confidence", "probabilities": {genre: p, ...},
-     "segments": [{"start", "end", "genre", "confidence"}, ...], "seconds"}
+     "segments": [{"start", "end", "genre", "confidence"}, ...], "seconds",
+     "not_sure", "verdict", "reasons", "top": [{"genre", "probability"}, ...], "vote_share", "rule"}
+
+``genre`` is the model's best guess even when ``not_sure`` is true; ``verdict`` is what a person
+reads ("rock", or "not sure: rock or metal"), the table's answer column (see :mod:`codeFeature.decision`).
 
 or ``{"file", "error"}`` for a file that cannot be classified. Every file is tried;
 the exit status is 2 if any failed, 0 otherwise. Files are decoded and classified
@@ -23,6 +27,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .model_io import PRECISIONS  # noqa: E402  (numpy and the config only; TensorFlow loads with a model)
 from .native_stderr import filtered_native_stderr  # noqa: E402
+
+
+#: Room for the longest answer, "not sure: classical or country".
+ANSWER_WIDTH = 30
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +136,7 @@ def classify_command(args: argparse.Namespace) -> int:
     width = max([len("file"), *map(len, names)])
     notes: list[str] = []  # the table's warnings, printed after it so that its rows stay together
     if not args.json:
-        print(f"{'file':{width}s} {'genre':10s} {'confidence':>10s} {'segments':>8s} {'seconds':>8s}")
+        print(f"{'file':{width}s} {'answer':{ANSWER_WIDTH}s} {'confidence':>10s} {'segments':>8s} {'seconds':>8s}")
     # decoding and features release the GIL, so a second file overlaps the first on a second core
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for path, name, prediction in zip(args.paths, names, pool.map(classify, args.paths)):
@@ -147,7 +155,7 @@ def classify_command(args: argparse.Namespace) -> int:
                 print(json.dumps(record), flush=True)
             else:
                 notes += [f"warning: {name}: {note}" for note in prediction.warnings]
-                print(f"{name:{width}s} {prediction.genre:10s} {prediction.confidence:10.2f} "
+                print(f"{name:{width}s} {prediction.verdict.headline:{ANSWER_WIDTH}s} {prediction.confidence:10.2f} "
                       f"{len(prediction.probabilities):8d} {prediction.duration:8.1f}", flush=True)
     for note in notes:
         print(note, file=sys.stderr)

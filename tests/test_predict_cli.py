@@ -98,8 +98,11 @@ def test_cli_exit_zero_when_all_succeed_and_human_table(tiny_model_dir, audio_di
     result = _cli(audio_dir / "chord.ogg", "--model", tiny_model_dir)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:2] == ["file", "genre"]
+    assert lines[0].split()[:2] == ["file", "answer"]
     assert any(g in lines[1] for g in GENRES)
+    # the table's answer is the JSON's verdict (one answer everywhere), "not sure: ..." included
+    record = json.loads(_cli(audio_dir / "chord.ogg", "--model", tiny_model_dir, "--json").stdout)
+    assert lines[1].split()[0] == "chord.ogg" and f" {record['verdict']} " in lines[1]
 
 
 def test_cli_unknown_model_is_a_per_file_error(audio_dir):
