@@ -169,11 +169,12 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
     Returns
     -------
     Plan
-        ``"auto"`` picks, by :func:`isa_level`: with AMX, TensorFlow's bfloat16 heavy layers; with
-        AVX512-BF16 but no AMX, or AVX-512 / AVX2 with VNNI, OpenVINO with int8 heavy convolutions
-        (without OpenVINO: TensorFlow's bfloat16 heavy layers where AVX512-BF16 exists, else float32);
-        elsewhere TensorFlow float32. ``bench/forward_options.py`` measures each. An explicit
-        ``"float32"`` or ``"bfloat16"`` with engine ``"auto"`` means TensorFlow's.
+        ``"auto"`` picks, by :func:`isa_level`: with AMX or AVX512-BF16, TensorFlow's bfloat16 heavy
+        layers; elsewhere TensorFlow float32. Only paths that keep the default model's valid answers
+        are automatic: OpenVINO's int8 heavy convolutions (the fastest measured without AMX) changed
+        one of its 98 valid tracks, so they run only when asked for (``precision="int8"`` or
+        ``engine="openvino"``). ``bench/forward_options.py`` measures each. An explicit ``"float32"``
+        or ``"bfloat16"`` with engine ``"auto"`` means TensorFlow's.
     """
     from .model_io import PRECISIONS
 
@@ -193,11 +194,12 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
         raise ConfigError("engine='openvino' needs the openvino package: pip install openvino")
     bf16_level = level in ("amx", "avx512_bf16")
     vnni_level = level in ("amx", "avx512_bf16", "avx512_vnni", "avx2_vnni")
-    # OpenVINO where it was measured faster: int8 heavy convolutions with VNNI but no AMX. With AMX,
-    # TensorFlow's bfloat16 timbral layers were as fast as OpenVINO's bfloat16 (12.9 against 13.7 CPU ms a
-    # segment) and need no conversion; without VNNI, OpenVINO's float32 is TensorFlow's (bench/README.md)
+    # OpenVINO only when asked: its int8 heavy convolutions were the fastest measured without AMX
+    # (23.4 against 30.4 CPU ms a segment in float32) but changed one of the default model's 98 valid
+    # tracks; with AMX, TensorFlow's bfloat16 timbral layers were as fast as OpenVINO's bfloat16 (12.9
+    # against 13.7) and need no conversion; OpenVINO's float32 is TensorFlow's (bench/README.md)
     use_openvino = engine == "openvino" or (engine == "auto" and heavy and openvino_available()
-                                            and ((vnni_level and level != "amx") or precision == "int8"))
+                                            and precision == "int8")
     if not heavy:
         return Plan("openvino" if engine == "openvino" else "tensorflow", "float32", level)
     if use_openvino:
