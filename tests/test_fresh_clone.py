@@ -240,3 +240,17 @@ def test_gtzan_dir_environment_variable_and_layouts_are_recognised(datasets, tmp
     monkeypatch.setenv("GTZAN_DIR", str(tmp_path))
     with pytest.raises(DatasetError, match="holds no GTZAN layout"):
         find_gtzan()
+
+
+def test_the_shared_layout_is_recognised_with_its_feature_table_beside_the_audio(datasets, tmp_path):
+    """The project's copy has features_30_sec.csv at its top, as Kaggle's Data/ has: its audio must still be found."""
+    from training.datasets import recognise
+
+    root = tmp_path / "gtzan"
+    shutil.copytree(datasets["marsyas"] / "genres", root / "genres")
+    (root / "excerpts" / "blues").mkdir(parents=True)
+    shutil.copy2(datasets["kaggle"] / "Data" / "features_30_sec.csv", root / "features_30_sec.csv")
+    found = recognise(root)
+    assert found.layout == "shared"
+    assert found.data_for("audio") == [root / "genres", root / "excerpts"]
+    assert found.data_for("csv30") == [root / "features_30_sec.csv"]
