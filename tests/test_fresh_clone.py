@@ -146,6 +146,8 @@ def test_every_readme_retraining_command_runs_on_both_layouts_without_touching_t
         # the default model's recipe and the LR head's, each on a few 3.5 s tracks (musicnn embeddings: seconds)
         ("training.train_musicnn_head", "--gtzan", kaggle, "--quick"),
         ("training.train_musicnn_head", "--preset", "lr", "--gtzan", marsyas, "--quick"),
+        ("training.decision_thresholds", "--model", "runs/musicnn_genre-quick", "--gtzan", marsyas,
+         "--write-manifest"),  # the default recipe's "not sure" step, into the run's manifest
         ("training.retrain_all", "--gtzan", kaggle, "--quick", "--only", "cnn_mfcc_small"),  # one recipe: time
         ("training.compare", "--no-demo"),
     ]
@@ -173,6 +175,8 @@ def test_every_readme_retraining_command_runs_on_both_layouts_without_touching_t
         assert head["training"]["quick"] is True and head["training"]["fit_tracks"] == 2 * len(GENRES), name
         assert head["training"]["splits"]["valid"]["file"].endswith("training/splits/valid_filtered.txt"), name
         assert head["metrics"]["valid"]["tracks"] == len(GENRES), name
+    assert "decision" in json.loads((runs / "musicnn_genre-quick" / "manifest.json").read_text())
+    assert (runs / "decision" / "musicnn_genre" / "decision.json").is_file()
     assert "genres_original" in " ".join(json.loads((runs / "musicnn_genre-quick" / "manifest.json").read_text())
                                          ["training"]["data"])
     assert (runs / "retrain_all" / "cnn_mfcc_small" / "manifest.json").is_file()
