@@ -5,7 +5,8 @@ The clone is a copy of the repository's files (tracked and new, not ignored) in 
 committed into a fresh git repository there, so ``git status --porcelain`` shows whether any command
 changed a tracked file. The data are synthesised: a few seconds of a genre-specific chord for a few
 tracks per genre, named after tracks of the shipped split lists so that the default splits select them,
-a tiny ``features_30_sec.csv`` and a few tiny images. Every command runs in ``--quick`` mode (2 epochs).
+a tiny ``features_30_sec.csv`` and a few tiny images. Every command runs in ``--quick`` mode (2 epochs; for
+the musicnn heads, the musicnn embeddings of those 30 short tracks and a head fitted on them).
 """
 
 from __future__ import annotations
@@ -142,6 +143,11 @@ def test_every_readme_retraining_command_runs_on_both_layouts_without_touching_t
         ("training.evaluate", "--model", "runs/cnn_mfcc_small-quick", "--gtzan", marsyas, "--json"),
         ("training.kfold", "--model", "ann_features", "--artists", str(clone.parent / "artists.csv"), "--folds", "2",
          "--gtzan", kaggle, "--quick"),
+        # the default model's recipe and the LR head's, each on a few 3.5 s tracks (musicnn embeddings: seconds)
+        ("training.train_musicnn_head", "--gtzan", kaggle, "--quick"),
+        ("training.train_musicnn_head", "--preset", "lr", "--gtzan", marsyas, "--quick"),
+        ("training.decision_thresholds", "--model", "runs/musicnn_genre-quick", "--gtzan", marsyas,
+         "--write-manifest"),  # the default recipe's "not sure" step, into the run's manifest
         ("training.retrain_all", "--gtzan", kaggle, "--quick", "--only", "cnn_mfcc_small"),  # one recipe: time
         ("training.compare", "--no-demo"),
     ]
@@ -164,11 +170,21 @@ def test_every_readme_retraining_command_runs_on_both_layouts_without_touching_t
     assert manifest["training"]["splits"]["train"]["file"].endswith("training/splits/train_filtered.txt")
     assert (runs / "cnn_mfcc_small-quick" / "reports" / "evaluate_valid_filtered_audio.json").is_file()
     assert (runs / "compare" / "comparison.md").is_file()
+    for name in ("musicnn_genre-quick", "musicnn_genre_lr-quick"):  # the heads' smoke runs, from the shipped lists
+        head = json.loads((runs / name / "manifest.json").read_text())
+        assert head["training"]["quick"] is True and head["training"]["fit_tracks"] == 2 * len(GENRES), name
+        assert head["training"]["splits"]["valid"]["file"].endswith("training/splits/valid_filtered.txt"), name
+        assert head["metrics"]["valid"]["tracks"] == len(GENRES), name
+    assert "decision" in json.loads((runs / "musicnn_genre-quick" / "manifest.json").read_text())
+    assert (runs / "decision" / "musicnn_genre" / "decision.json").is_file()
+    assert "genres_original" in " ".join(json.loads((runs / "musicnn_genre-quick" / "manifest.json").read_text())
+                                         ["training"]["data"])
     assert (runs / "retrain_all" / "cnn_mfcc_small" / "manifest.json").is_file()
 
     # promoting is the explicit step that changes models/: a smoke run is refused, a real run installed
-    refused = _run(clone, "training.promote", "runs/cnn_mfcc-quick")
-    assert refused.returncode == 2 and "smoke run" in refused.stderr
+    for run_dir in ("runs/cnn_mfcc-quick", "runs/musicnn_genre-quick"):
+        refused = _run(clone, "training.promote", run_dir)
+        assert refused.returncode == 2 and "smoke run" in refused.stderr, run_dir
     assert _status(clone) == ""
     trained = _run(clone, "training.train", "--model", "cnn_mfcc_small", "--gtzan", marsyas, "--epochs", "1")
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -192,9 +208,6 @@ def test_every_readme_retraining_command_runs_on_both_layouts_without_touching_t
     ("training.train_musicnn_head",),
 ], ids=lambda a: " ".join(a[:3]))
 def test_without_data_a_command_says_what_is_missing_and_exits_2(clone, args):
-    if args[0] == "training.train_musicnn_head" and "find_gtzan" not in \
-            (REPO / "training" / "train_musicnn_head.py").read_text():
-        pytest.skip("training.train_musicnn_head does not look for the dataset with training.datasets yet")
     before = _status(clone)  # the module's clone: an earlier test may have promoted a model in it
     run = _run(clone, *args)
     assert run.returncode == 2, run.stderr[-2000:]
@@ -231,3 +244,17 @@ def test_gtzan_dir_environment_variable_and_layouts_are_recognised(datasets, tmp
     monkeypatch.setenv("GTZAN_DIR", str(tmp_path))
     with pytest.raises(DatasetError, match="holds no GTZAN layout"):
         find_gtzan()
+
+
+def test_the_shared_layout_is_recognised_with_its_feature_table_beside_the_audio(datasets, tmp_path):
+    """The project's copy has features_30_sec.csv at its top, as Kaggle's Data/ has: its audio must still be found."""
+    from training.datasets import recognise
+
+    root = tmp_path / "gtzan"
+    shutil.copytree(datasets["marsyas"] / "genres", root / "genres")
+    (root / "excerpts" / "blues").mkdir(parents=True)
+    shutil.copy2(datasets["kaggle"] / "Data" / "features_30_sec.csv", root / "features_30_sec.csv")
+    found = recognise(root)
+    assert found.layout == "shared"
+    assert found.data_for("audio") == [root / "genres", root / "excerpts"]
+    assert found.data_for("csv30") == [root / "features_30_sec.csv"]

@@ -115,14 +115,15 @@ def recognise(root: str | os.PathLike, *, source: str = "") -> Gtzan | None:
     root = Path(root).expanduser()
     if not root.is_dir():
         return None
+    if _has_genre_audio(root / "genres") and (root / "excerpts").is_dir():  # the project's shared copy: before
+        # Kaggle's test, which its features_30_sec.csv would also pass (and then its audio would not be found)
+        return Gtzan(root, "shared", [root / "genres", root / "excerpts"], _file(root / "features_30_sec.csv"),
+                     _file(root / "features_3_sec.csv"), _folder(root / "spectrograms"), source)
     for data in (root / "Data", root):  # Kaggle: the unzipped folder, or its Data/
         if (data / "genres_original").is_dir() or (data / "features_30_sec.csv").is_file():
             audio = [data / "genres_original"] if _has_genre_audio(data / "genres_original") else []
             return Gtzan(root, "kaggle", audio, _file(data / "features_30_sec.csv"),
                          _file(data / "features_3_sec.csv"), _folder(data / "images_original"), source)
-    if _has_genre_audio(root / "genres") and (root / "excerpts").is_dir():  # the project's shared copy
-        return Gtzan(root, "shared", [root / "genres", root / "excerpts"], _file(root / "features_30_sec.csv"),
-                     _file(root / "features_3_sec.csv"), _folder(root / "spectrograms"), source)
     if _has_genre_audio(root / "genres"):  # marsyas: genres.tar.gz unpacked here
         return Gtzan(root, "marsyas", [root / "genres"], source=source)
     if _has_genre_audio(root):  # genres/ or genres_original/ itself

@@ -40,7 +40,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from training.data import REPO_ROOT, SHARED_GTZAN, display_path, find_audio, read_split
+from training.data import REPO_ROOT, RUNS_DIR, VALID_SPLIT, display_path, find_audio, read_split
+from training.datasets import add_gtzan_argument, check_paths, exit_on_missing_data, find_gtzan
 
 log = logging.getLogger("training.decision_thresholds")
 
@@ -50,15 +51,17 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", nargs="+", required=True)
     p.add_argument("--select-with", nargs="+", help="model folders giving held-out valid answers, one per --model")
-    p.add_argument("--data", nargs="+", type=Path, default=[SHARED_GTZAN / "genres", SHARED_GTZAN / "excerpts"])
-    p.add_argument("--valid-split", type=Path, default=SHARED_GTZAN / "splits" / "valid_filtered.txt")
+    add_gtzan_argument(p)
+    p.add_argument("--data", nargs="+", type=Path,
+                   help="GTZAN-layout audio folders (default: the audio of the dataset --gtzan finds)")
+    p.add_argument("--valid-split", type=Path, default=VALID_SPLIT)
     p.add_argument("--max-right-flagged", type=float, default=0.10)
     p.add_argument("--tag-safety", type=float, default=0.5)
     p.add_argument("--min-gain", type=int, default=2, help="tracks a test-time choice must win by to be adopted")
     p.add_argument("--hop", type=float, default=1.5, help="overlapping windows' hop in seconds")
     p.add_argument("--write-manifest", action="store_true", help="write the 'decision' key into each model's manifest")
     p.add_argument("--write-report", action="store_true", help="write to reports/<model>/decision/ (tracked)")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "decision")
+    p.add_argument("--out", type=Path, default=RUNS_DIR / "decision")
     return p.parse_args(argv)
 
 
@@ -262,9 +265,13 @@ def markdown(r, command) -> str:
     return "\n".join(lines) + "\n"
 
 
+@exit_on_missing_data
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.data is None:
+        args.data = find_gtzan(args.gtzan).data_for("audio")
+    check_paths(args.data)
     selects = args.select_with or [None] * len(args.model)
     if len(selects) != len(args.model):
         print("error: give one --select-with per --model", file=sys.stderr)

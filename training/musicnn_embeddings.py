@@ -155,19 +155,24 @@ def embed_files(base: str, data: Sequence[str | Path], *, track_ids: Sequence[st
 
 
 def main(argv=None) -> int:
-    """Fill the cache: ``python -m training.musicnn_embeddings`` (both bases, back-to-back and 1.5 s hop)."""
+    """Fill the cache: ``python -m training.musicnn_embeddings --gtzan DIR`` (both bases, back-to-back and 1.5 s hop)."""
     import argparse
     import time
 
-    from training.data import SHARED_GTZAN
+    from training.datasets import add_gtzan_argument, check_paths, find_gtzan
 
     parser = argparse.ArgumentParser(description="Compute and cache musicnn embeddings of GTZAN audio")
-    parser.add_argument("--data", nargs="+", type=Path, default=[SHARED_GTZAN / "genres", SHARED_GTZAN / "excerpts"])
+    add_gtzan_argument(parser)
+    parser.add_argument("--data", nargs="+", type=Path,
+                        help="GTZAN-layout audio folders (default: the audio of the dataset --gtzan finds)")
     parser.add_argument("--bases", nargs="+", default=["musicnn_msd", "musicnn_mtt"])
     parser.add_argument("--hops", nargs="+", type=float, default=[0.0, 1.5], help="0 = back-to-back")
     parser.add_argument("--cache", type=Path, default=EMBEDDING_CACHE)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.data is None:
+        args.data = find_gtzan(args.gtzan).data_for("audio")
+    check_paths(args.data)
     for base in args.bases:
         for hop in args.hops:
             t0 = time.perf_counter()
@@ -178,4 +183,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from training.datasets import exit_on_missing_data
+
+    raise SystemExit(exit_on_missing_data(main)())

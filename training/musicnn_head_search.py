@@ -9,7 +9,7 @@ by segment accuracy. Embeddings come from the disk cache of
 :mod:`training.musicnn_embeddings`, so a rerun takes a few minutes of
 scikit-learn and no network passes.
 
-    python -m training.musicnn_head_search                   # results in runs/musicnn_head_search/
+    python -m training.musicnn_head_search --gtzan ~/gtzan   # results in runs/musicnn_head_search/
     python -m training.musicnn_head_search --write-report    # and reports/musicnn_head_search/ (tracked)
 
 Valid has 98 tracks with audio, none of hiphop or reggae, 1 pop and 3 rock:
@@ -33,7 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from codeFeature.config import GENRES
-from training.data import REPO_ROOT, SHARED_GTZAN, display_path, read_split
+from training.data import REPO_ROOT, RUNS_DIR, TRAIN_SPLIT, VALID_SPLIT, display_path, read_split
+from training.datasets import add_gtzan_argument, check_paths, exit_on_missing_data, find_gtzan
 
 log = logging.getLogger("training.musicnn_head_search")
 
@@ -60,10 +61,12 @@ SHIPPED_LR = {"inputs": "msd:penultimate", "head": "lr", "params": {"C": 0.01}, 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", nargs="+", type=Path, default=[SHARED_GTZAN / "genres", SHARED_GTZAN / "excerpts"])
-    p.add_argument("--train-split", type=Path, default=SHARED_GTZAN / "splits" / "train_filtered.txt")
-    p.add_argument("--valid-split", type=Path, default=SHARED_GTZAN / "splits" / "valid_filtered.txt")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "musicnn_head_search")
+    add_gtzan_argument(p)
+    p.add_argument("--data", nargs="+", type=Path,
+                   help="GTZAN-layout audio folders (default: the audio of the dataset --gtzan finds)")
+    p.add_argument("--train-split", type=Path, default=TRAIN_SPLIT)
+    p.add_argument("--valid-split", type=Path, default=VALID_SPLIT)
+    p.add_argument("--out", type=Path, default=RUNS_DIR / "musicnn_head_search")
     p.add_argument("--write-report", action="store_true",
                    help="also write the results to reports/musicnn_head_search/ (tracked files)")
     p.add_argument("--inputs", nargs="+", default=list(INPUTS))
@@ -150,9 +153,13 @@ def markdown(rows, best, shipped, valid_info, seconds, load) -> str:
     return "\n".join(lines)
 
 
+@exit_on_missing_data
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.data is None:
+        args.data = find_gtzan(args.gtzan).data_for("audio")
+    check_paths(args.data)
     from training.musicnn_heads import parse_inputs
 
     bases = sorted({b for spec in args.inputs for b, _ in parse_inputs(spec)})

@@ -28,6 +28,11 @@ from training.data import REPO_ROOT, RUNS_DIR
 from training.datasets import GTZAN_ENV, add_gtzan_argument, exit_on_missing_data, find_gtzan
 
 
+#: Options a command needs beyond --out/--reports to write its reports into OUT_ROOT/reports/<model>/, where
+#: training.promote finds them (train_musicnn_head writes its calibration report there only when asked).
+REPORT_OPTIONS = {"training.train_musicnn_head": ["--write-report"]}
+
+
 def commands(out_root: Path | None) -> list[tuple[str, list[str]]]:
     """(model name, argv) for every shipped genre model, from its manifest's ``reproduce``.
 
@@ -40,7 +45,8 @@ def commands(out_root: Path | None) -> list[tuple[str, list[str]]]:
         argv = shlex.split(manifest["reproduce"])
         if argv[:2] != ["python", "-m"]:
             raise SystemExit(f"{name}: cannot run its reproduce command {manifest['reproduce']!r}")
-        argv = [sys.executable, *argv[1:], "--out", str(out_root / name), "--reports", str(out_root / "reports")]
+        argv = [sys.executable, *argv[1:], "--out", str(out_root / name), "--reports", str(out_root / "reports"),
+                *REPORT_OPTIONS.get(argv[2], [])]
         result.append((name, argv))
     return result
 

@@ -17,8 +17,14 @@ reproduces the figure), and artist-grouped 5-fold cross-validation over
 train + valid (``metrics.cv_artist_5fold``). The refit's own score on valid
 (``metrics.valid_refit``) is not an estimate: it has seen those tracks.
 
-    python -m training.train_musicnn_head                           # the default model, to runs/musicnn_genre
-    python -m training.train_musicnn_head --preset lr     # the logistic regression (models/musicnn_genre_lr)
+    python -m training.train_musicnn_head --gtzan ~/gtzan       # the default model, to runs/musicnn_genre
+    python -m training.train_musicnn_head --preset lr           # the logistic regression (models/musicnn_genre_lr)
+    python -m training.train_musicnn_head --gtzan ~/gtzan --quick   # a smoke run -> runs/musicnn_genre-quick
+
+The audio is found as by ``training.train`` (``--gtzan DIR``, else ``GTZAN_DIR``, else
+``../shared/data/gtzan``; ``--data`` names folders directly), the splits default to the shipped
+``training/splits/`` lists, and everything is written under ``runs/``; the tracked ``reports/`` only
+with ``--write-report``, ``models/`` only through ``python -m training.promote``.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from codeFeature.config import GENRES
-from training.data import REPO_ROOT, SHARED_GTZAN, display_path, file_sha256, read_split
+from training.data import REPO_ROOT, RUNS_DIR, TRAIN_SPLIT, VALID_SPLIT, display_path, file_sha256, read_split
+from training.datasets import DatasetError, add_gtzan_argument, check_paths, exit_on_missing_data, find_gtzan
 
 log = logging.getLogger("training.train_musicnn_head")
 DEFAULT_ARTISTS = REPO_ROOT / "training" / "splits" / "artists_train_valid.txt"
@@ -58,11 +65,18 @@ def parse_args(argv=None):
     p.add_argument("--artists", type=Path, default=DEFAULT_ARTISTS,
                    help="artist index (Sturm's 'track ::: artist ::: title' or CSV track,artist) for grouped folds")
     p.add_argument("--cv-folds", type=int, default=5, help="artist-grouped folds over the fitted tracks (0: none)")
-    p.add_argument("--data", nargs="+", type=Path, default=[SHARED_GTZAN / "genres", SHARED_GTZAN / "excerpts"])
-    p.add_argument("--train-split", type=Path, default=SHARED_GTZAN / "splits" / "train_filtered.txt")
-    p.add_argument("--valid-split", type=Path, default=SHARED_GTZAN / "splits" / "valid_filtered.txt")
+    add_gtzan_argument(p)
+    p.add_argument("--data", nargs="+", type=Path,
+                   help="GTZAN-layout audio folders (default: the audio of the dataset --gtzan finds)")
+    p.add_argument("--train-split", type=Path, default=TRAIN_SPLIT)
+    p.add_argument("--valid-split", type=Path, default=VALID_SPLIT)
     p.add_argument("--name", default="musicnn_genre")
-    p.add_argument("--out", type=Path, help="model folder (default runs/<name>)")
+    p.add_argument("--out", type=Path, help="model folder (default runs/<name>, runs/<name>-quick with --quick)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="musicnn embedding cache (default .cache/musicnn_embeddings)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run, not a model: at most 2 train and 1 valid tracks a genre of the data found, "
+                        "fit on train, no cross-validation, no bfloat16 re-score; never writes models/ or reports/")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--skip-bfloat16", action="store_true", help="do not re-score valid with bfloat16 layers")
     p.add_argument("--write-report", action="store_true",
@@ -74,7 +88,23 @@ def parse_args(argv=None):
     if args.preset:
         p.set_defaults(**PRESETS[args.preset])
         args = p.parse_args(argv)
+    if args.quick:
+        tracked = [(REPO_ROOT / "models").resolve(), (REPO_ROOT / "reports").resolve()]
+        for what, folder in (("--out", args.out), ("--reports", args.reports if args.write_report else None)):
+            if folder is not None and any(Path(folder).resolve().is_relative_to(t) for t in tracked):
+                p.error(f"--quick never writes into the tracked models/ or reports/ ({what} {folder})")
     return args
+
+
+def quick_tracks(ids, have, per_genre: int) -> list[str]:
+    """The first ``per_genre`` tracks of each genre among ``ids`` that have audio (a smoke run's selection)."""
+    chosen, counts = [], {}
+    for t in ids:
+        genre = t.split(".")[0]
+        if t in have and counts.get(genre, 0) < per_genre:
+            chosen.append(t)
+            counts[genre] = counts.get(genre, 0) + 1
+    return chosen
 
 
 #: Recipes of the shipped heads other than the default (options of this command), by --preset.
@@ -96,7 +126,7 @@ def single_base(spec: str) -> str:
     return bases.pop()
 
 
-def fit_recipe(embedded, ids, spec, kind, params, weighting, *, artists=None, calibrate=True, seed=42):
+def fit_recipe(embedded, ids, spec, kind, params, weighting, *, artists=None, calibrate=True, seed=42, folds=5):
     """The head of this recipe fitted (and calibrated by artist-grouped CV) on the tracks ``ids``."""
     from training.musicnn_heads import calibrate as calibrate_head, fit_head, input_matrix, track_weights
 
@@ -106,7 +136,7 @@ def fit_recipe(embedded, ids, spec, kind, params, weighting, *, artists=None, ca
     w = track_weights(tracks) if weighting == "track" else None
     head = fit_head(kind, x, y, sample_weight=w, seed=seed, **params)
     if calibrate:
-        calibrate_head(head, x, y, tracks, artists, weighting=weighting, seed=seed)
+        calibrate_head(head, x, y, tracks, artists, weighting=weighting, seed=seed, folds=folds)
     return head
 
 
@@ -179,8 +209,11 @@ def kfold_main(own, rest) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.data is None:
+        args.data = find_gtzan(args.gtzan).data_for("audio")
+    check_paths(args.data)
     b = single_base(args.inputs)
-    embedded = {b: embed_files(BASES[b], args.data)}
+    embedded = {b: embed_files(BASES[b], args.data, **({} if args.cache is None else {"cache_dir": args.cache}))}
     pool = (read_split(args.train_split) + read_split(args.valid_split)) if not own.tracks else \
         [t for path in own.tracks for t in read_split(path)]
     have = set(embedded[b].tracks.tolist())
@@ -192,7 +225,7 @@ def kfold_main(own, rest) -> int:
                "artists_file": str(display_path(own.artists)),
                "reproduce": " ".join(["python -m training.kfold --model", own.model, "--artists",
                                       str(display_path(own.artists)), "--folds", str(own.folds), *rest])})
-    outs = [REPO_ROOT / "runs" / own.model] + ([REPO_ROOT / "reports" / own.model] if extra.write_report else [])
+    outs = [RUNS_DIR / own.model] + ([REPO_ROOT / "reports" / own.model] if extra.write_report else [])
     for out in outs:
         out.mkdir(parents=True, exist_ok=True)
         (out / "kfold.json").write_text(json.dumps(cv, indent=1) + "\n")
@@ -246,7 +279,7 @@ def build_model(base, spec: str, head, name: str):
     return model
 
 
-def check_export(model, base, head, spec, data, ids, atol=1e-4) -> float:
+def check_export(model, base, head, spec, data, ids, atol=1e-4, cache=None) -> float:
     """Max |Keras - scikit-learn| probability over the segments of ``ids``; raises if above ``atol``."""
     import dataclasses
 
@@ -259,7 +292,7 @@ def check_export(model, base, head, spec, data, ids, atol=1e-4) -> float:
     b = parse_inputs(spec)[0][0]
     from training.musicnn_heads import BASES
 
-    embedded = {b: embed_files(BASES[b], data, track_ids=ids)}
+    embedded = {b: embed_files(BASES[b], data, track_ids=ids, **(cache or {}))}
     reference = head.probabilities(input_matrix(spec, embedded))
     diff = float(np.max(np.abs(keras_probs - reference)))
     if diff > atol:
@@ -268,17 +301,17 @@ def check_export(model, base, head, spec, data, ids, atol=1e-4) -> float:
 
 
 def reproduce_command() -> str:
-    """This run's command line without the options that only say where files go."""
+    """This run's command line without the options that only say where files are (the data, outputs, cache)."""
     argv, kept = sys.argv[1:], []
     skip = False
     for a in argv:
         if skip:
             skip = False
             continue
-        if a in ("--out", "--reports"):
+        if a in ("--out", "--reports", "--gtzan", "--cache"):
             skip = True
             continue
-        if a.startswith(("--out=", "--reports=")) or a in ("--write-report", "--skip-bfloat16"):
+        if a.startswith(("--out=", "--reports=", "--gtzan=", "--cache=")) or a in ("--write-report", "--skip-bfloat16"):
             continue
         kept.append(a)
     return " ".join(["python -m training.train_musicnn_head", *kept])
@@ -308,6 +341,7 @@ def manifest_for(args, base, head, spec, model, metrics, fitted_ids, train_ids, 
             "data": [str(display_path(p)) for p in args.data],
             "splits": splits,
             "fit_on": args.fit_on,
+            "quick": bool(args.quick),
             "fit_tracks": len(set(fitted_ids)),
             "train_tracks": len(set(train_ids)),
             "head": {"inputs": spec, **head_summary(head), "weighting": args.weighting,
@@ -326,9 +360,19 @@ def manifest_for(args, base, head, spec, model, metrics, fitted_ids, train_ids, 
     }
 
 
+@exit_on_missing_data
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # the data and splits first: a missing dataset is one plain line before TensorFlow loads
+    if args.data is None:
+        args.data = find_gtzan(args.gtzan).data_for("audio")
+    check_paths(args.data)
+    train_ids, valid_ids = read_split(args.train_split), read_split(args.valid_split)
+    if set(train_ids) & set(valid_ids):
+        raise SystemExit("the train and valid splits share tracks")
+    if args.quick:
+        args.fit_on, args.cv_folds, args.skip_bfloat16 = "train", 0, True
     import keras
 
     keras.utils.set_random_seed(args.seed)
@@ -342,21 +386,32 @@ def main(argv=None) -> int:
     spec, params = args.inputs, head_params(args)
     b = single_base(spec)
     base = load_model(BASES[b], precision="float32")
-    embedded = {b: embed_files(BASES[b], args.data)}
-    train_ids, valid_ids = read_split(args.train_split), read_split(args.valid_split)
-    if set(train_ids) & set(valid_ids):
-        raise SystemExit("the train and valid splits share tracks")
+    cache = {} if args.cache is None else {"cache_dir": args.cache}
+    if args.quick:  # embed only the few tracks a smoke run uses
+        from training.data import find_audio
+
+        have = set(find_audio(args.data))
+        train_ids, valid_ids = quick_tracks(train_ids, have, 2), quick_tracks(valid_ids, have, 1)
+        embedded = {b: embed_files(BASES[b], args.data, track_ids=train_ids + valid_ids, **cache)}
+    else:
+        embedded = {b: embed_files(BASES[b], args.data, **cache)}
     have = set(embedded[b].tracks.tolist())
     train_ids, valid_ids = [t for t in train_ids if t in have], [t for t in valid_ids if t in have]
+    if not train_ids or not valid_ids:
+        raise DatasetError(f"the audio in {', '.join(str(p) for p in args.data)} holds "
+                           f"{len(train_ids)} tracks of {display_path(args.train_split)} and {len(valid_ids)} of "
+                           f"{display_path(args.valid_split)}; both are needed")
     artists = read_artists(args.artists) if args.artists and Path(args.artists).is_file() else None
     if artists is None:
         log.warning("no artist index at %s: calibration folds are grouped by track and no artist CV is run",
                     args.artists)
     calibrate = not args.no_calibration
     recipe = dict(spec=spec, kind=args.head, params=params, weighting=args.weighting)
+    folds = {"folds": 2} if args.quick else {}  # a smoke run has 2 train tracks a genre: 2 calibration folds
 
     # the honest figure: the recipe fitted on train only, scored on valid
-    train_only = fit_recipe(embedded, train_ids, **recipe, artists=artists, calibrate=calibrate, seed=args.seed)
+    train_only = fit_recipe(embedded, train_ids, **recipe, artists=artists, calibrate=calibrate, seed=args.seed,
+                            **folds)
     if not calibrate:
         uncalibrated = train_only
     else:
@@ -394,7 +449,7 @@ def main(argv=None) -> int:
                 f"{args.name}_train_only), cv_artist_{args.cv_folds}fold the artist-grouped estimate for the refit")
     else:
         note = "fit on train; metrics.valid is the held-out valid split (which also selected the head)"
-    out = args.out or REPO_ROOT / "runs" / args.name
+    out = args.out or RUNS_DIR / (args.name + ("-quick" if args.quick else ""))
     seconds = time.perf_counter() - t0
     results = {}
     targets = [(out, head, args.name, fitted_ids)]
@@ -405,7 +460,7 @@ def main(argv=None) -> int:
     # metrics.valid_bfloat16 on CPUs with bfloat16; the refit's own valid score is not an estimate)
     for folder, fitted, name, ids in reversed(targets):
         model = build_model(base, spec, fitted, name)
-        diff = check_export(model, base, fitted, spec, args.data, valid_ids)
+        diff = check_export(model, base, fitted, spec, args.data, valid_ids, cache=cache)
         log.info("%s: exported head agrees with scikit-learn to %.1e on %d valid tracks", name, diff, len(valid_ids))
         sub = dict(vars(args), name=name, fit_on="train" if fitted is train_only else args.fit_on)
         manifest = manifest_for(argparse.Namespace(**sub), base, fitted, spec, model, dict(metrics), ids, train_ids,
