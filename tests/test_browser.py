@@ -205,7 +205,9 @@ def test_upload_shows_the_clis_answer_a_close_up_that_stays_and_state_across_pag
         # another page and back: the result and the model are still there
         page.get_by_role("link", name="Listen live").first.click()
         page.get_by_role("heading", name="Listen live").first.wait_for(timeout=RESULT_TIMEOUT_MS)
-        assert page.get_by_text(re.compile(rf"microphone hears with\s+{cli['model']}")).count() == 1
+        # the page's text comes a moment after its heading: wait for it rather than count at once
+        page.get_by_text(re.compile(rf"microphone hears with\s+{cli['model']}")).first.wait_for(
+            timeout=RESULT_TIMEOUT_MS)
         _shot(page, tmp_path, "3-live")
         page.get_by_role("link", name="Upload a song").first.click()
         page.get_by_text(re.compile(rf"Showing\s+{re.escape(song.name)}\s+from earlier")).wait_for(

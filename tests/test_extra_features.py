@@ -224,17 +224,17 @@ def test_quick_training_with_extras_names_the_model_after_them_and_evaluates(tmp
     from training.evaluate import main as evaluate
     from training.synthetic import make_synthetic_gtzan
 
-    monkeypatch.setattr(train, "REPO_ROOT", tmp_path)  # the default --out is models/<name> under it
+    monkeypatch.setattr(train, "RUNS_DIR", tmp_path / "runs")  # the default --out is runs/<name>-quick under it
     cache = tmp_path / "cache"
     assert train.main(["--model", "cnn_mfcc", "--quick", "--extras", "tonnetz,contrast",
                        "--reports", str(tmp_path / "reports"), "--cache", str(cache)]) == 0
-    out = tmp_path / "models" / "cnn_mfcc+contrast+tonnetz"
+    out = tmp_path / "runs" / "cnn_mfcc+contrast+tonnetz-quick"
     manifest = read_manifest(out)
     assert manifest["name"] == "cnn_mfcc+contrast+tonnetz" and manifest["input_shape"] == [130, 26, 1]
     assert manifest["feature_config"]["extras"] == ["contrast", "tonnetz"]
     assert "--extras contrast,tonnetz" in manifest["reproduce"]
     assert (tmp_path / "reports" / "cnn_mfcc+contrast+tonnetz" / "manifest.json").is_file()
-    assert not (tmp_path / "models" / "cnn_mfcc").exists()  # the plain model's folder is not touched
+    assert not (tmp_path / "runs" / "cnn_mfcc-quick").exists()  # the plain model's folder is not touched
 
     data, _, valid = make_synthetic_gtzan(cache / "quick-data")
     capsys.readouterr()
