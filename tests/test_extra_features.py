@@ -228,12 +228,13 @@ def test_quick_training_with_extras_names_the_model_after_them_and_evaluates(tmp
     cache = tmp_path / "cache"
     assert train.main(["--model", "cnn_mfcc", "--quick", "--extras", "tonnetz,contrast",
                        "--reports", str(tmp_path / "reports"), "--cache", str(cache)]) == 0
-    out = tmp_path / "runs" / "cnn_mfcc+contrast+tonnetz-quick"
+    name = "cnn_mfcc+contrast+tonnetz-quick"  # a quick run is marked as such in its name
+    out = tmp_path / "runs" / name
     manifest = read_manifest(out)
-    assert manifest["name"] == "cnn_mfcc+contrast+tonnetz" and manifest["input_shape"] == [130, 26, 1]
+    assert manifest["name"] == name and manifest["input_shape"] == [130, 26, 1]
     assert manifest["feature_config"]["extras"] == ["contrast", "tonnetz"]
     assert "--extras contrast,tonnetz" in manifest["reproduce"]
-    assert (tmp_path / "reports" / "cnn_mfcc+contrast+tonnetz" / "manifest.json").is_file()
+    assert (tmp_path / "reports" / name / "manifest.json").is_file()
     assert not (tmp_path / "runs" / "cnn_mfcc-quick").exists()  # the plain model's folder is not touched
 
     data, _, valid = make_synthetic_gtzan(cache / "quick-data")
@@ -241,17 +242,17 @@ def test_quick_training_with_extras_names_the_model_after_them_and_evaluates(tmp
     assert evaluate(["--model", str(out), "--data", *map(str, data), "--split", str(valid), "--json",
                      "--reports", str(tmp_path / "reports"), "--cache", str(cache)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["model"] == "cnn_mfcc+contrast+tonnetz" and result["tracks"] == 10
-    assert (tmp_path / "reports" / "cnn_mfcc+contrast+tonnetz" / "evaluate_valid_audio.json").is_file()
+    assert result["model"] == name and result["tracks"] == 10
+    assert (tmp_path / "reports" / name / "evaluate_valid_audio.json").is_file()
 
     # the comparison lists a trained, unshipped extras model from its report copy of the manifest
-    report_manifest = tmp_path / "reports" / "cnn_mfcc+contrast+tonnetz" / "manifest.json"
+    report_manifest = tmp_path / "reports" / name / "manifest.json"
     saved = json.loads(report_manifest.read_text())
     saved["training"]["quick"] = False  # quick models are left out of the table; pretend it is real
     report_manifest.write_text(json.dumps(saved))
     (tmp_path / "empty_models").mkdir()
     text = table(collect_rows(tmp_path / "empty_models", reports_dir=tmp_path / "reports"))
-    assert "| cnn_mfcc+contrast+tonnetz (not shipped) | mfcc+contrast+tonnetz (130, 26, 1) |" in text
+    assert f"| {name} (not shipped) | mfcc+contrast+tonnetz (130, 26, 1) |" in text
 
 
 @pytest.mark.parametrize("argv, message", [
