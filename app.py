@@ -49,6 +49,13 @@ def _data_name(path: str) -> str:
     return parts[-1] if parts else str(path)
 
 
+def _short_source(source: str) -> str:
+    """Where a model's not-sure thresholds come from, without the command that computed them (the
+    manifest keeps it): "python -m ...: on the 98 valid tracks, ..." -> "on the 98 valid tracks, ..."."""
+    command, sep, criterion = source.partition(": ")
+    return criterion if sep and command.startswith("python ") else source
+
+
 def sidebar() -> str:
     """The model picker and its card; returns the chosen model's name (also ``st.session_state["model_name"]``)."""
     st.sidebar.header("Model")
@@ -110,12 +117,13 @@ def sidebar() -> str:
                   if getattr(rule, attr) > 0]
     st.sidebar.caption(f"**Answer:** {rule.description}. **Not sure** when "
                        + (", ".join(thresholds) + " or the audio is silent" if thresholds else "the audio is silent")
-                       + f" (thresholds: {rule.source}).")
+                       + f" (thresholds {_short_source(rule.source)}).")
     training = card.get("training", {})
     if training:
         data = ", ".join(_data_name(d) for d in training.get("data", []))
-        st.sidebar.markdown(f"**Trained on** {training.get('train_tracks', '?')} GTZAN tracks "
-                            f"({training.get('train_segments', '?')} segments)" + (f" from {data}" if data else ""))
+        segments = f" ({training['train_segments']} segments)" if "train_segments" in training else ""
+        st.sidebar.markdown(f"**Trained on** {training.get('train_tracks', '?')} GTZAN tracks{segments}"
+                            + (f" from {data}" if data else ""))
     if card.get("reproduce"):
         st.sidebar.markdown("**Reproduce**")
         st.sidebar.code(card["reproduce"], language="bash", wrap_lines=True)
