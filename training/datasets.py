@@ -188,6 +188,14 @@ def check_paths(paths, *, what: str = "--data") -> None:
             raise DatasetError(f"{what} {path} does not exist; {HOW_TO_GET}")
 
 
+def audio_data(data, gtzan) -> list[Path]:
+    """The audio folders a musicnn command reads: ``--data`` when given, else the audio of the GTZAN copy
+    ``--gtzan`` names (see :func:`find_gtzan`); each checked to exist (:class:`DatasetError` if not)."""
+    paths = list(data) if data is not None else find_gtzan(gtzan).data_for("audio")
+    check_paths(paths)
+    return paths
+
+
 def exit_on_missing_data(main):
     """Wrap a command's ``main`` so a :class:`DatasetError` is one line on stderr and exit status 2.
 

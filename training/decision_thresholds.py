@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from training.data import REPO_ROOT, RUNS_DIR, VALID_SPLIT, display_path, find_audio, read_split
-from training.datasets import add_gtzan_argument, check_paths, exit_on_missing_data, find_gtzan
+from training.datasets import add_gtzan_argument, audio_data, exit_on_missing_data
 
 log = logging.getLogger("training.decision_thresholds")
 
@@ -269,9 +269,7 @@ def markdown(r, command) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.data is None:
-        args.data = find_gtzan(args.gtzan).data_for("audio")
-    check_paths(args.data)
+    args.data = audio_data(args.data, args.gtzan)
     selects = args.select_with or [None] * len(args.model)
     if len(selects) != len(args.model):
         print("error: give one --select-with per --model", file=sys.stderr)

@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     import argparse
     import time
 
-    from training.datasets import add_gtzan_argument, check_paths, find_gtzan
+    from training.datasets import add_gtzan_argument, audio_data
 
     parser = argparse.ArgumentParser(description="Compute and cache musicnn embeddings of GTZAN audio")
     add_gtzan_argument(parser)
@@ -170,9 +170,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", type=Path, default=EMBEDDING_CACHE)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.data is None:
-        args.data = find_gtzan(args.gtzan).data_for("audio")
-    check_paths(args.data)
+    args.data = audio_data(args.data, args.gtzan)
     for base in args.bases:
         for hop in args.hops:
             t0 = time.perf_counter()

@@ -34,7 +34,7 @@ import numpy as np
 
 from codeFeature.config import GENRES
 from training.data import REPO_ROOT, RUNS_DIR, TRAIN_SPLIT, VALID_SPLIT, display_path, read_split
-from training.datasets import add_gtzan_argument, check_paths, exit_on_missing_data, find_gtzan
+from training.datasets import add_gtzan_argument, audio_data, exit_on_missing_data
 
 log = logging.getLogger("training.musicnn_head_search")
 
@@ -157,9 +157,7 @@ def markdown(rows, best, shipped, valid_info, seconds, load) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.data is None:
-        args.data = find_gtzan(args.gtzan).data_for("audio")
-    check_paths(args.data)
+    args.data = audio_data(args.data, args.gtzan)
     from training.musicnn_heads import parse_inputs
 
     bases = sorted({b for spec in args.inputs for b, _ in parse_inputs(spec)})

@@ -43,7 +43,7 @@ import numpy as np
 
 from codeFeature.config import GENRES
 from training.data import REPO_ROOT, RUNS_DIR, TRAIN_SPLIT, VALID_SPLIT, display_path, file_sha256, read_split
-from training.datasets import DatasetError, add_gtzan_argument, check_paths, exit_on_missing_data, find_gtzan
+from training.datasets import DatasetError, add_gtzan_argument, audio_data, exit_on_missing_data
 
 log = logging.getLogger("training.train_musicnn_head")
 DEFAULT_ARTISTS = REPO_ROOT / "training" / "splits" / "artists_train_valid.txt"
@@ -209,9 +209,7 @@ def kfold_main(own, rest) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.data is None:
-        args.data = find_gtzan(args.gtzan).data_for("audio")
-    check_paths(args.data)
+    args.data = audio_data(args.data, args.gtzan)
     b = single_base(args.inputs)
     embedded = {b: embed_files(BASES[b], args.data, **({} if args.cache is None else {"cache_dir": args.cache}))}
     pool = (read_split(args.train_split) + read_split(args.valid_split)) if not own.tracks else \
@@ -365,9 +363,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     # the data and splits first: a missing dataset is one plain line before TensorFlow loads
-    if args.data is None:
-        args.data = find_gtzan(args.gtzan).data_for("audio")
-    check_paths(args.data)
+    args.data = audio_data(args.data, args.gtzan)
     train_ids, valid_ids = read_split(args.train_split), read_split(args.valid_split)
     if set(train_ids) & set(valid_ids):
         raise SystemExit("the train and valid splits share tracks")
