@@ -83,9 +83,9 @@ def sidebar() -> str:
     except GenreError as exc:  # a bad CODEFEATURE_PRECISION / CODEFEATURE_ENGINE; loading the model says so too
         st.sidebar.error(str(exc))
         path = None
-    if path is not None and path.precision == "bfloat16":
-        # this CPU runs the model's heaviest layers in bfloat16: show the figures measured that way
-        valid = metrics.get("valid_bfloat16", valid)
+    if path is not None and path.precision in ("bfloat16", "int8"):
+        # this CPU runs the model's heaviest layers in bfloat16 or int8: show the figures measured that way
+        valid = metrics.get(f"valid_{path.precision}", valid)
     if valid:
         refit = valid.get("fit_on") == "train" and "valid_refit" in metrics
         if "track_accuracy" in valid:

@@ -52,7 +52,7 @@ ENGINES = ("auto", "tensorflow", "openvino")
 #: (see :func:`quantise_heavy_convolutions`).
 LOGMEL_RANGE = (0.0, 7.5)
 #: Bumped when the conversion changes, so that stale cached conversions are not reused.
-_CONVERSION_VERSION = "2"
+_CONVERSION_VERSION = "3"
 
 
 @functools.lru_cache(maxsize=None)
@@ -169,12 +169,14 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
     Returns
     -------
     Plan
-        ``"auto"`` picks, by :func:`isa_level`: with AMX or AVX512-BF16, TensorFlow's bfloat16 heavy
-        layers; elsewhere TensorFlow float32. Only paths that keep the default model's valid answers
-        are automatic: OpenVINO's int8 heavy convolutions (the fastest measured without AMX) changed
-        one of its 98 valid tracks, so they run only when asked for (``precision="int8"`` or
-        ``engine="openvino"``). ``bench/forward_options.py`` measures each. An explicit ``"float32"``
-        or ``"bfloat16"`` with engine ``"auto"`` means TensorFlow's.
+        ``"auto"`` picks, by :func:`isa_level`: with AMX, TensorFlow's bfloat16 heavy layers; on CPUs
+        with VNNI but no AMX (AVX512-BF16 such as Zen 4, AVX512-VNNI, AVX-VNNI), OpenVINO's int8 heavy
+        convolutions where the model folder carries its int8 calibration (the manifest's
+        ``int8_calibration``, which keeps every valid answer of the default model) and OpenVINO is
+        installed, else TensorFlow's bfloat16 (AVX512-BF16) or float32; elsewhere TensorFlow float32.
+        ``bench/forward_options.py`` measures each. An explicit ``"float32"`` or ``"bfloat16"`` with
+        engine ``"auto"`` means TensorFlow's; an explicit ``"int8"`` without calibration rounds the
+        kernels plainly.
     """
     from .model_io import PRECISIONS
 
@@ -194,12 +196,14 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
         raise ConfigError("engine='openvino' needs the openvino package: pip install openvino")
     bf16_level = level in ("amx", "avx512_bf16")
     vnni_level = level in ("amx", "avx512_bf16", "avx512_vnni", "avx2_vnni")
-    # OpenVINO only when asked: its int8 heavy convolutions were the fastest measured without AMX
-    # (23.4 against 30.4 CPU ms a segment in float32) but changed one of the default model's 98 valid
-    # tracks; with AMX, TensorFlow's bfloat16 timbral layers were as fast as OpenVINO's bfloat16 (12.9
-    # against 13.7) and need no conversion; OpenVINO's float32 is TensorFlow's (bench/README.md)
+    # without AMX, OpenVINO's int8 heavy convolutions were the fastest path measured; plainly rounded
+    # they changed one of the default model's 98 valid tracks, GPTQ-rounded against the folder's
+    # calibration none, so only a calibrated folder gets them automatically. With AMX, TensorFlow's
+    # bfloat16 timbral layers were faster than OpenVINO's int8 and need no conversion (bench/README.md)
+    int8_ready = bool((manifest.get("int8_calibration") or {}).get("layers"))
+    automatic_int8 = precision == "auto" and int8_ready and vnni_level and level != "amx"
     use_openvino = engine == "openvino" or (engine == "auto" and heavy and openvino_available()
-                                            and precision == "int8")
+                                            and (precision == "int8" or automatic_int8))
     if not heavy:
         return Plan("openvino" if engine == "openvino" else "tensorflow", "float32", level)
     if use_openvino:
@@ -225,25 +229,31 @@ def cache_dir() -> Optional[Path]:
     return Path.home() / ".cache" / "codefeature"
 
 
-def _folder_key(folder: Path, plan_: Plan, heavy: list[str]) -> str:
+def _folder_key(folder: Path, plan_: Plan, heavy: list[str], moments: dict[str, np.ndarray]) -> str:
     import openvino
 
     digest = hashlib.sha256()
     for name in ("model.json", "model.weights.h5"):
         digest.update((folder / name).read_bytes())
+    for layer in sorted(moments):
+        digest.update(layer.encode() + np.ascontiguousarray(moments[layer], np.float64).tobytes())
     digest.update(repr((plan_.precision, sorted(heavy), LOGMEL_RANGE, openvino.__version__,
                         _CONVERSION_VERSION)).encode())
     return digest.hexdigest()[:24]
 
 
-def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: list[str]) -> int:
+def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: list[str],
+                                moments: Optional[dict[str, np.ndarray]] = None) -> int:
     """Insert int8 FakeQuantize before the heavy convolutions of an OpenVINO model, in place.
 
     The convolutions are found by their weights: the OpenVINO ``Convolution`` whose constant kernel
     equals the named Keras ``Conv2D``'s (transposed to OIHW). Its input is quantised per tensor to 256
     levels over the image of :data:`LOGMEL_RANGE` by the model's ``input_bn`` batch norm (0 included:
     the time padding), its kernel symmetrically per output channel to 255 levels; OpenVINO's
-    low-precision transformations then run it as u8 x s8 with int32 accumulation.
+    low-precision transformations then run it as u8 x s8 with int32 accumulation. A layer with
+    ``moments`` (the model folder's int8 calibration, :func:`codeFeature.quantise.read_calibration`)
+    has its kernel rounded by GPTQ (:func:`codeFeature.quantise.gptq_round`), the others by plain
+    rounding.
 
     Returns
     -------
@@ -252,6 +262,9 @@ def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: li
     """
     from openvino import opset13 as ops
 
+    from .quantise import gptq_round, kernel_scales
+
+    moments = moments or {}
     kernels = {}
     for name in layer_names:
         try:
@@ -273,14 +286,17 @@ def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: li
         if weights.get_type_name() != "Constant":
             continue
         data = weights.get_data()
-        if not any(k.shape == data.shape and np.array_equal(k, data) for k in kernels.values()):
+        name = next((n for n, k in kernels.items() if k.shape == data.shape and np.array_equal(k, data)), None)
+        if name is None:
             continue
         source = op.input(0).get_source_output()
         fq = ops.fake_quantize(source, np.float32(low), np.float32(high), np.float32(low), np.float32(high), 256)
         op.input(0).replace_source_output(fq.output(0))
-        amax = np.abs(data).reshape(data.shape[0], -1).max(axis=1).reshape(-1, 1, 1, 1).astype(np.float32)
-        amax = np.maximum(amax, np.float32(1e-12))
-        fqw = ops.fake_quantize(weights.output(0), -amax, amax, -amax, amax, 255)
+        amax = kernel_scales(data).reshape(-1, 1, 1, 1)
+        kernel = weights.output(0)
+        if name in moments:
+            kernel = ops.constant(gptq_round(data, moments[name])).output(0)  # already on the int8 grid
+        fqw = ops.fake_quantize(kernel, -amax, amax, -amax, amax, 255)
         op.input(1).replace_source_output(fqw.output(0))
         done += 1
     ov_model.validate_nodes_and_infer_types()
@@ -317,10 +333,12 @@ class OpenVINORunner:
 
 
 def build_openvino(keras_model: Any, folder: Path, input_shape: tuple[int, ...], plan_: Plan,
-                   heavy: list[str], *, tag: str = "model") -> OpenVINORunner:
+                   heavy: list[str], *, tag: str = "model",
+                   moments: Optional[dict[str, np.ndarray]] = None) -> OpenVINORunner:
     """Convert (or read the cached conversion of) ``keras_model`` and compile it for this CPU.
 
-    ``tag`` names what of the folder's network ``keras_model`` is (``"model"``, or an embedding layer).
+    ``tag`` names what of the folder's network ``keras_model`` is (``"model"``, or an embedding layer);
+    ``moments`` is the folder's int8 calibration (used by ``plan_.precision == "int8"``).
 
     Raises
     ------
@@ -331,10 +349,11 @@ def build_openvino(keras_model: Any, folder: Path, input_shape: tuple[int, ...],
     import openvino as ov
 
     core = ov.Core()
+    moments = (moments or {}) if plan_.precision == "int8" else {}
     cached = None
     directory = cache_dir()
     if directory is not None:
-        cached = directory / f"openvino-{folder.name}-{tag}-{_folder_key(folder, plan_, heavy)}.xml"
+        cached = directory / f"openvino-{folder.name}-{tag}-{_folder_key(folder, plan_, heavy, moments)}.xml"
     if cached is not None and cached.is_file() and cached.with_suffix(".bin").is_file():
         ov_model = core.read_model(str(cached))
     else:
@@ -343,7 +362,7 @@ def build_openvino(keras_model: Any, folder: Path, input_shape: tuple[int, ...],
         function = tf.function(lambda x: keras_model(x, training=False),
                                input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
         ov_model = ov.convert_model(function.get_concrete_function())
-        if plan_.precision == "int8" and not quantise_heavy_convolutions(ov_model, keras_model, heavy):
+        if plan_.precision == "int8" and not quantise_heavy_convolutions(ov_model, keras_model, heavy, moments):
             raise RuntimeError("no heavy convolution found to quantise")
         if cached is not None:
             try:

@@ -385,7 +385,7 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         config = FeatureConfig.from_dict(manifest["feature_config"])
     except ConfigError as exc:
         raise ModelError(f"{folder / MANIFEST_FILE}: {exc}") from exc
-    from . import engines
+    from . import engines, quantise
 
     if precision is None:
         precision = os.environ.get("CODEFEATURE_PRECISION", "auto").strip().lower() or "auto"
@@ -422,7 +422,8 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
     if plan.engine == "openvino":
         try:
             runner = engines.build_openvino(model, folder, config.input_shape, plan,
-                                            list(manifest.get("bfloat16_layers", [])))
+                                            list(manifest.get("bfloat16_layers", [])),
+                                            moments=quantise.read_calibration(folder, manifest))
         except Exception as exc:  # OpenVINO raises RuntimeError and others for a graph it cannot take
             if engine == "openvino":
                 raise ModelError(f"OpenVINO could not run {folder}: {exc}") from exc

@@ -350,7 +350,7 @@ def embedding_forward(model: Any, layer: str = "penultimate") -> Any:
     """
     import dataclasses
 
-    from . import engines
+    from . import engines, quantise
 
     keras_model = embedding_model(model.keras_model, layer)
     runner = None
@@ -358,6 +358,7 @@ def embedding_forward(model: Any, layer: str = "penultimate") -> Any:
         # the same engine and precision as the tagger's (converted once, then cached like it)
         plan = engines.Plan("openvino", model.precision, engines.isa_level())
         runner = engines.build_openvino(keras_model, model.path, model.config.input_shape, plan,
-                                        list(model.manifest.get("bfloat16_layers", [])), tag=layer)
+                                        list(model.manifest.get("bfloat16_layers", [])), tag=layer,
+                                        moments=quantise.read_calibration(model.path, model.manifest))
     return dataclasses.replace(model, keras_model=keras_model, _graph=None, _runner=runner)
 

@@ -79,6 +79,8 @@ def parse_args(argv=None):
                         "fit on train, no cross-validation, no bfloat16 re-score; never writes models/ or reports/")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--skip-bfloat16", action="store_true", help="do not re-score valid with bfloat16 layers")
+    p.add_argument("--skip-int8", action="store_true",
+                   help="do not re-score valid on the int8 path (OpenVINO; skipped where it is not installed)")
     p.add_argument("--write-report", action="store_true",
                    help="also write the calibration report to REPORTS/<name>/ (tracked files)")
     p.add_argument("--reports", type=Path, default=REPO_ROOT / "reports", help="where --write-report writes")
@@ -309,7 +311,7 @@ def reproduce_command() -> str:
         if a in ("--out", "--reports", "--gtzan", "--cache"):
             skip = True
             continue
-        if a.startswith(("--out=", "--reports=", "--gtzan=", "--cache=")) or a in ("--write-report", "--skip-bfloat16"):
+        if a.startswith(("--out=", "--reports=", "--gtzan=", "--cache=")) or a in ("--write-report", "--skip-bfloat16", "--skip-int8"):
             continue
         kept.append(a)
     return " ".join(["python -m training.train_musicnn_head", *kept])
@@ -368,7 +370,7 @@ def main(argv=None) -> int:
     if set(train_ids) & set(valid_ids):
         raise SystemExit("the train and valid splits share tracks")
     if args.quick:
-        args.fit_on, args.cv_folds, args.skip_bfloat16 = "train", 0, True
+        args.fit_on, args.cv_folds, args.skip_bfloat16, args.skip_int8 = "train", 0, True, True
     import keras
 
     keras.utils.set_random_seed(args.seed)
@@ -451,7 +453,10 @@ def main(argv=None) -> int:
     targets = [(out, head, args.name, fitted_ids)]
     if args.fit_on == "train+valid":
         targets.append((out.parent / f"{out.name}_train_only", train_only, f"{args.name}_train_only", train_ids))
-    bfloat16_train_only = None
+    bfloat16_train_only = int8_train_only = calibration_inputs = None
+    from codeFeature import engines
+
+    model_config = base.config
     # the train-only twin first: its bfloat16 valid figure is the one a refit's manifest shows (the app reads
     # metrics.valid_bfloat16 on CPUs with bfloat16; the refit's own valid score is not an estimate)
     for folder, fitted, name, ids in reversed(targets):
@@ -487,6 +492,25 @@ def main(argv=None) -> int:
                 if bfloat16_train_only is not None:
                     manifest["metrics"]["valid_refit_bfloat16"] = {**figure, "note": "seen in fitting"}
             save_model(model, folder, manifest)
+        # the int8 path's calibration, measured on the train split only (training.int8_calibration)
+        from training.int8_calibration import calibrate, train_inputs
+
+        if calibration_inputs is None:
+            calibration_inputs = train_inputs(args.data, args.train_split, model_config, train_ids)
+        manifest["int8_calibration"] = calibrate(folder, calibration_inputs[0], data_note=calibration_inputs[1])
+        if not args.skip_int8 and engines.openvino_available():
+            from training.evaluate import evaluate
+
+            fast = evaluate(load_model(folder, precision="int8"), args.data, split=args.valid_split)
+            figure = {**headline(fast), "fit_on": manifest["training"]["fit_on"]}
+            if fitted is train_only:
+                int8_train_only = figure
+                manifest["metrics"]["valid_int8"] = figure
+            else:
+                manifest["metrics"]["valid_int8"] = int8_train_only or figure
+                if int8_train_only is not None:
+                    manifest["metrics"]["valid_refit_int8"] = {**figure, "note": "seen in fitting"}
+        save_model(model, folder, manifest)
         report = {"model": name, "valid_train_only": valid_train_only, "valid_uncalibrated": valid_uncalibrated,
                   "train": train_scores, "cv_artist": cv}
         (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
