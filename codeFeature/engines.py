@@ -7,11 +7,12 @@ truth: every engine starts from the Keras model :func:`codeFeature.model_io.load
   convolutions) in bfloat16 under Keras's ``mixed_bfloat16`` policy.
 * **OpenVINO** (the ``openvino`` wheel, optional at run time): the float32 Keras model converted at load
   time (``openvino.convert_model`` of the traced forward), cached in :func:`cache_dir` under a key of
-  the folder's bytes and the OpenVINO version; ``auto`` uses it on CPUs with VNNI but no AMX, in
-  float32 with the heavy convolutions (the manifest's ``bfloat16_layers`` that are convolutions) in
-  int8: their input is fake-quantised per tensor over a fixed range and their kernels per output
-  channel (:func:`quantise_heavy_convolutions`), which OpenVINO runs as u8 x s8 (AVX512-VNNI /
-  AVX-VNNI / AMX-INT8 where present).
+  the folder's bytes and the OpenVINO version; ``auto`` uses it on CPUs with AVX-512 VNNI but no AMX
+  (Zen 4, Ice Lake), in float32 with the heavy convolutions (the manifest's ``bfloat16_layers`` that
+  are convolutions) in int8: their input is fake-quantised per tensor over a fixed range and their
+  kernels per output channel, GPTQ-rounded against the folder's int8 calibration
+  (:func:`quantise_heavy_convolutions`, :mod:`codeFeature.quantise`), which OpenVINO runs as u8 x s8
+  (AVX512-VNNI / AVX-VNNI / AMX-INT8 where present).
 
 :func:`isa_level` reads the CPU's flags once per process and honours ``ONEDNN_MAX_CPU_ISA`` (which both
 TensorFlow's and OpenVINO's oneDNN obey), so a lower CPU can be emulated and every branch exercised;
@@ -170,8 +171,8 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
     -------
     Plan
         ``"auto"`` picks, by :func:`isa_level`: with AMX, TensorFlow's bfloat16 heavy layers; on CPUs
-        with VNNI but no AMX (AVX512-BF16 such as Zen 4, AVX512-VNNI, AVX-VNNI), OpenVINO's int8 heavy
-        convolutions where the model folder carries its int8 calibration (the manifest's
+        with AVX-512 VNNI but no AMX (AVX512-BF16 such as Zen 4, AVX512-VNNI such as Ice Lake), OpenVINO's
+        int8 heavy convolutions where the model folder carries its int8 calibration (the manifest's
         ``int8_calibration``, which keeps every valid answer of the default model) and OpenVINO is
         installed, else TensorFlow's bfloat16 (AVX512-BF16) or float32; elsewhere TensorFlow float32.
         ``bench/forward_options.py`` measures each. An explicit ``"float32"`` or ``"bfloat16"`` with
@@ -201,7 +202,8 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
     # calibration none, so only a calibrated folder gets them automatically. With AMX, TensorFlow's
     # bfloat16 timbral layers were faster than OpenVINO's int8 and need no conversion (bench/README.md)
     int8_ready = bool((manifest.get("int8_calibration") or {}).get("layers"))
-    automatic_int8 = precision == "auto" and int8_ready and vnni_level and level != "amx"
+    # AVX2 + AVX-VNNI: int8 was no faster than TensorFlow float32 (44 against 42 ms a segment, emulated)
+    automatic_int8 = precision == "auto" and int8_ready and level in ("avx512_bf16", "avx512_vnni")
     use_openvino = engine == "openvino" or (engine == "auto" and heavy and openvino_available()
                                             and (precision == "int8" or automatic_int8))
     if not heavy:

@@ -358,7 +358,9 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         such a list, computes in float32. ``"auto"`` (the default, or ``CODEFEATURE_PRECISION``)
         picks bfloat16 where the CPU has it natively: ~3x faster there, and the manifest's
         ``metrics`` give the valid figures at both precisions. Training and the parity tests use
-        ``"float32"``. ``"int8"``: the heavy convolutions in int8 (OpenVINO engine).
+        ``"float32"``. ``"int8"``: the heavy convolutions in int8 (OpenVINO engine), their kernels
+        rounded against the folder's ``int8_calibration`` (:mod:`codeFeature.quantise`); ``"auto"``
+        picks it on CPUs with AVX-512 VNNI and no AMX.
     engine : {"auto", "tensorflow", "openvino"}, optional
         What runs the forward pass (default ``CODEFEATURE_ENGINE`` or ``"auto"``). ``"auto"`` with
         precision ``"auto"`` picks the fastest path measured for this CPU
