@@ -17,13 +17,14 @@ Options:
 * ``bf16``: TensorFlow's oneDNN auto-mixed-precision rewrite of the whole graph to bfloat16 (slow:
   it also rewrites the temporal convolutions, whose long kernels oneDNN runs badly in bfloat16);
 * ``precision=bfloat16``: the library's own bfloat16 path (``load_model(precision="bfloat16")``,
-  what ``"auto"`` picks on CPUs with AMX-BF16 / AVX512-BF16): only the manifest's
+  what ``"auto"`` picks on CPUs with AMX): only the manifest's
   ``bfloat16_layers`` (musicnn's timbral convolutions) compute in bfloat16;
 * ``TF_SET_ONEDNN_FPMATH_MODE=BF16``: oneDNN may compute any float32 convolution or matmul in bfloat16;
 * ``inter-op 1``: one inter-op thread, so that the front end's five branches run one after another;
 * ``intra-op 1``: one thread per op (the CPU seconds per segment of a single core);
 * ``engine=openvino ...``: the model converted to OpenVINO at load time (``codeFeature.engines``):
-  float32, bfloat16 (the whole graph), or int8 timbral convolutions with float32 elsewhere;
+  float32, bfloat16 (the whole graph), or int8 timbral convolutions with float32 elsewhere, their
+  kernels GPTQ-rounded against the folder's calibration or (``plain rounding``) rounded to nearest;
 * ``auto``: what ``load_model()`` picks on this CPU (see ``LoadedModel.inference_path``).
 
 Every row also gives the CPU milliseconds per segment (process time, all threads): on a machine
@@ -61,17 +62,34 @@ OPTIONS = {
     "bf16, batch=4": ({}, {"bf16": True, "batch": 4}),
     "inter-op 1": ({}, {"inter_op": 1}),
     "TF_SET_ONEDNN_FPMATH_MODE=BF16": ({"TF_SET_ONEDNN_FPMATH_MODE": "BF16"}, {}),
-    "precision=bfloat16 (auto on this CPU)": ({}, {"precision": "bfloat16"}),
+    "precision=bfloat16 (TensorFlow, auto with AMX)": ({}, {"precision": "bfloat16"}),
     "precision=bfloat16, batch=2": ({}, {"precision": "bfloat16", "batch": 2}),
     "precision=bfloat16, batch=8": ({}, {"precision": "bfloat16", "batch": 8}),
     "intra-op 1, float32": ({}, {"intra_op": 1}),
     "intra-op 1, precision=bfloat16": ({}, {"intra_op": 1, "precision": "bfloat16"}),
     "engine=openvino float32": ({}, {"engine": "openvino", "precision": "float32"}),
     "engine=openvino bfloat16": ({}, {"engine": "openvino", "precision": "bfloat16"}),
-    "engine=openvino int8 timbral": ({}, {"engine": "openvino", "precision": "int8"}),
+    "engine=openvino int8 timbral (GPTQ-rounded)": ({}, {"engine": "openvino", "precision": "int8"}),
+    "engine=openvino int8 timbral, plain rounding": ({}, {"engine": "openvino", "precision": "int8",
+                                                          "uncalibrated": True}),
     "engine=openvino int8 timbral, batch=16": ({}, {"engine": "openvino", "precision": "int8", "batch": 16}),
     "auto (load_model's choice here)": ({}, {"engine": "auto", "precision": "auto"}),
 }
+
+
+def _uncalibrated_copy(model_name: str) -> str:
+    """A temporary copy of the model folder without its int8 calibration (plainly rounded int8 kernels)."""
+    import shutil
+    import tempfile
+
+    from codeFeature.model_io import resolve_model_dir
+
+    folder = Path(tempfile.mkdtemp()) / model_name
+    shutil.copytree(resolve_model_dir(model_name), folder, ignore=shutil.ignore_patterns("int8"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.pop("int8_calibration", None)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return str(folder)
 
 
 def worker(model_name: str, options: dict, reference: str | None) -> None:
@@ -91,6 +109,8 @@ def worker(model_name: str, options: dict, reference: str | None) -> None:
     from codeFeature.model_io import load_model
 
     engine = options.get("engine")
+    if options.get("uncalibrated"):
+        model_name = _uncalibrated_copy(model_name)
     model = load_model(model_name, precision=options.get("precision", "float32"), engine=engine or "tensorflow")
     batch = options.get("batch") or model.forward_batch
     x = np.random.default_rng(0).uniform(0, 5, (N_SEGMENTS, *model.config.input_shape)).astype(np.float32)

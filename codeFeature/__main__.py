@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m codeFeature",
         description="Classify the genre of songs, segment by segment (~3 s each), and vote.",
         epilog="Confidence is the winning genre's probability averaged over the segments. "
-               "Exit status: 0 if every file was classified, 2 if any failed.")
+               "Exit status: 0 if every file was classified, 2 if any failed. "
+               "Whole music libraries: python -m codeFeature scan ROOT --db library.sqlite "
+               "(then export, tag); see python -m codeFeature scan --help.")
     parser.add_argument("paths", nargs="*", metavar="PATH", help="audio files (wav, flac, ogg, mp3; more with ffmpeg)")
     parser.add_argument("--model", metavar="NAME_OR_DIR", default=None,
                         help="a shipped model's name or a model folder (default: the shipped default)")

@@ -19,11 +19,12 @@ For every full 30 s track in ``<data>/genres/<genre>/<genre>.000NN.wav``:
     notebook actually did) and with the first 30 s (what the data README
     describes), to document which one the images are.
 
-Prints a table and writes JSON to ``reports/feature_parity.json``.
+Prints a table and writes JSON to ``runs/feature_parity.json`` (``--out reports/feature_parity.json``
+refreshes the tracked report).
 
 Usage::
 
-    python training/measure_feature_parity.py [--data ../shared/data/gtzan] [--out reports/feature_parity.json]
+    python training/measure_feature_parity.py [--data ../shared/data/gtzan] [--out runs/feature_parity.json]
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         type=Path,
-        default=REPO_ROOT / "reports" / "feature_parity.json",
-        help="JSON report path (default: reports/feature_parity.json)",
+        default=REPO_ROOT / "runs" / "feature_parity.json",
+        help="JSON report path (default: runs/feature_parity.json; reports/feature_parity.json is the tracked one)",
     )
     parser.add_argument("--limit", type=int, default=None, help="only the first N tracks (quick check)")
     parser.add_argument("--skip-images", action="store_true", help="skip the spectrogram comparison")
