@@ -375,3 +375,49 @@ def test_kill_9_mid_scan_then_resume_equals_an_uninterrupted_scan(tmp_path, tiny
         if row["status"] == "ok":
             np.testing.assert_allclose(load_prediction(other).probabilities, load_prediction(row).probabilities,
                                        atol=1e-6)
+
+
+def test_prune_removes_only_files_gone_from_disk_and_never_everything(audio_dir, tmp_path, spec, tiny_model):
+    import shutil
+
+    library = tmp_path / "library"
+    shutil.copytree(audio_dir, library)
+    (library / "keep").mkdir()
+    kept = library / "keep" / "a.wav"
+    write_audio(kept, chord(4.0, seed=7))
+    with LibraryStore(tmp_path / "lib.sqlite") as store:
+        first = scan(library, store, spec, jobs=2, model=tiny_model, progress=False)
+        victim = sorted(p for p in library.rglob("*") if p.is_file() and p != kept)[0]
+        victim.unlink()
+        told = scan(library, store, spec, jobs=2, model=tiny_model, progress=False)
+        assert told.gone == 1 and told.pruned == 0 and store.get(victim, "tiny") is not None  # only said
+        assert any("--prune" in line for line in told.lines())
+        pruned = scan(library, store, spec, jobs=2, model=tiny_model, progress=False, prune=True)
+        assert pruned.gone == 1 and pruned.pruned == 1 and store.get(victim, "tiny") is None
+        assert store.count() == first.found - 1 and store.get(kept, "tiny") is not None
+        # a folder scanned on its own never prunes its siblings
+        assert scan(library / "keep", store, spec, jobs=2, model=tiny_model, progress=False, prune=True).pruned == 0
+        assert store.count() == first.found - 1
+        # an empty (unmounted?) root keeps everything, and says why
+        for path in list(library.rglob("*")):
+            if path.is_file():
+                path.unlink()
+        empty = scan(library, store, spec, jobs=2, model=tiny_model, progress=False, prune=True)
+        assert empty.prune_refused and empty.pruned == 0 and store.count() == first.found - 1
+        assert any("mounted" in line for line in empty.lines())
+
+
+@pytest.mark.parametrize("level, precision", [("amx", "bfloat16"), ("avx512_bf16", "int8"), ("avx2", "float32")])
+def test_a_scan_runs_the_path_the_cli_would_pick(monkeypatch, level, precision):
+    from codeFeature import engines
+    from codeFeature.library.scan import ModelSpec
+
+    monkeypatch.setattr(engines, "isa_level", lambda flags=None: level)
+    monkeypatch.setattr(engines, "openvino_available", lambda: True)
+    monkeypatch.delenv("CODEFEATURE_PRECISION", raising=False)
+    monkeypatch.delenv("CODEFEATURE_ENGINE", raising=False)
+    spec = ModelSpec.resolve("musicnn_genre")
+    assert spec.precision == precision
+    manifest = json.loads((Path(spec.folder) / "manifest.json").read_text())
+    assert engines.plan(manifest).precision == spec.precision  # what load_model(auto) plans, named explicitly
+    assert engines.plan(manifest, precision=spec.precision) == engines.plan(manifest)

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--jobs", type=int, default=None, metavar="N",
                       help="files classified at once (default: one per core, at most 4); Ray actors with --engine ray")
     scan.add_argument("--retry-errors", action="store_true", help="classify again the files that failed before")
+    scan.add_argument("--prune", action="store_true",
+                      help="remove the stored results of files under ROOT that are no longer on disk")
     scan.add_argument("--engine", choices=ENGINES, default="local",
                       help="local: worker threads on this machine; ray: a Ray Data actor pool (see --address)")
     scan.add_argument("--address", metavar="HOST:PORT", default=None,
@@ -102,7 +104,7 @@ def _scan(args, store) -> int:
         raise ValueError("--address needs --engine ray")
     spec = ModelSpec.resolve(args.model, args.precision)
     summary = scan(args.root, store, spec, jobs=args.jobs, retry_errors=args.retry_errors, engine=args.engine,
-                   pool=args.pool, address=args.address, progress=not args.quiet)
+                   pool=args.pool, address=args.address, progress=not args.quiet, prune=args.prune)
     for line in summary.lines():
         print(line, file=sys.stderr)
     if summary.interrupted:

@@ -161,12 +161,15 @@ class ModelSpec:
 
     @classmethod
     def resolve(cls, model: Optional[str], precision: Optional[str] = None) -> "ModelSpec":
-        from ..model_io import read_manifest, resolve_model_dir, resolve_precision
+        from ..engines import plan
+        from ..model_io import read_manifest, resolve_model_dir
 
         folder = resolve_model_dir(model)
         manifest = read_manifest(folder)
+        # the precision load_model's own choice gives here (bfloat16 with AMX, int8 on OpenVINO with AVX-512
+        # VNNI, ...), named explicitly: every worker, local or on a Ray node, then runs this very path
         return cls(folder=str(folder), name=str(manifest.get("name", folder.name)),
-                   model_hash=manifest_hash(folder), precision=resolve_precision(precision, manifest))
+                   model_hash=manifest_hash(folder), precision=plan(manifest, precision=precision).precision)
 
     def load(self):
         from ..model_io import load_model
@@ -388,6 +391,9 @@ class ScanSummary:
     errors_kept: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    gone: int = 0
+    pruned: int = 0
+    prune_refused: bool = False
     walk: WalkStats = field(default_factory=WalkStats)
 
     def lines(self) -> list[str]:
@@ -401,6 +407,13 @@ class ScanSummary:
             out.append(f"{w.same_file_twice} file(s) reached under a second name were classified once")
         for folder, reason in w.unreadable_folders:
             out.append(f"could not open folder {os.fsdecode(folder)!r}: {reason}")
+        if self.prune_refused:
+            out.append(f"no audio was found under the folder, so the {self.gone} stored file(s) under it were kept "
+                       "(is the drive mounted?)")
+        elif self.pruned:
+            out.append(f"{self.gone} file(s) no longer on disk: their {self.pruned} stored row(s) were removed")
+        elif self.gone:
+            out.append(f"{self.gone} stored file(s) are no longer on disk; --prune removes their rows")
         if self.interrupted:
             out.append(f"interrupted: {self.stored} finished files are kept; run the same command to go on "
                        f"({self.todo - self.stored} left)")
@@ -409,7 +422,7 @@ class ScanSummary:
 
 def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs: Optional[int] = None,
          retry_errors: bool = False, engine: str = "local", pool: str = "threads", address: Optional[str] = None,
-         progress: bool = True, progress_stream=None, model=None) -> ScanSummary:
+         progress: bool = True, progress_stream=None, model=None, prune: bool = False) -> ScanSummary:
     """Scan ``root`` into ``store`` with the model ``spec``.
 
     Parameters
@@ -427,6 +440,9 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
         The local engine's workers.
     address : str, optional
         A Ray cluster's ``HOST:PORT``; without it Ray starts on this machine.
+    prune : bool
+        Delete the stored rows (every model's) of files under ``root`` that are no longer on disk; never
+        when the walk found no audio at all under ``root`` (an unmounted drive looks like that).
 
     Returns
     -------
@@ -439,6 +455,14 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
     t0 = time.perf_counter()
     found = list(walk(root, stats=summary.walk))
     summary.found = len(found)
+    top = os.fsencode(os.path.abspath(os.fsdecode(root)))
+    gone = sorted(p for p in store.paths_under(top) - {f.path for f in found} if not os.path.lexists(p))
+    summary.gone = len(gone)
+    if prune and gone:
+        if found:
+            summary.pruned = store.forget(gone)
+        else:
+            summary.prune_refused = True
     counts: dict = {}
     todo = plan(found, store, spec, retry_errors=retry_errors, counts=counts)
     summary.unchanged, summary.errors_kept, summary.todo = counts["unchanged"], counts["errors_kept"], len(todo)

@@ -326,6 +326,24 @@ class LibraryStore:
             self.db.execute("UPDATE results SET size=?, mtime_ns=?, fingerprint=? WHERE path=?",
                             (size, mtime_ns, fp, path))
 
+    def forget(self, paths: Iterable[bytes]) -> int:
+        """Delete every model's row of ``paths`` (and their tag history), in one transaction; returns rows deleted."""
+        paths = [bytes(p) for p in paths]
+        with self.db:
+            deleted = 0
+            for chunk in iter_chunks(paths, 500):
+                marks = ", ".join("?" * len(chunk))
+                deleted += self.db.execute(f"DELETE FROM results WHERE path IN ({marks})", chunk).rowcount
+                self.db.execute(f"DELETE FROM tag_changes WHERE path IN ({marks})", chunk)
+        return deleted
+
+    def paths_under(self, folder: bytes) -> set[bytes]:
+        """The stored paths (any model) that lie under ``folder`` (an absolute path), or equal it."""
+        folder = folder.rstrip(b"/") or b"/"
+        prefix = folder if folder.endswith(b"/") else folder + b"/"
+        return {bytes(r[0]) for r in self.db.execute("SELECT DISTINCT path FROM results")
+                if bytes(r[0]) == folder or bytes(r[0]).startswith(prefix)}
+
     # ------------------------------------------------------------ reading
 
     def known(self, model: str) -> dict[bytes, tuple]:
