@@ -453,12 +453,13 @@ def main(argv=None) -> int:
     targets = [(out, head, args.name, fitted_ids)]
     if args.fit_on == "train+valid":
         targets.append((out.parent / f"{out.name}_train_only", train_only, f"{args.name}_train_only", train_ids))
-    bfloat16_train_only = int8_train_only = calibration_inputs = None
+    twin_figures: dict = {}
+    calibration_inputs = None
     from codeFeature import engines
 
     model_config = base.config
-    # the train-only twin first: its bfloat16 valid figure is the one a refit's manifest shows (the app reads
-    # metrics.valid_bfloat16 on CPUs with bfloat16; the refit's own valid score is not an estimate)
+    # the train-only twin first: its bfloat16 and int8 valid figures are the ones a refit's manifest shows (the
+    # app reads metrics.valid_<precision> where that path runs; the refit's own valid score is not an estimate)
     for folder, fitted, name, ids in reversed(targets):
         model = build_model(base, spec, fitted, name)
         diff = check_export(model, base, fitted, spec, args.data, valid_ids, cache=cache)
@@ -479,37 +480,17 @@ def main(argv=None) -> int:
                  1000 * head_seconds, " / ".join(f"{v:.1f}" for v in os.getloadavg()))
         manifest["head_ms_per_100_segments"] = round(1000 * head_seconds, 2)
         save_model(model, folder, manifest)
-        if not args.skip_bfloat16:
-            from training.evaluate import evaluate
-
-            fast = evaluate(load_model(folder, precision="bfloat16"), args.data, split=args.valid_split)
-            figure = {**headline(fast), "fit_on": manifest["training"]["fit_on"]}
-            if fitted is train_only:
-                bfloat16_train_only = figure
-                manifest["metrics"]["valid_bfloat16"] = figure
-            else:
-                manifest["metrics"]["valid_bfloat16"] = bfloat16_train_only or figure
-                if bfloat16_train_only is not None:
-                    manifest["metrics"]["valid_refit_bfloat16"] = {**figure, "note": "seen in fitting"}
-            save_model(model, folder, manifest)
         # the int8 path's calibration, measured on the train split only (training.int8_calibration)
         from training.int8_calibration import calibrate, train_inputs
 
         if calibration_inputs is None:
             calibration_inputs = train_inputs(args.data, args.train_split, model_config, train_ids)
         manifest["int8_calibration"] = calibrate(folder, calibration_inputs[0], data_note=calibration_inputs[1])
-        if not args.skip_int8 and engines.openvino_available():
-            from training.evaluate import evaluate
-
-            fast = evaluate(load_model(folder, precision="int8"), args.data, split=args.valid_split)
-            figure = {**headline(fast), "fit_on": manifest["training"]["fit_on"]}
-            if fitted is train_only:
-                int8_train_only = figure
-                manifest["metrics"]["valid_int8"] = figure
-            else:
-                manifest["metrics"]["valid_int8"] = int8_train_only or figure
-                if int8_train_only is not None:
-                    manifest["metrics"]["valid_refit_int8"] = {**figure, "note": "seen in fitting"}
+        for precision, wanted in (("bfloat16", not args.skip_bfloat16),
+                                  ("int8", not args.skip_int8 and engines.openvino_available())):
+            if wanted:
+                rescore_valid(folder, precision, args, manifest, train_only=fitted is train_only,
+                              twin_figures=twin_figures)
         save_model(model, folder, manifest)
         report = {"model": name, "valid_train_only": valid_train_only, "valid_uncalibrated": valid_uncalibrated,
                   "train": train_scores, "cv_artist": cv}
@@ -522,6 +503,26 @@ def main(argv=None) -> int:
     write_calibration_report(report_dirs, args, valid_uncalibrated, valid_train_only, cv, seconds)
     print(json.dumps(results))
     return 0
+
+
+def rescore_valid(folder, precision: str, args, manifest: dict, *, train_only: bool, twin_figures: dict) -> None:
+    """Score valid again through ``precision``'s path (bfloat16, int8) into ``manifest``'s metrics.
+
+    The train-only twin's figure (kept in ``twin_figures``) is the one the refit shows as ``valid_<precision>``;
+    the refit's own score, seen in fitting, goes to ``valid_refit_<precision>``.
+    """
+    from codeFeature.model_io import load_model
+    from training.evaluate import evaluate
+
+    fast = evaluate(load_model(folder, precision=precision), args.data, split=args.valid_split)
+    figure = {**headline(fast), "fit_on": manifest["training"]["fit_on"]}
+    if train_only:
+        twin_figures[precision] = figure
+        manifest["metrics"][f"valid_{precision}"] = figure
+    else:
+        manifest["metrics"][f"valid_{precision}"] = twin_figures.get(precision) or figure
+        if precision in twin_figures:
+            manifest["metrics"][f"valid_refit_{precision}"] = {**figure, "note": "seen in fitting"}
 
 
 def write_calibration_report(folders, args, before, after, cv, seconds) -> None:
