@@ -169,9 +169,14 @@ def show_verdict(prediction) -> None:
     votes = prediction.votes
     left, right = st.columns([1, 2])
     with left:
-        headline = verdict.headline
-        st.metric("Genre", headline[:1].upper() + headline[1:],
-                  help="How the segments became one answer: " + prediction.rule.description + ".")
+        rule_help = "How the segments became one answer: " + prediction.rule.description + "."
+        if verdict.not_sure:
+            # "Not sure" big, the two likeliest genres under it: a metric's value never wraps, and
+            # "Not sure: classical or country" would be cut off in a half-width column
+            st.metric("Genre", "Not sure", delta=verdict.headline.split(": ", 1)[1], delta_color="off",
+                      delta_arrow="off", help=rule_help)
+        else:
+            st.metric("Genre", verdict.headline.capitalize(), help=rule_help)
         st.metric("Confidence", f"{verdict.confidence:.0%}",
                   help=f"{verdict.genre.capitalize()}'s probability averaged over the {_segments_word(n)}.")
         voted = int(votes[list(prediction.labels).index(verdict.genre)])

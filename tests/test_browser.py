@@ -108,7 +108,17 @@ def _metric(page, label: str) -> str:
 
 
 def _genre(page) -> str:
-    return _metric(page, "Genre")
+    """The headline as a person reads it: "Jazz", or "Not sure" with the two likeliest genres under it,
+    as "Not sure: jazz or classical"; fails if any of it is cut off."""
+    name = page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(r"^\s*Genre\s*$"))
+    metric = page.locator('[data-testid="stMetric"]', has=name)
+    for part in (metric.locator('[data-testid="stMetricValue"]'), metric.locator('[data-testid="stMetricDelta"]')):
+        if part.count():
+            clipped = part.evaluate("e => [e, ...e.querySelectorAll('*')].some(x => x.scrollWidth > x.clientWidth + 1)")
+            assert not clipped, f"the headline is cut off on the page: {part.inner_text()!r}"
+    value = _metric(page, "Genre")
+    delta = metric.locator('[data-testid="stMetricDelta"]')
+    return f"{value}: {delta.inner_text().strip()}" if delta.count() else value
 
 
 def _confidence(page) -> str:
