@@ -75,12 +75,17 @@ def kernel_scales(kernel: np.ndarray) -> np.ndarray:
     return np.maximum(flat.max(axis=1), np.float32(1e-12))
 
 
+def _nearest_level(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``values`` rounded to the nearest ``k / 127 * scale``, ``k`` an integer in [-127, 127]."""
+    half = (KERNEL_LEVELS - 1) // 2
+    return np.clip(np.round(values / scale * half), -half, half) / half * scale
+
+
 def plain_round(kernel: np.ndarray) -> np.ndarray:
     """``kernel`` rounded to the nearest of :data:`KERNEL_LEVELS` levels per output channel."""
     kernel = np.asarray(kernel, np.float32)
     scale = kernel_scales(kernel).reshape(-1, *([1] * (kernel.ndim - 1)))
-    half = (KERNEL_LEVELS - 1) // 2
-    return (np.clip(np.round(kernel / scale * half), -half, half) / half * scale).astype(np.float32)
+    return _nearest_level(kernel, scale).astype(np.float32)
 
 
 def gptq_round(kernel: np.ndarray, moments: np.ndarray, *, damp: float = DAMP) -> np.ndarray:
@@ -109,13 +114,12 @@ def gptq_round(kernel: np.ndarray, moments: np.ndarray, *, damp: float = DAMP) -
     if moments.shape != (taps, taps):
         raise ValueError(f"moments of shape {moments.shape} do not fit a kernel of {taps} taps a channel")
     scale = kernel_scales(kernel).astype(np.float64).reshape(out, 1)
-    half = (KERNEL_LEVELS - 1) // 2
     damped = moments + damp * float(np.mean(np.diag(moments))) * np.eye(taps)
     # the upper Cholesky factor of H^-1: row j gives how tap j's error spreads over taps j+1..
     upper = np.linalg.cholesky(np.linalg.inv(damped)).T
     rounded = np.empty_like(weights)
     for j in range(taps):
-        column = np.clip(np.round(weights[:, j:j + 1] / scale * half), -half, half) / half * scale
+        column = _nearest_level(weights[:, j:j + 1], scale)
         rounded[:, j:j + 1] = column
         error = (weights[:, j:j + 1] - column) / upper[j, j]
         weights[:, j + 1:] -= error * upper[j:j + 1, j + 1:]
@@ -151,12 +155,6 @@ def read_calibration(folder: Path, manifest: dict) -> dict[str, np.ndarray]:
             raise ValueError(f"{path} is not a square matrix (shape {matrix.shape})")
         found[layer] = matrix.astype(np.float64)
     return found
-
-
-def calibration_files(folder: Path, manifest: dict) -> list[Path]:
-    """The files of the manifest's ``int8_calibration``, in a fixed order (for cache keys)."""
-    entry = manifest.get("int8_calibration") or {}
-    return [Path(folder) / entry["layers"][layer] for layer in sorted(entry.get("layers") or {})]
 
 
 def write_calibration(folder: Path, moments: dict[str, np.ndarray]) -> dict[str, str]:

@@ -42,16 +42,16 @@ def heavy_convolutions(keras_model, manifest: dict) -> list[str]:
     return names
 
 
-def calibrate(folder: Path, x: np.ndarray, *, data_note: str) -> dict:
-    """Write ``folder``'s int8 calibration from model inputs ``x`` (train segments); returns the manifest entry.
+def measure(folder: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The second moments of what ``folder``'s heavy convolutions read when its model is given ``x``.
 
     Raises
     ------
     ValueError
         If the folder's model has no heavy convolution to calibrate.
     """
-    from codeFeature.model_io import MANIFEST_FILE, load_model
-    from codeFeature.quantise import DAMP, conv_inputs, patch_moments, write_calibration
+    from codeFeature.model_io import load_model
+    from codeFeature.quantise import conv_inputs, patch_moments
 
     model = load_model(folder, precision="float32", engine="tensorflow")
     layers = heavy_convolutions(model.keras_model, model.manifest)
@@ -61,25 +61,43 @@ def calibrate(folder: Path, x: np.ndarray, *, data_note: str) -> dict:
     for name in layers:
         kernel = model.keras_model.get_layer(name).kernel
         moments[name] = patch_moments(conv_inputs(model.keras_model, name, x), (int(kernel.shape[0]), int(kernel.shape[1])))
+    return moments
+
+
+def write_entry(folder: Path, moments: dict[str, np.ndarray], *, segments: int, data_note: str) -> dict:
+    """Write ``moments`` into ``folder`` and name them in its manifest's ``int8_calibration``; returns that entry."""
+    from codeFeature.model_io import MANIFEST_FILE
+    from codeFeature.quantise import DAMP, write_calibration
+
     entry = {
         "layers": write_calibration(folder, moments),
         "statistic": "E[p p^T] over every input patch p of the layer (after the input batch norm and the time "
                      "padding), float32; the int8 kernels are rounded by GPTQ against it at load time "
                      "(codeFeature.quantise.gptq_round)",
         "damp": DAMP,
-        "segments": int(len(x)),
+        "segments": int(segments),
         "data": data_note,
-        "reproduce": f"python -m training.int8_calibration {display_path(folder)}",
+        "reproduce": f"python -m training.int8_calibration {display_path(folder)}"
+                     + (" --write-shipped" if _shipped(folder) else ""),
     }
-    from codeFeature.model_io import MODELS_DIR
-
-    if Path(folder).resolve().is_relative_to(MODELS_DIR.resolve()):
-        entry["reproduce"] += " --write-shipped"
     path = Path(folder) / MANIFEST_FILE
     manifest = json.loads(path.read_text())
     manifest["int8_calibration"] = entry
     path.write_text(json.dumps(manifest, indent=2) + "\n")  # as save_model writes it
     return entry
+
+
+def calibrate(folder: Path, x: np.ndarray, *, data_note: str) -> dict:
+    """Measure (:func:`measure`) and write (:func:`write_entry`) ``folder``'s int8 calibration from model
+    inputs ``x`` (train segments); returns the manifest entry."""
+    return write_entry(folder, measure(folder, x), segments=len(x), data_note=data_note)
+
+
+def _shipped(folder: Path) -> bool:
+    """Whether ``folder`` is one of the repository's shipped models (tracked files)."""
+    from codeFeature.model_io import MODELS_DIR
+
+    return Path(folder).resolve().is_relative_to(MODELS_DIR.resolve())
 
 
 def train_inputs(data, split: Path, config, ids=None) -> tuple[np.ndarray, str]:
@@ -104,7 +122,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     from codeFeature.errors import ModelError
-    from codeFeature.model_io import MODELS_DIR, read_manifest
+    from codeFeature.model_io import read_manifest
 
     folder = args.folder
     try:
@@ -112,7 +130,7 @@ def main(argv=None) -> int:
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if folder.resolve().is_relative_to(MODELS_DIR.resolve()) and not args.write_shipped:
+    if _shipped(folder) and not args.write_shipped:
         print(f"error: {display_path(folder)} is a shipped model (tracked files); add --write-shipped to rewrite "
               "its calibration, or give a run folder", file=sys.stderr)
         return 2

@@ -454,7 +454,7 @@ def main(argv=None) -> int:
     if args.fit_on == "train+valid":
         targets.append((out.parent / f"{out.name}_train_only", train_only, f"{args.name}_train_only", train_ids))
     twin_figures: dict = {}
-    calibration_inputs = None
+    calibration = None
     from codeFeature import engines
 
     model_config = base.config
@@ -480,12 +480,14 @@ def main(argv=None) -> int:
                  1000 * head_seconds, " / ".join(f"{v:.1f}" for v in os.getloadavg()))
         manifest["head_ms_per_100_segments"] = round(1000 * head_seconds, 2)
         save_model(model, folder, manifest)
-        # the int8 path's calibration, measured on the train split only (training.int8_calibration)
-        from training.int8_calibration import calibrate, train_inputs
+        # the int8 path's calibration, measured on the train split only (training.int8_calibration), once:
+        # every folder written here has the same trunk, so its convolutions read the same inputs
+        from training.int8_calibration import measure, train_inputs, write_entry
 
-        if calibration_inputs is None:
-            calibration_inputs = train_inputs(args.data, args.train_split, model_config, train_ids)
-        manifest["int8_calibration"] = calibrate(folder, calibration_inputs[0], data_note=calibration_inputs[1])
+        if calibration is None:
+            x, note = train_inputs(args.data, args.train_split, model_config, train_ids)
+            calibration = {"moments": measure(folder, x), "segments": len(x), "data_note": note}
+        manifest["int8_calibration"] = write_entry(folder, **calibration)
         for precision, wanted in (("bfloat16", not args.skip_bfloat16),
                                   ("int8", not args.skip_int8 and engines.openvino_available())):
             if wanted:
