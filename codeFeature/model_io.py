@@ -124,16 +124,17 @@ class LoadedModel:
         TensorFlow graph (traced on the first call, with the batch axis left free), which is faster
         than eager calls; either is safe to call from several threads.
         """
-        if self._runner is not None:
-            self._graph = self._runner
-        elif self._graph is None:
-            self._graph = _traced_forward(self.keras_model, self.config.input_shape)
         parts: list[list[np.ndarray]] = []
         batch = self.forward_batch
-        for lo in range(0, len(x), batch):
-            result = self._graph(np.ascontiguousarray(x[lo:lo + batch], dtype=np.float32))
-            outputs = result if isinstance(result, (list, tuple)) else [result]
-            parts.append([np.asarray(o) for o in outputs])
+        if self._runner is not None:
+            parts = self._runner.run(x, batch)
+        else:
+            if self._graph is None:
+                self._graph = _traced_forward(self.keras_model, self.config.input_shape)
+            for lo in range(0, len(x), batch):
+                result = self._graph(np.ascontiguousarray(x[lo:lo + batch], dtype=np.float32))
+                outputs = result if isinstance(result, (list, tuple)) else [result]
+                parts.append([np.asarray(o) for o in outputs])
         if not parts:
             return [np.zeros((0, int(t.shape[-1])), np.float32) for t in self.keras_model.outputs]
         return [np.concatenate(column) for column in zip(*parts)]

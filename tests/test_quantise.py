@@ -101,8 +101,10 @@ def test_every_shipped_musicnn_folder_carries_its_calibration():
     for name in ("musicnn_genre", "musicnn_genre_lr", "musicnn_msd", "musicnn_mtt"):
         manifest = json.loads((MODELS_DIR / name / "manifest.json").read_text())
         read = quantise.read_calibration(MODELS_DIR / name, manifest)
-        assert set(read) == {"timbral_74_conv", "timbral_77_conv"}, name
+        # the timbral convolutions and the 64- and 128-tap temporal ones, not the 32-tap one (MIN_INT8_TAPS)
+        assert set(read) == {"timbral_74_conv", "timbral_77_conv", "temporal_64_conv", "temporal_128_conv"}, name
         assert read["timbral_74_conv"].shape == (7 * 38, 7 * 38) and read["timbral_77_conv"].shape == (7 * 67, 7 * 67)
+        assert read["temporal_64_conv"].shape == (64, 64) and read["temporal_128_conv"].shape == (128, 128)
         assert "train_filtered.txt" in manifest["int8_calibration"]["data"]  # measured on train, never valid
 
 
@@ -136,9 +138,118 @@ def test_the_calibration_command_writes_a_folder_it_can_load(uncalibrated_copy, 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 4, (3, 187, 96)).astype(np.float32)
     entry = calibrate(uncalibrated_copy, x, data_note="3 random patches")
-    assert entry["segments"] == 3 and set(entry["layers"]) == {"timbral_74_conv", "timbral_77_conv"}
+    assert entry["segments"] == 3
+    assert set(entry["layers"]) == {"timbral_74_conv", "timbral_77_conv", "temporal_64_conv", "temporal_128_conv"}
     manifest = json.loads((uncalibrated_copy / "manifest.json").read_text())
     assert manifest["int8_calibration"] == entry
     assert set(quantise.read_calibration(uncalibrated_copy, manifest)) == set(entry["layers"])
     # a shipped folder's tracked files are only rewritten when asked
     assert main([str(MODELS_DIR / "musicnn_genre")]) == 2
+
+
+def test_same_padding_moments_see_the_padded_input():
+    """A 'same' convolution's patches include its zero padding, as Keras pads: (k - 1) // 2 rows before."""
+    from training.int8_calibration import _same_padding
+
+    x = np.arange(1, 6, dtype=np.float32).reshape(1, 5, 1, 1)
+    padded = _same_padding(x, (4, 1))
+    assert padded[0, :, 0, 0].tolist() == [0, 1, 2, 3, 4, 5, 0, 0]
+    moments = quantise.patch_moments(padded, (4, 1))
+    assert moments.shape == (4, 4) and moments[0, 0] == pytest.approx(np.mean(np.square([0, 1, 2, 3, 4])))
+
+
+# ------------------------------------------------------------------ the int8 graph rewrites (OpenVINO)
+def _ov_conv_pool(kernel, rows, cols, pads=(0, 0)):
+    """An OpenVINO model: single-channel Conv2D (OIHW ``kernel``, time padding ``pads``), bias, max over columns."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    x = ops.parameter([-1, 1, rows, cols], np.float32)
+    y = ops.convolution(x, ops.constant(kernel), [1, 1], [pads[0], 0], [pads[1], 0], [1, 1])
+    bias = np.linspace(-0.5, 0.5, kernel.shape[0], dtype=np.float32).reshape(1, -1, 1, 1)
+    y = ops.add(y, ops.constant(bias))
+    out_cols = cols - kernel.shape[3] + 1
+    y = ops.max_pool(y, [1, 1], [1, 1], [0, 0], [0, 0], [1, out_cols]).output(0)
+    return ov.Model([y], [x])
+
+
+def _run(model, x):
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.array(compiled.create_infer_request().infer([x])[compiled.outputs[0]])
+
+
+def _direct_int8(model, kernel, low, high):
+    """The plain int8 rewrite: fake-quantised input and kernel on the original convolution."""
+    from openvino import opset13 as ops
+
+    conv = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
+    fq = ops.fake_quantize(conv.input(0).get_source_output(), np.float32(low), np.float32(high),
+                           np.float32(low), np.float32(high), 256)
+    conv.input(0).replace_source_output(fq.output(0))
+    amax = quantise.kernel_scales(kernel).reshape(-1, 1, 1, 1)
+    conv.input(1).replace_source_output(ops.fake_quantize(ops.constant(kernel), -amax, amax, -amax, amax, 255).output(0))
+    return model
+
+
+@needs_openvino
+@pytest.mark.parametrize("height", [engines.POLYPHASE * 2, 33, 64])
+def test_the_polyphase_rewrite_gives_the_direct_int8_sums(height):
+    """A tall one-column kernel on one channel (musicnn's temporal convolutions) cut into phases gives the
+    direct int8 convolution's output: the same integer products, summed exactly."""
+    rng = np.random.default_rng(height)
+    rows, cols = 37, 11
+    kernel = quantise.plain_round(rng.normal(0, 0.2, (6, 1, height, 1)).astype(np.float32))
+    pads = ((height - 1) // 2, height - 1 - (height - 1) // 2)
+    x = smooth_inputs(n=3, rows=rows, cols=cols)[:, None]
+    low, high = 0.0, 4.0
+    direct = _run(_direct_int8(_ov_conv_pool(kernel, rows, cols, pads), kernel, low, high), x)
+    model = _ov_conv_pool(kernel, rows, cols, pads)
+    conv = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
+    assert engines._polyphase_int8(model, conv, kernel, (low, high))
+    model.validate_nodes_and_infer_types()
+    assert not any(op is conv for op in model.get_ordered_ops())  # the original convolution is gone
+    got = _run(model, x)
+    assert got.shape == direct.shape == (3, 6, rows, 1)
+    np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5 * np.abs(direct).max())
+    exact = _run(_ov_conv_pool(kernel, rows, cols, pads), x)
+    assert np.abs(got - exact).max() > 0  # it did compute in int8 (the input was rounded)
+
+
+@needs_openvino
+def test_the_row_stacking_gives_the_direct_int8_sums():
+    """Kernel rows as input channels (musicnn's timbral convolutions) give the same sums."""
+    from openvino import opset13 as ops
+
+    rng = np.random.default_rng(7)
+    rows, cols = 20, 30
+    kernel = quantise.plain_round(rng.normal(0, 0.2, (5, 1, 4, 9)).astype(np.float32))
+    x = smooth_inputs(n=2, rows=rows, cols=cols)[:, None]
+    low, high = 0.0, 4.0
+    direct = _run(_direct_int8(_ov_conv_pool(kernel, rows, cols), kernel, low, high), x)
+    model = _ov_conv_pool(kernel, rows, cols)
+    conv = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
+    source, stacked = engines._stack_rows(conv, kernel)
+    assert stacked.shape == (5, 4, 1, 9)
+    fq = ops.fake_quantize(source, np.float32(low), np.float32(high), np.float32(low), np.float32(high), 256)
+    conv.input(0).replace_source_output(fq.output(0))
+    amax = quantise.kernel_scales(stacked).reshape(-1, 1, 1, 1)
+    conv.input(1).replace_source_output(ops.fake_quantize(ops.constant(stacked), -amax, amax, -amax, amax, 255).output(0))
+    model.validate_nodes_and_infer_types()
+    np.testing.assert_allclose(_run(model, x), direct, rtol=1e-5, atol=1e-5 * np.abs(direct).max())
+
+
+@needs_openvino
+def test_rewrites_leave_other_convolutions_alone():
+    """Padding across columns, strides, several input channels: no rewrite, nothing changed."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    x = ops.parameter([-1, 2, 16, 8], np.float32)
+    kernel = np.ones((3, 2, 9, 1), np.float32)
+    conv = ops.convolution(x, ops.constant(kernel), [1, 1], [4, 0], [4, 0], [1, 1])
+    model = ov.Model([conv], [x])
+    assert not engines._polyphase_int8(model, conv, kernel, (0.0, 1.0))
+    source, same = engines._stack_rows(conv, kernel)
+    assert same is kernel and source.get_node() is x
