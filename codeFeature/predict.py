@@ -8,6 +8,8 @@ Load a model once with :func:`codeFeature.model_io.load_model` and pass it in.
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -22,20 +24,28 @@ from .split import _wrap_pad, plan_segments, segment_array
 
 #: Segments featurised at a time (the forward pass batches further, see
 #: ``LoadedModel.forward_batch``): bounds memory on hour-long files and paces the progress callback.
-CHUNK_SEGMENTS = 64
+#: :func:`predict_file` classifies a chunk while it decodes the next, so a small chunk starts the
+#: forward pass early.
+CHUNK_SEGMENTS = 32
+#: Chunks :func:`predict_file` lets wait for the forward pass while it decodes on.
+CHUNKS_AHEAD = 2
 
 ProgressCallback = Callable[[float, str], None]
 
 #: The phases ``Prediction.timings`` reports, in pipeline order, then ``total`` (see :class:`Prediction`).
-PHASES = ("load", "decode", "resample", "level", "segment", "features", "predict", "other")
+PHASES = ("load", "decode", "resample", "level", "segment", "features", "predict", "other", "overlap")
 
 
 def _finish_timings(timings: dict, started: float) -> dict:
     """``timings`` in :data:`PHASES` order with ``other`` (whatever no phase timed: Python between the
-    phases, building the result) and ``total`` (wall seconds since ``started``)."""
+    phases, building the result), ``overlap`` (the seconds two phases ran at once: decoding a chunk
+    while the previous one was classified) and ``total`` (wall seconds since ``started``), so that
+    the phases plus ``other`` minus ``overlap`` are ``total``."""
     total = time.perf_counter() - started
-    out = {key: timings[key] for key in PHASES if key in timings}
-    out["other"] = max(0.0, total - sum(out.values()))
+    out = {key: timings[key] for key in PHASES[:-2] if key in timings}
+    timed = sum(out.values())
+    out["other"] = max(0.0, total - timed)
+    out["overlap"] = max(0.0, timed - total)
     out["total"] = total
     return out
 
@@ -66,7 +76,9 @@ class Prediction:
         downmix included), ``resample`` (to the model's rate), ``level`` (NaN repair, RMS, peak and
         clipping counts), ``segment`` (cutting and padding segments), ``features``, ``predict`` (the
         forward pass), ``other`` (what no phase timed: Python between them, building the result),
-        then ``total``, the call's wall time, which the phases add up to. A live stream's
+        ``overlap`` (seconds when two phases ran at once: :func:`predict_file` decodes a chunk while
+        it classifies the one before) then ``total``, the call's wall time: the phases and ``other``
+        less ``overlap`` add up to it. A live stream's
         (:class:`codeFeature.stream.StreamClassifier`) holds only ``features`` and ``predict``.
     warnings : list of str
         Readable notes about the input (silence, clipping, padding).
@@ -358,7 +370,24 @@ class _BeyondFullScale(Exception):
 def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Optional[ProgressCallback],
                     file: Optional[str], timings: dict) -> Prediction:
     """Classify ``stream`` chunk by chunk, cutting segments by the rule of :func:`segment_array`;
-    adds each phase's seconds to ``timings``."""
+    adds each phase's seconds to ``timings``.
+
+    One worker thread classifies a chunk while this thread decodes the next (decoding takes one
+    core; the forward pass spreads over all of them, see :class:`codeFeature.engines.OpenVINORunner`).
+    Results are gathered in order, with at most :data:`CHUNKS_AHEAD` chunks waiting.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="codeFeature-classify") as worker:
+        pending: deque = deque()
+        try:
+            return _predict_chunks(stream, model=model, progress=progress, file=file, timings=timings,
+                                   worker=worker, pending=pending)
+        finally:
+            for future in pending:
+                future.cancel()  # an error or an interrupt: do not classify what is left
+
+
+def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Optional[ProgressCallback],
+                    file: Optional[str], timings: dict, worker: ThreadPoolExecutor, pending: deque) -> Prediction:
     config = model.config
     seg = config.segment_samples
     chunk = np.empty(CHUNK_SEGMENTS * seg, np.float32)
@@ -372,15 +401,25 @@ def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Option
     extra_parts: dict = {}
     expected_segments = stream.expected_samples // seg if stream.expected_samples else 0
 
-    def classify(segments: np.ndarray) -> None:
+    def run(segments: np.ndarray) -> tuple[np.ndarray, dict]:
         found: dict = {}
-        parts.append(predict_segments(segments, model=model, timings=timings, extras=found))
-        for key, value in found.items():
-            extra_parts.setdefault(key, []).append(value)
-        if progress is not None:
-            done = sum(map(len, parts))
-            progress(min(1.0, done / expected_segments) if expected_segments else 0.0,
-                     f"classified {done} segments")
+        return predict_segments(segments, model=model, timings=timings, extras=found), found
+
+    def collect(waiting: int) -> None:
+        """Take finished results in order until at most ``waiting`` chunks are pending."""
+        while pending and (len(pending) > waiting or pending[0].done()):
+            probabilities, found = pending.popleft().result()
+            parts.append(probabilities)
+            for key, value in found.items():
+                extra_parts.setdefault(key, []).append(value)
+            if progress is not None:
+                done = sum(map(len, parts))
+                progress(min(1.0, done / expected_segments) if expected_segments else 0.0,
+                         f"classified {done} segments")
+
+    def classify(segments: np.ndarray) -> None:
+        collect(CHUNKS_AHEAD - 1)
+        pending.append(worker.submit(run, segments.copy()))  # the chunk buffer is refilled meanwhile
 
     blocks = iter(stream)
     fetching = 0.0  # seconds in next(): decoding, downmix and resampling (told apart below)
@@ -428,6 +467,7 @@ def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Option
         rest = np.concatenate(rest)
         timings["segment"] += time.perf_counter() - t0
         classify(rest)
+    collect(0)
     notes = list(stream.warnings) + meter.warnings()
     duration = total / config.sample_rate
     if duration < config.segment_seconds:
