@@ -431,7 +431,8 @@ def main(argv=None) -> int:
                     f"warm predict_file, {label}, {name}", times, loads, unit="s", target=target,
                     stages={k: round(v, 3) for k, v in stages.items()},
                     note="decode {decode:.2f} / resample {resample:.2f} / features {features:.2f} / forward "
-                    "{predict:.2f} / other {other:.2f} s".format(**{"resample": 0.0, **stages})
+                    "{predict:.2f} / other {other:.2f} / overlap -{overlap:.2f} s".format(
+                        **{"resample": 0.0, "overlap": 0.0, **stages})
                     + f"; {model.inference_path}")
             if not args.no_experiments:
                 # the top recommended change, measured here by monkeypatch: the forward pass as a tf.function

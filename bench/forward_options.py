@@ -23,8 +23,12 @@ Options:
 * ``inter-op 1``: one inter-op thread, so that the front end's five branches run one after another;
 * ``intra-op 1``: one thread per op (the CPU seconds per segment of a single core);
 * ``engine=openvino ...``: the model converted to OpenVINO at load time (``codeFeature.engines``):
-  float32, bfloat16 (the whole graph), or int8 timbral convolutions with float32 elsewhere, their
-  kernels GPTQ-rounded against the folder's calibration or (``plain rounding``) rounded to nearest;
+  float32, bfloat16 (the whole graph), or the heavy convolutions in int8 with float32 elsewhere, their
+  kernels GPTQ-rounded against the folder's calibration or (``plain rounding``) rounded to nearest
+  (then only the timbral ones are int8). ``timbral convolutions only`` keeps the temporal ones in
+  float32 (the calibration before they joined); ``no polyphase / row stacking`` quantises every
+  convolution as it is, without :func:`codeFeature.engines._polyphase_int8` and ``_stack_rows``;
+  ``LATENCY hint`` compiles one stream on every core instead of single-threaded streams;
 * ``auto``: what ``load_model()`` picks on this CPU (see ``LoadedModel.inference_path``).
 
 Every row also gives the CPU milliseconds per segment (process time, all threads): on a machine
@@ -69,25 +73,35 @@ OPTIONS = {
     "intra-op 1, precision=bfloat16": ({}, {"intra_op": 1, "precision": "bfloat16"}),
     "engine=openvino float32": ({}, {"engine": "openvino", "precision": "float32"}),
     "engine=openvino bfloat16": ({}, {"engine": "openvino", "precision": "bfloat16"}),
-    "engine=openvino int8 timbral (GPTQ-rounded)": ({}, {"engine": "openvino", "precision": "int8"}),
-    "engine=openvino int8 timbral, plain rounding": ({}, {"engine": "openvino", "precision": "int8",
-                                                          "uncalibrated": True}),
-    "engine=openvino int8 timbral, batch=16": ({}, {"engine": "openvino", "precision": "int8", "batch": 16}),
+    "engine=openvino int8 (GPTQ-rounded)": ({}, {"engine": "openvino", "precision": "int8"}),
+    "engine=openvino int8, plain rounding": ({}, {"engine": "openvino", "precision": "int8", "uncalibrated": True}),
+    "engine=openvino int8, timbral convolutions only": ({}, {"engine": "openvino", "precision": "int8",
+                                                             "calibrated_layers": "timbral"}),
+    "engine=openvino int8, no polyphase / row stacking": ({"CODEFEATURE_ENGINE_CACHE": ""},
+                                                          {"engine": "openvino", "precision": "int8", "no_rewrites": True}),
+    "engine=openvino int8, LATENCY hint (1 stream)": ({"CODEFEATURE_OPENVINO_HINT": "LATENCY"},
+                                                      {"engine": "openvino", "precision": "int8"}),
+    "engine=openvino int8, batch=16": ({}, {"engine": "openvino", "precision": "int8", "batch": 16}),
     "auto (load_model's choice here)": ({}, {"engine": "auto", "precision": "auto"}),
 }
 
 
-def _uncalibrated_copy(model_name: str) -> str:
-    """A temporary copy of the model folder without its int8 calibration (plainly rounded int8 kernels)."""
+def _recalibrated_copy(model_name: str, keep: str | None = None) -> str:
+    """A temporary copy of the model folder whose int8 calibration keeps only the layers whose name
+    starts with ``keep``, or none (``None``: every kernel plainly rounded, the timbral ones only)."""
     import shutil
     import tempfile
 
     from codeFeature.model_io import resolve_model_dir
 
     folder = Path(tempfile.mkdtemp()) / model_name
-    shutil.copytree(resolve_model_dir(model_name), folder, ignore=shutil.ignore_patterns("int8"))
+    shutil.copytree(resolve_model_dir(model_name), folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest.pop("int8_calibration", None)
+    if keep is None:
+        manifest.pop("int8_calibration", None)
+    else:
+        layers = manifest["int8_calibration"]["layers"]
+        manifest["int8_calibration"]["layers"] = {k: v for k, v in layers.items() if k.startswith(keep)}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return str(folder)
 
@@ -110,17 +124,26 @@ def worker(model_name: str, options: dict, reference: str | None) -> None:
 
     engine = options.get("engine")
     if options.get("uncalibrated"):
-        model_name = _uncalibrated_copy(model_name)
+        model_name = _recalibrated_copy(model_name)
+    if options.get("calibrated_layers"):
+        model_name = _recalibrated_copy(model_name, options["calibrated_layers"])
+    if options.get("no_rewrites"):  # int8 on the convolutions as they are (the row runs with no engine cache)
+        from codeFeature import engines
+
+        engines._polyphase_int8 = lambda *args: False
+        engines._stack_rows = lambda conv, kernel: (conv.input(0).get_source_output(), kernel)
     model = load_model(model_name, precision=options.get("precision", "float32"), engine=engine or "tensorflow")
     batch = options.get("batch") or model.forward_batch
     x = np.random.default_rng(0).uniform(0, 5, (N_SEGMENTS, *model.config.input_shape)).astype(np.float32)
     graph = tf.function(lambda a: model.keras_model(a, training=False), jit_compile=bool(options.get("xla")),
                         reduce_retracing=True,
                         input_signature=[tf.TensorSpec((None, *model.config.input_shape), tf.float32)])
-    if engine:
-        graph = lambda a: model.forward(a)  # noqa: E731  (the library's own path, whatever engine)
+    if engine:  # the library's own path, whatever engine: one call, batched (and spread over streams) inside
+        model.__dict__["forward_batch"] = batch  # the cached property's value: segments per call
 
     def run():
+        if engine:
+            return np.asarray(model.forward(x)[0])
         outs = [graph(x[lo:lo + batch]) for lo in range(0, N_SEGMENTS, batch)]
         return np.concatenate([np.asarray(o[0] if isinstance(o, (list, tuple)) else o) for o in outs])
 
