@@ -74,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def list_models_command() -> int:
     """``--list-models``: every model the CLI can load by name, the default marked; no TensorFlow."""
-    from .errors import ModelError
+    from .errors import ConfigError, ModelError
     from .model_io import MODELS_DIR, default_model_name, model_locations, read_manifest
+
+    from .engines import cpu_model, plan
 
     default = default_model_name()
     for name, folder in model_locations().items():
@@ -88,12 +90,19 @@ def list_models_command() -> int:
             continue
         valid = manifest.get("metrics", {}).get("valid", {})
         accuracy = f"valid track accuracy {valid['track_accuracy']:.3f} (n={valid['tracks']})" if valid else ""
-        print(f"{mark} {name:24s} {manifest.get('task', 'genre'):6s} {accuracy}{where}")
-    from .engines import cpu_model, plan
-
+        try:
+            chosen = plan(manifest)
+            path = f"{chosen.engine} {chosen.precision}"
+        except ConfigError as exc:  # CODEFEATURE_ENGINE / _PRECISION asks for what this model cannot do here
+            path = f"cannot run here: {exc}"
+        print(f"{mark} {name:24s} {manifest.get('task', 'genre'):6s} {path:20s} {accuracy}{where}")
     default_folder = model_locations().get(default)
     if default_folder is not None:
-        print(f"inference here ({cpu_model()}): {plan(read_manifest(default_folder)).description}")
+        try:
+            print(f"inference here ({cpu_model()}): {plan(read_manifest(default_folder)).description}")
+        except (ConfigError, ModelError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

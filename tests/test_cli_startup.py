@@ -52,6 +52,15 @@ def test_extra_model_folders_are_listed_and_resolved(tmp_path, monkeypatch):
     assert f"({extra})" in line and "valid track accuracy" in line
 
 
+def test_list_models_says_each_models_path_and_bad_settings_in_words():
+    listing = _cli("--list-models", env={**os.environ, "CODEFEATURE_PRECISION": "float32"})
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    rows = [l for l in listing.stdout.splitlines() if " genre " in l or " tags " in l]
+    assert len(rows) >= 5 and all(" tensorflow float32 " in row for row in rows), rows
+    bad = _cli("--list-models", env={**os.environ, "CODEFEATURE_ENGINE": "torch"})
+    assert bad.returncode == 2 and "engine='torch'" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_display_names_are_file_names_told_apart_by_their_folders():
     from codeFeature.__main__ import display_names
 
