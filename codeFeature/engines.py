@@ -177,8 +177,8 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
         ``"auto"`` picks, by :func:`isa_level`: with AMX, TensorFlow's bfloat16 heavy layers; on CPUs
         with AVX-512 VNNI but no AMX (AVX512-BF16 such as Zen 4, AVX512-VNNI such as Ice Lake), OpenVINO's
         int8 heavy convolutions where the model folder carries its int8 calibration (the manifest's
-        ``int8_calibration``, which keeps every valid answer of the default model) and OpenVINO is
-        installed, else TensorFlow's bfloat16 (AVX512-BF16) or float32; elsewhere TensorFlow float32.
+        ``int8_calibration``) and valid judged it to keep the answers (its ``valid_check.passed``), and
+        OpenVINO is installed, else TensorFlow's bfloat16 (AVX512-BF16) or float32; elsewhere TensorFlow float32.
         ``bench/forward_options.py`` measures each. An explicit ``"float32"`` or ``"bfloat16"`` with
         engine ``"auto"`` means TensorFlow's; an explicit ``"int8"`` without calibration rounds the
         kernels plainly.
@@ -205,7 +205,9 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
     # they changed one of the default model's 98 valid tracks, GPTQ-rounded against the folder's
     # calibration none, so only a calibrated folder gets them automatically. With AMX, TensorFlow's
     # bfloat16 timbral layers were faster than OpenVINO's int8 and need no conversion (bench/README.md)
-    int8_ready = bool((manifest.get("int8_calibration") or {}).get("layers"))
+    calibration = manifest.get("int8_calibration") or {}
+    # ... and only where valid judged that calibration to keep its answers (training.int8_calibration)
+    int8_ready = bool(calibration.get("layers")) and (calibration.get("valid_check") or {}).get("passed") is True
     # AVX2 + AVX-VNNI: int8 was no faster than TensorFlow float32 (44 against 42 ms a segment, emulated)
     automatic_int8 = precision == "auto" and int8_ready and level in ("avx512_bf16", "avx512_vnni")
     use_openvino = engine == "openvino" or (engine == "auto" and heavy and openvino_available()

@@ -18,7 +18,8 @@ from codeFeature.model_io import load_model
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
 HEAVY = {"bfloat16_layers": ["timbral_74_conv", "timbral_77_conv"]}
-CALIBRATED = {**HEAVY, "int8_calibration": {"layers": {"timbral_74_conv": "int8/timbral_74_conv.npy"}}}
+CALIBRATED = {**HEAVY, "int8_calibration": {"layers": {"timbral_74_conv": "int8/timbral_74_conv.npy"},
+                                             "valid_check": {"passed": True}}}
 needs_openvino = pytest.mark.skipif(not engines.openvino_available(), reason="the openvino package is not installed")
 
 SPR = frozenset("avx2 fma avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile".split())
@@ -86,6 +87,12 @@ def test_a_calibrated_model_gets_int8_where_vnni_is_the_fastest(monkeypatch, lev
     assert (chosen.engine, chosen.precision) == expected
     assert engines.plan(CALIBRATED, precision="float32") == engines.Plan("tensorflow", "float32", level)
     assert engines.plan(CALIBRATED, engine="tensorflow").engine == "tensorflow"
+    # a calibration that valid judged to change answers, or that it never judged, runs only when asked
+    for check in ({"passed": False}, None):
+        judged = {**CALIBRATED, "int8_calibration": {**CALIBRATED["int8_calibration"], "valid_check": check}}
+        assert engines.plan(judged).engine == "tensorflow"
+        if with_openvino:
+            assert engines.plan(judged, precision="int8") == engines.Plan("openvino", "int8", level)
 
 
 def test_explicit_choices_and_bad_values(monkeypatch):

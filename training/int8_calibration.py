@@ -7,10 +7,15 @@ writes them into the folder (``int8/<layer>.npy``, named in the manifest's ``int
 
     python -m training.int8_calibration runs/musicnn_genre              # a run folder (--gtzan DIR as usual)
     python -m training.int8_calibration models/musicnn_genre --write-shipped
+    python -m training.int8_calibration models/musicnn_genre --write-shipped --check-only   # judge what is there
 
 ``python -m training.train_musicnn_head`` runs it on the folders it writes, so a retrained model carries
-its calibration. Only the train split is read: valid stays held out for judging the int8 path
-(``python -m training.evaluate --model runs/musicnn_genre_train_only --precision int8``).
+its calibration. The moments come from the train split only. Valid then judges them: the int8 path runs
+automatically (``auto``) only where it keeps valid's answers as issue 14 asks (:func:`check_on_valid`: the
+same track accuracy as float32, segment accuracy within :data:`MAX_SEGMENT_POINTS` point). Where all the
+heavy convolutions in int8 miss that, the timbral ones alone are tried; where they miss it too, ``auto``
+keeps the folder off int8, and ``--precision int8`` still runs it when asked. The figures and the verdict
+are the manifest's ``int8_calibration.valid_check``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import TRAIN_SPLIT, display_path, file_sha256, load_set, read_split
+from training.data import TRAIN_SPLIT, VALID_SPLIT, display_path, file_sha256, load_set, read_split
 from training.datasets import add_gtzan_argument, audio_data, exit_on_missing_data
 
 log = logging.getLogger("training.int8_calibration")
@@ -34,6 +39,10 @@ log = logging.getLogger("training.int8_calibration")
 #: 2 of its 98 tracks (the timbral and the 64- and 128-tap temporal convolutions in int8 changed none),
 #: so it stays in float32.
 MIN_INT8_TAPS = 64
+
+#: How far int8 may move valid's segment accuracy (percentage points) and still run automatically; the
+#: track accuracy must not move at all (issue 14's terms).
+MAX_SEGMENT_POINTS = 0.5
 
 
 def heavy_convolutions(keras_model, manifest: dict) -> list[str]:
@@ -90,13 +99,19 @@ def measure(folder: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     return moments
 
 
-def write_entry(folder: Path, moments: dict[str, np.ndarray], *, segments: int, data_note: str) -> dict:
-    """Write ``moments`` into ``folder`` and name them in its manifest's ``int8_calibration``; returns that entry."""
+def write_entry(folder: Path, moments: dict[str, np.ndarray], *, segments: int, data_note: str,
+                valid_check: dict | None = None) -> dict:
+    """Write ``moments`` into ``folder`` (and remove the folder's other calibration files) and name them in
+    its manifest's ``int8_calibration``, with ``valid_check`` where given; returns that entry."""
     from codeFeature.model_io import MANIFEST_FILE
-    from codeFeature.quantise import DAMP, write_calibration
+    from codeFeature.quantise import CALIBRATION_DIR, DAMP, write_calibration
 
+    layers = write_calibration(folder, moments)
+    for stale in sorted((Path(folder) / CALIBRATION_DIR).glob("*.npy")):
+        if f"{CALIBRATION_DIR}/{stale.name}" not in layers.values():
+            stale.unlink()
     entry = {
-        "layers": write_calibration(folder, moments),
+        "layers": layers,
         "statistic": "E[p p^T] over every input patch p of the layer (after the input batch norm and the time "
                      "padding), float32; the int8 kernels are rounded by GPTQ against it at load time "
                      "(codeFeature.quantise.gptq_round)",
@@ -106,6 +121,8 @@ def write_entry(folder: Path, moments: dict[str, np.ndarray], *, segments: int, 
         "reproduce": f"python -m training.int8_calibration {display_path(folder)}"
                      + (" --write-shipped" if _shipped(folder) else ""),
     }
+    if valid_check is not None:
+        entry["valid_check"] = valid_check
     path = Path(folder) / MANIFEST_FILE
     manifest = json.loads(path.read_text())
     manifest["int8_calibration"] = entry
@@ -117,6 +134,63 @@ def calibrate(folder: Path, x: np.ndarray, *, data_note: str) -> dict:
     """Measure (:func:`measure`) and write (:func:`write_entry`) ``folder``'s int8 calibration from model
     inputs ``x`` (train segments); returns the manifest entry."""
     return write_entry(folder, measure(folder, x), segments=len(x), data_note=data_note)
+
+
+def keeps_valid_answers(reference: dict, got: dict) -> bool:
+    """Whether scores ``got`` (int8) keep ``reference``'s (float32): the same track accuracy, and segment
+    accuracy within :data:`MAX_SEGMENT_POINTS` point."""
+    return (round(got["track_accuracy"], 4) == round(reference["track_accuracy"], 4)
+            and abs(got["segment_accuracy"] - reference["segment_accuracy"]) * 100 <= MAX_SEGMENT_POINTS + 1e-9)
+
+
+def _valid_scores(folder: Path, precision: str, data, split: Path) -> dict:
+    from codeFeature.model_io import load_model
+    from training.evaluate import evaluate
+
+    engine = "openvino" if precision == "int8" else "tensorflow"
+    result = evaluate(load_model(folder, precision=precision, engine=engine), data, split=split)
+    return {k: result[k] for k in ("track_accuracy", "tracks", "segment_accuracy", "segments")}
+
+
+def check_on_valid(folder: Path, data, split: Path = VALID_SPLIT, *, score=_valid_scores) -> dict:
+    """Judge ``folder``'s int8 calibration on ``split`` (valid) and keep the layers that pass.
+
+    The calibrated layers are tried all together, then only the manifest's ``bfloat16_layers`` (the
+    timbral convolutions); the first set whose int8 scores :func:`keeps_valid_answers` stays in the folder.
+    Where none does, the last one tried stays and ``passed`` is false, which keeps ``auto`` off int8
+    (:func:`codeFeature.engines.plan`). ``score(folder, precision, data, split)`` gives the scores
+    (``training.evaluate`` through the serving path; replaced in tests). Returns the manifest's new entry.
+    """
+    from codeFeature.model_io import read_manifest
+    from codeFeature.quantise import read_calibration
+
+    manifest = read_manifest(folder)
+    entry = manifest["int8_calibration"]
+    moments = read_calibration(folder, manifest)
+    candidates = [sorted(moments)]
+    timbral = sorted(name for name in moments if name in manifest.get("bfloat16_layers", []))
+    if timbral and timbral != candidates[0]:
+        candidates.append(timbral)
+    reference = score(folder, "float32", data, split)
+    tried, passed = [], False
+    for layers in candidates:
+        write_entry(folder, {name: moments[name] for name in layers}, segments=entry["segments"],
+                    data_note=entry["data"])
+        got = score(folder, "int8", data, split)
+        passed = keeps_valid_answers(reference, got)
+        tried.append({"layers": layers, **got, "passed": passed})
+        log.info("%s: int8 of %s on %s: tracks %.4f (float32 %.4f), segments %.4f (float32 %.4f): %s",
+                 display_path(folder), ", ".join(layers), display_path(split), got["track_accuracy"],
+                 reference["track_accuracy"], got["segment_accuracy"], reference["segment_accuracy"],
+                 "kept" if passed else "misses")
+        if passed:
+            break
+    check = {"split": {"file": str(display_path(split)), "sha256": file_sha256(split)}, "float32": reference,
+             "tried": tried, "passed": passed,
+             "criterion": f"track accuracy as float32's, segment accuracy within {MAX_SEGMENT_POINTS} point; "
+                          "auto runs int8 only where passed"}
+    return write_entry(folder, {name: moments[name] for name in tried[-1]["layers"]}, segments=entry["segments"],
+                       data_note=entry["data"], valid_check=check)
 
 
 def _shipped(folder: Path) -> bool:
@@ -142,6 +216,10 @@ def main(argv=None) -> int:
     add_gtzan_argument(parser)
     parser.add_argument("--data", nargs="+", help="GTZAN-layout audio folders (default: the audio --gtzan finds)")
     parser.add_argument("--split", type=Path, default=TRAIN_SPLIT, help="track list to measure on (default: train)")
+    parser.add_argument("--valid-split", type=Path, default=VALID_SPLIT,
+                        help="track list that judges the int8 path (default: valid)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="keep the folder's measured moments and only judge them on --valid-split")
     parser.add_argument("--write-shipped", action="store_true",
                         help="allow writing into the repository's models/ (tracked files)")
     args = parser.parse_args(argv)
@@ -162,15 +240,30 @@ def main(argv=None) -> int:
         return 2
     from codeFeature.config import FeatureConfig
 
-    x, note = train_inputs(audio_data(args.data, args.gtzan), args.split,
-                           FeatureConfig.from_dict(manifest["feature_config"]))
-    try:
-        entry = calibrate(folder, x, data_note=note)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    log.info("%s: int8 calibration of %s from %d segments (%s)", display_path(folder), ", ".join(entry["layers"]),
-             entry["segments"], note)
+    from codeFeature import engines
+
+    data = audio_data(args.data, args.gtzan)
+    if args.check_only:
+        if not (manifest.get("int8_calibration") or {}).get("layers"):
+            print(f"error: {display_path(folder)} has no int8 calibration to check; run without --check-only",
+                  file=sys.stderr)
+            return 2
+    else:
+        x, note = train_inputs(data, args.split, FeatureConfig.from_dict(manifest["feature_config"]))
+        try:
+            entry = calibrate(folder, x, data_note=note)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        log.info("%s: int8 calibration of %s from %d segments (%s)", display_path(folder),
+                 ", ".join(entry["layers"]), entry["segments"], note)
+    if not engines.openvino_available():
+        log.warning("openvino is not installed: valid could not judge the int8 path, so auto will not run it")
+        return 0
+    entry = check_on_valid(folder, data, args.valid_split)
+    log.info("%s: int8 runs %s for %s", display_path(folder),
+             "automatically" if entry["valid_check"]["passed"] else "only when asked (--precision int8)",
+             ", ".join(entry["layers"]))
     return 0
 
 

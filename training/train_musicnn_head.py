@@ -481,15 +481,23 @@ def main(argv=None) -> int:
         manifest["head_ms_per_100_segments"] = round(1000 * head_seconds, 2)
         save_model(model, folder, manifest)
         # the int8 path's calibration, measured on the train split only (training.int8_calibration), once:
-        # every folder written here has the same trunk, so its convolutions read the same inputs
-        from training.int8_calibration import measure, train_inputs, write_entry
+        # every folder written here has the same trunk, so its convolutions read the same inputs; valid
+        # judges which of them int8 may take automatically on the first folder (the train-only twin)
+        from training.int8_calibration import check_on_valid, measure, train_inputs, write_entry
 
+        int8_wanted = not args.skip_int8 and engines.openvino_available()
         if calibration is None:
             x, note = train_inputs(args.data, args.train_split, model_config, train_ids)
             calibration = {"moments": measure(folder, x), "segments": len(x), "data_note": note}
-        manifest["int8_calibration"] = write_entry(folder, **calibration)
-        for precision, wanted in (("bfloat16", not args.skip_bfloat16),
-                                  ("int8", not args.skip_int8 and engines.openvino_available())):
+            manifest["int8_calibration"] = write_entry(folder, **calibration)
+            if int8_wanted:
+                entry = check_on_valid(folder, args.data, args.valid_split)
+                manifest["int8_calibration"] = entry
+                calibration["moments"] = {k: calibration["moments"][k] for k in entry["layers"]}
+                calibration["valid_check"] = {**entry["valid_check"], "judged_on": name}
+        else:
+            manifest["int8_calibration"] = write_entry(folder, **calibration)
+        for precision, wanted in (("bfloat16", not args.skip_bfloat16), ("int8", int8_wanted)):
             if wanted:
                 rescore_valid(folder, precision, args, manifest, train_only=fitted is train_only,
                               twin_figures=twin_figures)
