@@ -103,7 +103,7 @@ def test_every_shipped_musicnn_folder_carries_its_calibration():
         read = quantise.read_calibration(MODELS_DIR / name, manifest)
         # the timbral convolutions and the 64- and 128-tap temporal ones, not the 32-tap one (MIN_INT8_TAPS);
         # where the temporal ones in int8 moved valid's answers too far, the timbral ones alone (valid_check)
-        expected = set(ALL_FOUR) if name in ("musicnn_genre", "musicnn_msd") else set(TIMBRAL)
+        expected = set(ALL_FOUR) if name == "musicnn_genre" else set(TIMBRAL)
         assert set(read) == expected, name
         assert read["timbral_74_conv"].shape == (7 * 38, 7 * 38) and read["timbral_77_conv"].shape == (7 * 67, 7 * 67)
         if "temporal_64_conv" in read:
