@@ -174,11 +174,11 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
     Returns
     -------
     Plan
-        ``"auto"`` picks, by :func:`isa_level`: with AMX, TensorFlow's bfloat16 heavy layers; on CPUs
-        with AVX-512 VNNI but no AMX (AVX512-BF16 such as Zen 4, AVX512-VNNI such as Ice Lake), OpenVINO's
-        int8 heavy convolutions where the model folder carries its int8 calibration (the manifest's
-        ``int8_calibration``) and valid judged it to keep the answers (its ``valid_check.passed``), and
-        OpenVINO is installed, else TensorFlow's bfloat16 (AVX512-BF16) or float32; elsewhere TensorFlow float32.
+        ``"auto"`` picks, by :func:`isa_level`: on CPUs with AVX-512 VNNI (AMX such as Sapphire Rapids,
+        AVX512-BF16 such as Zen 4, AVX512-VNNI such as Ice Lake), OpenVINO's int8 heavy convolutions where
+        the model folder carries its int8 calibration (the manifest's ``int8_calibration``), valid judged
+        it to keep the answers (its ``valid_check.passed``) and OpenVINO is installed, else TensorFlow's
+        bfloat16 heavy layers (AMX, AVX512-BF16) or float32; elsewhere TensorFlow float32.
         ``bench/forward_options.py`` measures each. An explicit ``"float32"`` or ``"bfloat16"`` with
         engine ``"auto"`` means TensorFlow's; an explicit ``"int8"`` without calibration rounds the
         kernels plainly.
@@ -201,22 +201,24 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
         raise ConfigError("engine='openvino' needs the openvino package: pip install openvino")
     bf16_level = level in ("amx", "avx512_bf16")
     vnni_level = level in ("amx", "avx512_bf16", "avx512_vnni", "avx2_vnni")
-    # without AMX, OpenVINO's int8 heavy convolutions were the fastest path measured; plainly rounded
-    # they changed one of the default model's 98 valid tracks, GPTQ-rounded against the folder's
-    # calibration none, so only a calibrated folder gets them automatically. With AMX, TensorFlow's
-    # bfloat16 timbral layers were faster than OpenVINO's int8 and need no conversion (bench/README.md)
+    # OpenVINO's int8 heavy convolutions were the fastest path measured with AVX-512 VNNI, AMX included
+    # (bench/README.md: 7.4 against 14.3 ms a segment for TensorFlow's bfloat16 on a Zen 4 EPYC, 4.2
+    # against 6.8 with AMX on a Sapphire Rapids). Plainly rounded they changed one of the default model's
+    # 98 valid tracks, GPTQ-rounded against the folder's calibration none, so only a calibrated folder
+    # gets them automatically, and only where valid judged that calibration to keep its answers
+    # (training.int8_calibration)
     calibration = manifest.get("int8_calibration") or {}
-    # ... and only where valid judged that calibration to keep its answers (training.int8_calibration)
     int8_ready = bool(calibration.get("layers")) and (calibration.get("valid_check") or {}).get("passed") is True
     # AVX2 + AVX-VNNI: int8 was no faster than TensorFlow float32 (44 against 42 ms a segment, emulated)
-    automatic_int8 = precision == "auto" and int8_ready and level in ("avx512_bf16", "avx512_vnni")
+    automatic_int8 = precision == "auto" and int8_ready and level in ("amx", "avx512_bf16", "avx512_vnni")
     use_openvino = engine == "openvino" or (engine == "auto" and heavy and openvino_available()
                                             and (precision == "int8" or automatic_int8))
     if not heavy:
         return Plan("openvino" if engine == "openvino" else "tensorflow", "float32", level)
     if use_openvino:
         if precision == "auto":
-            precision = "bfloat16" if level == "amx" else ("int8" if vnni_level else "float32")
+            precision = ("int8" if vnni_level and (int8_ready or level != "amx")
+                         else "bfloat16" if level == "amx" else "float32")
         if precision == "bfloat16" and not bf16_level:
             precision = "float32"  # OpenVINO refuses a bfloat16 hint on CPUs without it
         return Plan("openvino", precision, level)

@@ -70,7 +70,8 @@ def test_auto_picks_per_cpu(monkeypatch, level, with_openvino, expected):
 
 
 @pytest.mark.parametrize("level, with_openvino, expected", [
-    ("amx", True, ("tensorflow", "bfloat16")),  # TensorFlow's bfloat16 beat OpenVINO's int8 with AMX
+    ("amx", True, ("openvino", "int8")),  # 4.2 against 6.8 ms for TensorFlow's bfloat16 (bench/README.md)
+    ("amx", False, ("tensorflow", "bfloat16")),
     ("avx512_bf16", True, ("openvino", "int8")),
     ("avx512_bf16", False, ("tensorflow", "bfloat16")),
     ("avx512_vnni", True, ("openvino", "int8")),
