@@ -542,6 +542,16 @@ class LevelMeter:
         return []
 
 
+def scaling_warnings(peak: float) -> list[str]:
+    """The note on a signal scaled down by its ``peak`` (beyond full scale), if it is worth one: only beyond
+    what decoding and resampling normally add (see ``_OVERSHOOT_PEAK``), which is not worth a listener's
+    worry."""
+    if peak > _OVERSHOOT_PEAK:
+        return [f"the signal peaks at {peak:.3g} times full scale (a floating-point file?); it was scaled down "
+                "to full scale"]
+    return []
+
+
 #: Samples measured at a time by :func:`_inspect` (bounds its temporaries).
 _INSPECT_BLOCK = 1 << 20
 
@@ -565,11 +575,8 @@ def _inspect(decoded: DecodedAudio, name: str) -> DecodedAudio:
     meter = _measure(samples)
     decoded.warnings.extend(meter.repair_warnings())
     if meter.peak > 1.0:
-        # features assume [-1, 1]: scale down whatever exceeds it, but say so only beyond what decoding
-        # and resampling normally add (see _OVERSHOOT_PEAK): that is not worth a listener's worry
-        if meter.peak > _OVERSHOOT_PEAK:
-            decoded.warnings.append(f"the signal peaks at {meter.peak:.3g} times full scale (a floating-point "
-                                    "file?); it was scaled down to full scale")
+        # features assume [-1, 1]: scale down whatever exceeds it
+        decoded.warnings.extend(scaling_warnings(meter.peak))
         samples /= np.float32(meter.peak)
         meter = _measure(samples)
     decoded.warnings.extend(meter.level_warnings())

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .audio import AudioStream, LevelMeter, Source, load_audio, open_audio
+from .audio import AudioStream, LevelMeter, Source, open_audio, scaling_warnings
 from .decision import DecisionRule, Verdict, decide, vote_index
 from .errors import AudioDecodeError, ConfigError
 from .features import segment_features
@@ -74,7 +74,8 @@ class Prediction:
         Wall seconds per phase, in pipeline order (:data:`PHASES`): ``load`` (only when
         :func:`predict_file` loaded the model itself), ``decode`` (opening and decoding the file,
         downmix included), ``resample`` (to the model's rate), ``level`` (NaN repair, RMS, peak and
-        clipping counts), ``segment`` (cutting and padding segments), ``features``, ``predict`` (the
+        clipping counts; for a song beyond full scale, also the whole first pass that measured its
+        peak before the scaled one was classified), ``segment`` (cutting and padding segments), ``features``, ``predict`` (the
         forward pass), ``other`` (what no phase timed: Python between them, building the result),
         ``overlap`` (seconds when two phases ran at once: :func:`predict_file` decodes a chunk while
         it classifies the one before) then ``total``, the call's wall time: the phases and ``other``
@@ -348,29 +349,35 @@ def predict_file(source: Source, *, model: LoadedModel | str | None = None, file
         with open_audio(source, sample_rate=model.config.sample_rate, filename=filename) as stream:
             timings["decode"] = time.perf_counter() - t0
             prediction = _predict_stream(stream, model=model, progress=progress, file=name, timings=timings)
-    except _BeyondFullScale:
-        # a float file louder than full scale is scaled by its peak, which only the whole song gives
-        timings = {"load": timings["load"]} if "load" in timings else {}
-        t0 = time.perf_counter()
-        decoded = load_audio(source, sample_rate=model.config.sample_rate, filename=filename)
-        timings["decode"] = time.perf_counter() - t0  # the whole song's level checks included
-        prediction = predict_audio(decoded.samples, model=model, progress=progress, file=name,
-                                   warnings=decoded.warnings)
-        for key, value in prediction.timings.items():
-            if key not in ("other", "total"):
-                timings[key] = timings.get(key, 0.0) + value
+    except _BeyondFullScale as beyond:
+        # a song beyond full scale (a loud master once resampled, a hot float file) is scaled by its
+        # peak, which only the whole song gives: the first pass read on to measure it, and this one
+        # classifies the scaled blocks, so memory stays that of a few chunks whatever the length
+        timings = {key: timings[key] for key in ("load",) if key in timings}
+        timings["level"] = time.perf_counter() - t0  # the first pass: decoding and measuring
+        with open_audio(source, sample_rate=model.config.sample_rate, filename=filename) as stream:
+            prediction = _predict_stream(stream, model=model, progress=progress, file=name, timings=timings,
+                                         peak=beyond.peak)
     prediction.timings = _finish_timings(timings, started)
     return prediction
 
 
 class _BeyondFullScale(Exception):
-    """The stream holds samples beyond [-1, 1]; classify the whole decoded song instead."""
+    """The stream holds samples beyond [-1, 1], up to ``peak``: classify it again, scaled by ``peak``."""
+
+    def __init__(self, peak: float) -> None:
+        super().__init__(f"peak {peak}")
+        self.peak = peak
 
 
 def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Optional[ProgressCallback],
-                    file: Optional[str], timings: dict) -> Prediction:
+                    file: Optional[str], timings: dict, peak: Optional[float] = None) -> Prediction:
     """Classify ``stream`` chunk by chunk, cutting segments by the rule of :func:`segment_array`;
     adds each phase's seconds to ``timings``.
+
+    Each block is divided by ``peak`` where given, as :func:`load_audio` divides a whole song beyond
+    full scale. Without it, a block beyond full scale stops the classification: the rest of the
+    stream is read only to measure the song's peak, and :class:`_BeyondFullScale` carries it.
 
     One worker thread classifies a chunk while this thread decodes the next (decoding takes one
     core; the forward pass spreads over all of them, see :class:`codeFeature.engines.OpenVINORunner`).
@@ -380,19 +387,22 @@ def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Option
         pending: deque = deque()
         try:
             return _predict_chunks(stream, model=model, progress=progress, file=file, timings=timings,
-                                   worker=worker, pending=pending)
+                                   worker=worker, pending=pending, peak=peak)
         finally:
             for future in pending:
                 future.cancel()  # an error or an interrupt: do not classify what is left
 
 
 def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Optional[ProgressCallback],
-                    file: Optional[str], timings: dict, worker: ThreadPoolExecutor, pending: deque) -> Prediction:
+                    file: Optional[str], timings: dict, worker: ThreadPoolExecutor, pending: deque,
+                    peak: Optional[float]) -> Prediction:
     config = model.config
     seg = config.segment_samples
     chunk = np.empty(CHUNK_SEGMENTS * seg, np.float32)
     filled = total = 0
-    meter = LevelMeter()
+    meter = LevelMeter()  # of the samples classified (scaled where peak is given)
+    raw = LevelMeter() if peak is not None else meter  # of the samples decoded: NaN repairs and the peak
+    scale = np.float32(peak) if peak is not None else None
     parts: list[np.ndarray] = []
     for key in ("decode", "resample", "level", "segment"):
         timings.setdefault(key, 0.0)
@@ -430,11 +440,15 @@ def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Option
         fetching += t1 - t0
         if block is None:
             break
-        block = meter.add(block)
+        block = raw.add(block)
+        if scale is not None:
+            block = meter.add(block / scale)  # as load_audio scales the whole song
         t2 = time.perf_counter()
         timings["level"] += t2 - t1
-        if meter.peak > 1.0:
-            raise _BeyondFullScale()
+        if scale is None and meter.peak > 1.0:
+            for _ in map(meter.add, blocks):  # read on for the song's peak; nothing more is classified
+                pass
+            raise _BeyondFullScale(meter.peak)
         total += len(block)
         pos = 0
         while pos < len(block):
@@ -468,7 +482,8 @@ def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Option
         timings["segment"] += time.perf_counter() - t0
         classify(rest)
     collect(0)
-    notes = list(stream.warnings) + meter.warnings()
+    notes = list(stream.warnings) + raw.repair_warnings() + (scaling_warnings(peak) if peak else [])
+    notes += meter.level_warnings()
     duration = total / config.sample_rate
     if duration < config.segment_seconds:
         notes.append(_padding_note(duration, config))

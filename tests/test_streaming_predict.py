@@ -41,6 +41,16 @@ def _float_with_faults(seconds, rate):
     return y
 
 
+def _loud_late(seconds, rate):
+    y = chord(seconds, rate) * 0.5
+    y[-rate:] *= 4.0  # beyond full scale only in the last second: after chunks were classified
+    return y
+
+
+def _square(seconds, rate):
+    return np.sign(np.sin(2 * np.pi * 220.0 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+
+
 @pytest.mark.parametrize("name, make, rate, subtype", [
     # more than one chunk of segments, and a final partial segment that is kept (> half a segment)
     ("long_kept_tail", lambda: chord(CHUNK_SEGMENTS * 3.0 + 7.0, 44100, channels=2), 44100, "PCM_16"),
@@ -48,8 +58,13 @@ def _float_with_faults(seconds, rate):
     ("one_chunk_dropped_tail", lambda: chord(CHUNK_SEGMENTS * 3.0 + 0.5, 22050), 22050, "PCM_16"),
     ("shorter_than_a_segment", lambda: chord(1.3, 48000), 48000, "PCM_24"),
     ("nan_and_inf", lambda: _float_with_faults(8.0, 22050), 22050, "FLOAT"),
-    # beyond full scale: the whole song's peak is needed, so predict_file falls back to the whole song
+    # beyond full scale: the whole song's peak is needed, so predict_file reads on to measure it, then
+    # classifies a second pass scaled by it
     ("louder_than_full_scale", lambda: chord(8.0, 22050) * 3.0, 22050, "FLOAT"),
+    ("loud_only_late_in_a_long_song", lambda: _loud_late(CHUNK_SEGMENTS * 3.0 * 2 + 5.0, 22050), 22050, "FLOAT"),
+    ("loud_with_nan", lambda: _float_with_faults(8.0, 22050) * 1.5, 22050, "FLOAT"),
+    # a master at full scale overshoots once resampled (44.1 to 22.05 kHz): a whole-song scale, no warning
+    ("full_scale_square_resampled", lambda: _square(CHUNK_SEGMENTS * 3.0 + 4.0, 44100), 44100, "PCM_16"),
     ("silence", lambda: np.zeros(22050 * 4, np.float32), 22050, "PCM_16"),
 ])
 def test_streaming_gives_exactly_the_whole_song_result(tmp_path, tiny_model, name, make, rate, subtype):
@@ -57,7 +72,10 @@ def test_streaming_gives_exactly_the_whole_song_result(tmp_path, tiny_model, nam
     sf.write(path, make(), rate, subtype=subtype)
     streamed = predict_file(path, model=tiny_model)
     assert_same(whole_song(path, tiny_model), streamed)
-    assert set(streamed.timings) >= {"decode", "features", "predict", "other", "total"}
+    assert set(streamed.timings) >= {"features", "predict", "other", "total"}
+    if name.startswith(("loud", "full_scale")):
+        with open_audio(path, sample_rate=tiny_model.config.sample_rate) as stream:
+            assert max(np.nanmax(np.abs(block)) for block in stream) > 1.0  # the case is really beyond full scale
 
 
 @pytest.mark.parametrize("source", ["path", "bytes", "whole_song"])
@@ -146,14 +164,16 @@ def _traced_peak(path, model) -> tuple[int, int]:
         tracemalloc.stop()
 
 
-def test_memory_does_not_grow_with_the_length_of_the_file(tmp_path, tiny_model):
-    """5 and 20 minutes: the longer file's 79 MB more of float32 at 22050 Hz must not show in the peak."""
+@pytest.mark.parametrize("gain, subtype", [(1.0, "PCM_16"), (3.0, "FLOAT")])  # within and beyond full scale
+def test_memory_does_not_grow_with_the_length_of_the_file(tmp_path, tiny_model, gain, subtype):
+    """5 and 20 minutes: the longer file's 79 MB more of float32 at 22050 Hz must not show in the peak,
+    not even when the song must be scaled by its peak (two passes, never the whole song at once)."""
     rate = 8000  # small files on disk; decoded at the model's 22050 Hz
-    piece = chord(60.0, rate)
+    piece = chord(60.0, rate) * gain
     paths = {}
     for minutes in (5, 20):
         paths[minutes] = tmp_path / f"{minutes}min.wav"
-        with sf.SoundFile(paths[minutes], "w", rate, 1, subtype="PCM_16") as out:
+        with sf.SoundFile(paths[minutes], "w", rate, 1, subtype=subtype) as out:
             for _ in range(minutes):
                 out.write(piece)
     predict_file(paths[5], model=tiny_model)  # warm: first-call allocations are not the song's
@@ -199,12 +219,13 @@ def test_stream_knows_its_length_for_progress(tmp_path):
         assert sum(len(block) for block in stream) == len(load_audio(path).samples)
 
 
-def test_streaming_never_calls_the_whole_song_decoder(tmp_path, tiny_model, monkeypatch):
+@pytest.mark.parametrize("gain", [1.0, 3.0])  # within and beyond full scale
+def test_streaming_never_collects_the_whole_song(tmp_path, tiny_model, monkeypatch, gain):
     path = tmp_path / "c.wav"
-    sf.write(path, chord(10.0), 22050)
+    sf.write(path, chord(10.0) * gain, 22050, subtype="FLOAT")
 
     def refuse(*args, **kwargs):
         raise AssertionError("predict_file decoded the whole song")
 
-    monkeypatch.setattr(predict, "load_audio", refuse)
+    monkeypatch.setattr(audio, "_collect", refuse)
     assert len(predict_file(path, model=tiny_model).starts) == 3
