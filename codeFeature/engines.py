@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import importlib.util
 import os
 import threading
@@ -57,7 +58,7 @@ LOGMEL_RANGE = (0.0, 7.5)
 #: Zen 4, and a 5-minute song no slower (``bench/forward_options.py``).
 PERFORMANCE_HINT = os.environ.get("CODEFEATURE_OPENVINO_HINT", "THROUGHPUT").strip().upper() or "THROUGHPUT"
 #: Bumped when the conversion changes, so that stale cached conversions are not reused.
-_CONVERSION_VERSION = "5"
+_CONVERSION_VERSION = "6"
 
 
 @functools.lru_cache(maxsize=None)
@@ -239,10 +240,11 @@ def cache_dir() -> Optional[Path]:
     return Path.home() / ".cache" / "codefeature"
 
 
-def _folder_key(folder: Path, plan_: Plan, heavy: list[str], moments: dict[str, np.ndarray]) -> str:
+def _folder_key(folder: Path, plan_: Plan, heavy: list[str], moments: dict[str, np.ndarray],
+                key_extra: str = "") -> str:
     import openvino
 
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(key_extra.encode())
     for name in ("model.json", "model.weights.h5"):
         digest.update((folder / name).read_bytes())
     for layer in sorted(moments):
@@ -470,9 +472,11 @@ class OpenVINORunner:
     share the same streams. Safe to call from several threads.
     """
 
-    def __init__(self, compiled: Any, n_outputs: int):
+    def __init__(self, compiled: Any, n_outputs: int, *, forward_batch: Optional[int] = None):
         self._compiled = compiled
         self._outputs = list(compiled.outputs)[:n_outputs]
+        #: segments per call the Keras model it was converted from asks for (None: ask that model)
+        self.forward_batch = forward_batch
         self._local = threading.local()
         try:
             self.streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
@@ -480,6 +484,17 @@ class OpenVINORunner:
             self.streams = 1
         self._pool = None
         self._pool_lock = threading.Lock()
+
+    @property
+    def outputs(self) -> list:
+        """The compiled model's outputs (OpenVINO ports: ``.get_partial_shape()``), genre first."""
+        return self._outputs
+
+    @property
+    def input_shape(self) -> tuple:
+        """The compiled model's input shape without the batch axis (``None`` where dynamic)."""
+        shape = self._compiled.inputs[0].get_partial_shape()
+        return tuple(d.get_length() if d.is_static else None for d in list(shape)[1:])
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         request = getattr(self._local, "request", None)
@@ -510,13 +525,42 @@ class OpenVINORunner:
             return self._pool
 
 
+def cached_openvino_path(folder: Path, plan_: Plan, heavy: list[str], *, tag: str = "model",
+                         moments: Optional[dict[str, np.ndarray]] = None, key_extra: str = "") -> Optional[Path]:
+    """Where the conversion of ``folder``'s network for ``plan_`` is cached (``.xml``, ``.bin`` and a
+    ``.json`` of what the Keras model told), or ``None`` where there is no cache. ``key_extra`` adds what
+    else the conversion must agree with (the manifest's shapes and labels)."""
+    directory = cache_dir()
+    if directory is None:
+        return None
+    moments = (moments or {}) if plan_.precision == "int8" else {}
+    return directory / f"openvino-{folder.name}-{tag}-{_folder_key(folder, plan_, heavy, moments, key_extra)}.xml"
+
+
+def open_cached_openvino(cached: Optional[Path], plan_: Plan) -> Optional["OpenVINORunner"]:
+    """The cached conversion at ``cached`` compiled for this CPU, or ``None`` where it is not there (or not
+    whole). Needs no TensorFlow: a model read from the cache runs without importing it."""
+    if cached is None or not all(cached.with_suffix(s).is_file() for s in (".xml", ".bin", ".json")):
+        return None
+    import openvino as ov
+
+    try:
+        told = json.loads(cached.with_suffix(".json").read_text())
+        return _compile(ov.Core().read_model(str(cached)), plan_, int(told["outputs"]), told.get("forward_batch"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged cache entry: convert again
+
+
 def build_openvino(keras_model: Any, folder: Path, input_shape: tuple[int, ...], plan_: Plan,
                    heavy: list[str], *, tag: str = "model",
-                   moments: Optional[dict[str, np.ndarray]] = None) -> OpenVINORunner:
+                   moments: Optional[dict[str, np.ndarray]] = None, forward_batch: Optional[int] = None,
+                   key_extra: str = "") -> OpenVINORunner:
     """Convert (or read the cached conversion of) ``keras_model`` and compile it for this CPU.
 
     ``tag`` names what of the folder's network ``keras_model`` is (``"model"``, or an embedding layer);
-    ``moments`` is the folder's int8 calibration (used by ``plan_.precision == "int8"``).
+    ``moments`` is the folder's int8 calibration (used by ``plan_.precision == "int8"``);
+    ``forward_batch`` (the Keras model's segments per call) is kept with the cached conversion, so
+    that a model read from the cache needs no Keras model (:func:`open_cached_openvino`).
 
     Raises
     ------
@@ -526,35 +570,41 @@ def build_openvino(keras_model: Any, folder: Path, input_shape: tuple[int, ...],
     """
     import openvino as ov
 
-    core = ov.Core()
     moments = (moments or {}) if plan_.precision == "int8" else {}
-    cached = None
-    directory = cache_dir()
-    if directory is not None:
-        cached = directory / f"openvino-{folder.name}-{tag}-{_folder_key(folder, plan_, heavy, moments)}.xml"
-    if cached is not None and cached.is_file() and cached.with_suffix(".bin").is_file():
-        ov_model = core.read_model(str(cached))
-    else:
-        import tensorflow as tf
-
-        function = tf.function(lambda x: keras_model(x, training=False),
-                               input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
-        ov_model = ov.convert_model(function.get_concrete_function())
-        if plan_.precision == "int8" and not quantise_heavy_convolutions(ov_model, keras_model, heavy, moments):
-            raise RuntimeError("no heavy convolution found to quantise")
-        if cached is not None:
-            try:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_name(cached.stem + f".tmp{os.getpid()}.xml")
-                ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
-                tmp.with_suffix(".bin").replace(cached.with_suffix(".bin"))
-                tmp.replace(cached)  # the .xml last: a reader never sees an .xml without its .bin
-            except OSError:
-                pass  # a read-only home: convert again next time
-    hint = "bf16" if plan_.precision == "bfloat16" else "f32"
-    compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                    "PERFORMANCE_HINT": PERFORMANCE_HINT})
+    cached = cached_openvino_path(folder, plan_, heavy, tag=tag, moments=moments, key_extra=key_extra)
     n_outputs = len(keras_model.outputs)
+    runner = open_cached_openvino(cached, plan_)
+    if runner is not None and len(runner.outputs) == n_outputs:
+        return runner
+    import tensorflow as tf
+
+    function = tf.function(lambda x: keras_model(x, training=False),
+                           input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
+    ov_model = ov.convert_model(function.get_concrete_function())
+    if plan_.precision == "int8" and not quantise_heavy_convolutions(ov_model, keras_model, heavy, moments):
+        raise RuntimeError("no heavy convolution found to quantise")
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(cached.stem + f".tmp{os.getpid()}.xml")
+            ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
+            tmp.with_suffix(".bin").replace(cached.with_suffix(".bin"))
+            tmp.replace(cached)
+            told = cached.with_name(cached.stem + f".tmp{os.getpid()}.json")
+            told.write_text(json.dumps({"outputs": n_outputs, "forward_batch": forward_batch,
+                                        "input_shape": list(input_shape)}))
+            told.replace(cached.with_suffix(".json"))  # last: a reader never sees a .json without the model
+        except OSError:
+            pass  # a read-only home: convert again next time
+    return _compile(ov_model, plan_, n_outputs, forward_batch)
+
+
+def _compile(ov_model: Any, plan_: Plan, n_outputs: int, forward_batch: Optional[int]) -> OpenVINORunner:
+    import openvino as ov
+
+    hint = "bf16" if plan_.precision == "bfloat16" else "f32"
+    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                         "PERFORMANCE_HINT": PERFORMANCE_HINT})
     if len(compiled.outputs) != n_outputs:
         raise RuntimeError(f"the converted model has {len(compiled.outputs)} outputs, the Keras model {n_outputs}")
-    return OpenVINORunner(compiled, n_outputs)
+    return OpenVINORunner(compiled, n_outputs, forward_batch=forward_batch)

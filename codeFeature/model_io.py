@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,10 @@ class LoadedModel:
     @functools.cached_property
     def forward_batch(self) -> int:
         """Segments per forward pass: :data:`FORWARD_BATCH`, fewer where that would hold more than
-        :data:`FORWARD_BUDGET_BYTES` of layer outputs."""
-        per_segment = 0
-        for layer in self.keras_model.layers:
-            outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
-            per_segment += sum(4 * math.prod(int(d or 1) for d in o.shape[1:]) for o in outputs)
-        return max(1, min(FORWARD_BATCH, FORWARD_BUDGET_BYTES // max(per_segment, 1)))
+        :data:`FORWARD_BUDGET_BYTES` of layer outputs (:func:`forward_batch_of`; kept with a cached
+        OpenVINO conversion, so that it needs no Keras model)."""
+        told = getattr(self._runner, "forward_batch", None)
+        return told if told else forward_batch_of(self.keras_model)
 
     @property
     def task(self) -> str:
@@ -380,7 +379,7 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         If a file is missing, the JSON is not a safe Keras model, or the model's input or
         output shape disagrees with its manifest.
     """
-    import keras
+    from . import engines, quantise
 
     folder = resolve_model_dir(name_or_dir, models_dir=models_dir)
     manifest = read_manifest(folder)
@@ -388,8 +387,6 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         config = FeatureConfig.from_dict(manifest["feature_config"])
     except ConfigError as exc:
         raise ModelError(f"{folder / MANIFEST_FILE}: {exc}") from exc
-    from . import engines, quantise
-
     if precision is None:
         precision = os.environ.get("CODEFEATURE_PRECISION", "auto").strip().lower() or "auto"
     if engine is None:
@@ -397,8 +394,45 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
     plan = engines.plan(manifest, precision=precision, engine=engine)
     if plan.engine == "tensorflow":
         plan = engines.Plan("tensorflow", resolve_precision(plan.precision, manifest), plan.isa)
-    precision = plan.precision if plan.engine == "tensorflow" else "float32"
     labels = tuple(str(label) for label in manifest["labels"])
+    loaded = dict(name=str(manifest.get("name", folder.name)), path=folder, manifest=manifest, config=config,
+                  labels=labels)
+    heavy = list(manifest.get("bfloat16_layers", []))
+    if plan.engine == "openvino":
+        moments = quantise.read_calibration(folder, manifest)
+        try:
+            cached = engines.cached_openvino_path(folder, plan, heavy, moments=moments,
+                                                  key_extra=_conversion_key(manifest))
+        except OSError:  # a file of the folder is missing: the Keras path below says which, in words
+            cached = None
+        runner = engines.open_cached_openvino(cached, plan)
+        if runner is not None and _runner_fits(runner, config, manifest):
+            # converted before from these very files: no TensorFlow, and the Keras model only if asked for
+            return LoadedModel(**loaded, keras_model=LazyKerasModel(folder), precision=plan.precision,
+                               engine="openvino", inference_path=plan.description, _runner=runner)
+    model = _build_keras_model(folder, manifest, config, plan.precision if plan.engine == "tensorflow" else "float32")
+    runner = None
+    path = plan.description
+    if plan.engine == "openvino":
+        try:
+            runner = engines.build_openvino(model, folder, config.input_shape, plan, heavy, moments=moments,
+                                            forward_batch=forward_batch_of(model),
+                                            key_extra=_conversion_key(manifest))
+        except Exception as exc:  # OpenVINO raises RuntimeError and others for a graph it cannot take
+            if engine == "openvino":
+                raise ModelError(f"OpenVINO could not run {folder}: {exc}") from exc
+            path = (f"TensorFlow oneDNN, float32 ({engines.describe_isa(plan.isa)}; OpenVINO failed: "
+                    f"{str(exc).splitlines()[0][:120]})")
+            plan = engines.Plan("tensorflow", "float32", plan.isa)
+    return LoadedModel(**loaded, keras_model=model, precision=plan.precision, engine=plan.engine,
+                       inference_path=path, _runner=runner)
+
+
+def _build_keras_model(folder: Path, manifest: dict, config: FeatureConfig, precision: str) -> Any:
+    """The folder's Keras model, checked against its manifest; ``precision`` ``"bfloat16"`` puts the
+    manifest's ``bfloat16_layers`` under Keras's mixed policy."""
+    import keras
+
     try:
         architecture = json.loads((folder / MODEL_JSON).read_text())
     except FileNotFoundError as exc:
@@ -418,33 +452,69 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         model.load_weights(str(weights))
     except Exception as exc:  # h5py / Keras raise several types for a mismatch
         raise ModelError(f"{weights} does not fit the architecture in {MODEL_JSON}: {exc}") from exc
-    _check_shapes(model, config, list(labels), manifest.get("input_shape"), where=str(folder))
+    labels = [str(label) for label in manifest["labels"]]
+    _check_shapes(model, config, labels, manifest.get("input_shape"), where=str(folder))
     _check_extra_outputs(model, manifest.get("extra_outputs", []), where=str(folder))
-    runner = None
-    path = plan.description
-    if plan.engine == "openvino":
-        try:
-            runner = engines.build_openvino(model, folder, config.input_shape, plan,
-                                            list(manifest.get("bfloat16_layers", [])),
-                                            moments=quantise.read_calibration(folder, manifest))
-        except Exception as exc:  # OpenVINO raises RuntimeError and others for a graph it cannot take
-            if engine == "openvino":
-                raise ModelError(f"OpenVINO could not run {folder}: {exc}") from exc
-            path = (f"TensorFlow oneDNN, float32 ({engines.describe_isa(plan.isa)}; OpenVINO failed: "
-                    f"{str(exc).splitlines()[0][:120]})")
-            plan = engines.Plan("tensorflow", "float32", plan.isa)
-    return LoadedModel(
-        name=str(manifest.get("name", folder.name)),
-        path=folder,
-        keras_model=model,
-        manifest=manifest,
-        config=config,
-        labels=labels,
-        precision=plan.precision,
-        engine=plan.engine,
-        inference_path=path,
-        _runner=runner,
-    )
+    return model
+
+
+class LazyKerasModel:
+    """A model folder's float32 Keras model, built on first use.
+
+    A model whose OpenVINO conversion is read from the cache runs without TensorFlow (seconds less at
+    start-up, ~0.5 GB less memory); code that wants the Keras model itself (embeddings, calibration,
+    layer inspection) gets it through this stand-in, which builds it then and passes everything on.
+    """
+
+    def __init__(self, folder: Path):
+        self._folder = Path(folder)
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                manifest = read_manifest(self._folder)
+                self._model = _build_keras_model(self._folder, manifest,
+                                                 FeatureConfig.from_dict(manifest["feature_config"]), "float32")
+        return self._model
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._load(), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._load()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"LazyKerasModel({self._folder}, {'built' if self._model is not None else 'not built yet'})"
+
+
+def _conversion_key(manifest: dict) -> str:
+    """What of the manifest a cached conversion must agree with besides the model's own files."""
+    return json.dumps({key: manifest.get(key) for key in ("labels", "input_shape", "extra_outputs", "feature_config",
+                                                          "bfloat16_layers")}, sort_keys=True)
+
+
+def _runner_fits(runner: Any, config: FeatureConfig, manifest: dict) -> bool:
+    """Whether a cached conversion's shapes are the manifest's: input, and each output's size."""
+    sizes = [len(manifest["labels"])] + [len(spec.get("labels", [])) for spec in manifest.get("extra_outputs", [])]
+    try:
+        got = [int(port.get_partial_shape()[-1].get_length()) for port in runner.outputs]
+    except Exception:  # a dynamic output size: not one of ours
+        return False
+    return runner.input_shape == tuple(config.input_shape) and got == sizes and runner.forward_batch is not None
+
+
+def forward_batch_of(keras_model: Any) -> int:
+    """Segments per forward pass for ``keras_model``: :data:`FORWARD_BATCH`, fewer where that would hold
+    more than :data:`FORWARD_BUDGET_BYTES` of layer outputs."""
+    per_segment = 0
+    for layer in keras_model.layers:
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        per_segment += sum(4 * math.prod(int(d or 1) for d in o.shape[1:]) for o in outputs)
+    return max(1, min(FORWARD_BATCH, FORWARD_BUDGET_BYTES // max(per_segment, 1)))
 
 
 def _check_extra_outputs(model: Any, specs: list, where: str) -> None:

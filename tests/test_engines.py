@@ -13,7 +13,7 @@ import pytest
 
 from codeFeature import engines
 from codeFeature.errors import ConfigError
-from codeFeature.model_io import load_model
+from codeFeature.model_io import LazyKerasModel, load_model
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
@@ -110,7 +110,8 @@ def test_explicit_choices_and_bad_values(monkeypatch):
     assert engines.plan(HEAVY, engine="openvino", precision="bfloat16").precision == "float32"
 
 
-def test_an_openvino_failure_falls_back_to_tensorflow_float32(monkeypatch, reference):
+def test_an_openvino_failure_falls_back_to_tensorflow_float32(monkeypatch, reference, tmp_path):
+    monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))  # nothing cached: it must convert
     monkeypatch.setattr(engines, "isa_level", lambda flags=None: "avx512_bf16")
     monkeypatch.setattr(engines, "openvino_available", lambda: True)
 
@@ -164,7 +165,67 @@ def test_every_path_agrees_with_float32(engine, precision, reference, float32_ou
     if engine == "openvino":
         assert list(tmp_path.glob("openvino-musicnn_genre-model-*.xml"))  # converted once, cached
         again = load_model("musicnn_genre", precision=precision, engine=engine)
+        assert isinstance(again.keras_model, LazyKerasModel)  # read from the cache: no Keras model built
         np.testing.assert_array_equal(again.forward(reference["patches"])[0], outputs[0])
+
+
+_CACHED_RUN = """
+import json, sys
+import numpy as np
+from codeFeature.model_io import load_model
+model = load_model("musicnn_genre", precision=sys.argv[1], engine="openvino")
+with np.load(sys.argv[2]) as data:
+    out = model.forward(data["patches"][:4])[0]
+print(json.dumps({"tensorflow": "tensorflow" in sys.modules, "probabilities": out.tolist(),
+                  "batch": model.forward_batch, "path": model.inference_path}))
+"""
+
+
+@needs_openvino
+def test_a_cached_conversion_runs_without_tensorflow(tmp_path, reference, monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "CODEFEATURE_ENGINE_CACHE": str(tmp_path)}
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", _CACHED_RUN, "float32", str(FIXTURE)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["tensorflow"] and not second["tensorflow"]  # converted through TensorFlow, then read alone
+    assert second["probabilities"] == first["probabilities"] and second["batch"] == first["batch"] == 4
+    assert second["path"] == first["path"]
+    # the Keras model is still there for whoever asks for it, built on first use
+    monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
+    lazy = load_model("musicnn_genre", precision="float32", engine="openvino").keras_model
+    assert isinstance(lazy, LazyKerasModel) and "not built" in repr(lazy)
+    assert lazy.get_layer("timbral_74_conv").kernel.shape[0] == 7 and "not built" not in repr(lazy)
+
+
+@needs_openvino
+def test_a_damaged_or_stale_cache_entry_is_converted_again(tmp_path, monkeypatch, reference):
+    import json
+    import shutil
+
+    monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "musicnn_genre"
+    shutil.copytree(REPO / "models" / "musicnn_genre", folder)
+    want = load_model(folder, precision="float32", engine="openvino").forward(reference["patches"][:2])[0]
+    for told in (tmp_path / "cache").glob("*.json"):
+        told.write_text("{not json")
+    again = load_model(folder, precision="float32", engine="openvino")
+    assert not isinstance(again.keras_model, LazyKerasModel)  # the damaged entry was not trusted
+    np.testing.assert_array_equal(again.forward(reference["patches"][:2])[0], want)
+    # a manifest whose labels changed is not the model the cached conversion was checked against
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["labels"] = manifest["labels"][:-1] + ["something else"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    renamed = load_model(folder, precision="float32", engine="openvino")
+    assert not isinstance(renamed.keras_model, LazyKerasModel) and renamed.labels[-1] == "something else"
+    assert len(list((tmp_path / "cache").glob("*.xml"))) == 2
 
 
 @needs_openvino
