@@ -568,15 +568,25 @@ def build_openvino(keras_model: Any, folder: Path, input_shape: tuple[int, ...],
         Whatever OpenVINO raises when it cannot convert or compile; :func:`codeFeature.model_io.load_model`
         then falls back to TensorFlow.
     """
+    cached = cached_openvino_path(folder, plan_, heavy, tag=tag, moments=moments, key_extra=key_extra)
+    runner = open_cached_openvino(cached, plan_)
+    if runner is not None and len(runner.outputs) == len(keras_model.outputs):
+        return runner
+    return convert_openvino(keras_model, cached, input_shape, plan_, heavy, moments=moments,
+                            forward_batch=forward_batch)
+
+
+def convert_openvino(keras_model: Any, cached: Optional[Path], input_shape: tuple[int, ...], plan_: Plan,
+                     heavy: list[str], *, moments: Optional[dict[str, np.ndarray]] = None,
+                     forward_batch: Optional[int] = None) -> OpenVINORunner:
+    """Convert ``keras_model`` (through TensorFlow), keep the conversion at ``cached`` (the
+    :func:`cached_openvino_path`; ``None``: keep nothing) and compile it for this CPU. Raises as
+    :func:`build_openvino` does."""
     import openvino as ov
+    import tensorflow as tf
 
     moments = (moments or {}) if plan_.precision == "int8" else {}
-    cached = cached_openvino_path(folder, plan_, heavy, tag=tag, moments=moments, key_extra=key_extra)
     n_outputs = len(keras_model.outputs)
-    runner = open_cached_openvino(cached, plan_)
-    if runner is not None and len(runner.outputs) == n_outputs:
-        return runner
-    import tensorflow as tf
 
     function = tf.function(lambda x: keras_model(x, training=False),
                            input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])

@@ -408,16 +408,16 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         runner = engines.open_cached_openvino(cached, plan)
         if runner is not None and _runner_fits(runner, config, manifest):
             # converted before from these very files: no TensorFlow, and the Keras model only if asked for
-            return LoadedModel(**loaded, keras_model=LazyKerasModel(folder), precision=plan.precision,
+            return LoadedModel(**loaded, keras_model=LazyKerasModel(folder, manifest, config), precision=plan.precision,
                                engine="openvino", inference_path=plan.description, _runner=runner)
     model = _build_keras_model(folder, manifest, config, plan.precision if plan.engine == "tensorflow" else "float32")
     runner = None
     path = plan.description
     if plan.engine == "openvino":
         try:
-            runner = engines.build_openvino(model, folder, config.input_shape, plan, heavy, moments=moments,
-                                            forward_batch=forward_batch_of(model),
-                                            key_extra=_conversion_key(manifest))
+            # the cache was looked up above: convert, and keep the conversion where that lookup looked
+            runner = engines.convert_openvino(model, cached, config.input_shape, plan, heavy, moments=moments,
+                                              forward_batch=forward_batch_of(model))
         except Exception as exc:  # OpenVINO raises RuntimeError and others for a graph it cannot take
             if engine == "openvino":
                 raise ModelError(f"OpenVINO could not run {folder}: {exc}") from exc
@@ -466,17 +466,17 @@ class LazyKerasModel:
     layer inspection) gets it through this stand-in, which builds it then and passes everything on.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, manifest: dict, config: FeatureConfig):
         self._folder = Path(folder)
+        self._manifest = manifest
+        self._config = config
         self._model = None
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
-                manifest = read_manifest(self._folder)
-                self._model = _build_keras_model(self._folder, manifest,
-                                                 FeatureConfig.from_dict(manifest["feature_config"]), "float32")
+                self._model = _build_keras_model(self._folder, self._manifest, self._config, "float32")
         return self._model
 
     def __getattr__(self, name: str) -> Any:

@@ -118,7 +118,7 @@ def test_an_openvino_failure_falls_back_to_tensorflow_float32(monkeypatch, refer
     def broken(*args, **kwargs):
         raise RuntimeError("no kernel for this CPU")
 
-    monkeypatch.setattr(engines, "build_openvino", broken)
+    monkeypatch.setattr(engines, "convert_openvino", broken)
     model = load_model("musicnn_genre", precision="int8", engine="auto")  # int8 runs on OpenVINO only
     assert (model.engine, model.precision) == ("tensorflow", "float32")
     assert "OpenVINO failed: no kernel for this CPU" in model.inference_path
