@@ -462,6 +462,16 @@ def _input_range(keras_model: Any) -> tuple[float, float]:
     return float(min(ends.min(), 0.0)), float(max(ends.max(), 0.0))
 
 
+#: The first inference in a process goes through OpenVINO's Python bindings alone. Their first copy of
+#: an input (``InferRequest.infer``'s ``tensor.data``) initialises a C++ function-local static that
+#: itself waits for the GIL (pybind11's ``gil_safe_call_once_and_store`` of the numpy API): a second
+#: thread arriving meanwhile blocks on that static's guard while holding the GIL, and the process hangs
+#: for good. Two streams' first calls met like that in about 1 in 15 runs of the CLI on 100 files (13
+#: in 30 processes of a bare two-thread repro); ``tests/test_engines.py`` checks they no longer can.
+_first_infer = threading.Lock()
+_bindings_warm = threading.Event()
+
+
 class OpenVINORunner:
     """A compiled OpenVINO model called like the traced TensorFlow forward.
 
@@ -500,6 +510,15 @@ class OpenVINORunner:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
+        if not _bindings_warm.is_set():
+            with _first_infer:  # the process's first inference runs alone (see _first_infer)
+                if not _bindings_warm.is_set():
+                    outputs = self._infer(request, x)
+                    _bindings_warm.set()
+                    return outputs
+        return self._infer(request, x)
+
+    def _infer(self, request: Any, x: np.ndarray) -> list[np.ndarray]:
         result = request.infer([x])  # releases the GIL while it runs
         return [np.array(result[o], dtype=np.float32) for o in self._outputs]
 

@@ -237,3 +237,85 @@ def test_openvino_embedding_matches_the_original(reference, tmp_path, monkeypatc
     fast = embedding_forward(tagger, "penultimate")
     assert fast.engine == "openvino"
     np.testing.assert_allclose(fast.forward(reference["patches"])[0], reference["msd_penultimate"], rtol=0, atol=1e-4)
+
+
+_FIRST_CALLS_AT_ONCE = r"""
+import threading
+import numpy as np
+import openvino as ov
+from openvino import opset13 as ops
+from codeFeature.engines import OpenVINORunner
+
+x = ops.parameter([-1, 8], np.float32)
+compiled = ov.Core().compile_model(ov.Model([ops.relu(x)], [x]), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+barrier = threading.Barrier(4)
+
+
+class AtOnce:
+    # the compiled model, whose requests' first inferences wait for each other (2 s at most: a runner
+    # that lets one go first gets on alone)
+
+    def __getattr__(self, name):
+        return getattr(compiled, name)
+
+    def create_infer_request(self):
+        request = compiled.create_infer_request()
+
+        class Request:
+            waited = False
+
+            def infer(self, inputs):
+                if not Request.waited:
+                    Request.waited = True
+                    try:
+                        barrier.wait(timeout=2)
+                    except threading.BrokenBarrierError:
+                        pass
+                return request.infer(inputs)
+
+        return Request()
+
+
+runner = OpenVINORunner(AtOnce(), 1)
+results = {}
+
+
+def first_call(i):
+    results[i] = runner(np.full((i + 1, 8), -1.0 + i, np.float32))[0]
+
+
+threads = [threading.Thread(target=first_call, args=(i,)) for i in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert all(np.array_equal(results[i], np.maximum(np.full((i + 1, 8), -1.0 + i), 0)) for i in range(4))
+print("ok")
+"""
+
+
+@needs_openvino
+def test_first_inferences_on_several_threads_at_once_never_hang(tmp_path):
+    """OpenVINO's bindings deadlock when two threads make a process's first inference at once (a
+    bare repro hung 13 of 30 processes); the runner makes the first one alone. Twelve fresh processes
+    each start four at once: without the guard, nearly certain to hang at least one."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "first_calls.py"
+    script.write_text(_FIRST_CALLS_AT_ONCE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    running = [subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(12)]
+    hung = 0
+    for process in running:
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            hung += 1
+            continue
+        assert process.returncode == 0 and out.strip() == "ok", err[-2000:]
+    assert hung == 0, f"{hung} of 12 processes hung in their first inferences"
