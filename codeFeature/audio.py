@@ -175,10 +175,44 @@ class AudioStream:
         self.expected_samples = expected_samples
         self.warnings = warnings
         self._clock = clock if clock is not None else [0.0]
+        self._kept: Optional[list[np.ndarray]] = None
+        self._whole = False
 
     @property
     def resample_seconds(self) -> float:
         return self._clock[0]
+
+    def keep(self, max_samples: int) -> None:
+        """Keep a copy of each block iterated from now on, while they total at most ``max_samples``, so
+        that :meth:`replay` can give them again without decoding the source twice. Call before iterating."""
+        self._kept, self._whole = [], False
+        inner = self._blocks
+
+        def kept_blocks() -> Iterator[np.ndarray]:
+            held = 0
+            try:
+                for block in inner:
+                    if self._kept is not None:
+                        held += len(block)
+                        if held <= max_samples:
+                            self._kept.append(np.array(block, dtype=np.float32))
+                        else:
+                            self._kept = None  # too long to hold: a second pass decodes again
+                    yield block
+                self._whole = True
+            finally:
+                inner.close()
+
+        self._blocks = kept_blocks()
+
+    def replay(self) -> Optional["AudioStream"]:
+        """The same blocks again, with the same notes, from memory: ``None`` unless :meth:`keep` was
+        called and this stream was then read to its end within the samples it may keep."""
+        if self._kept is None or not self._whole:
+            return None
+        return AudioStream((block for block in self._kept), name=self.name, sample_rate=self.sample_rate,
+                           source_rate=self.source_rate, channels=self.channels,
+                           expected_samples=self.expected_samples, warnings=list(self.warnings))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self._blocks

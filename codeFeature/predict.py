@@ -29,6 +29,12 @@ from .split import _wrap_pad, plan_segments, segment_array
 CHUNK_SEGMENTS = 32
 #: Chunks :func:`predict_file` lets wait for the forward pass while it decodes on.
 CHUNKS_AHEAD = 2
+#: A song beyond full scale is classified in a second pass, scaled by its peak. A song whose header
+#: says it lasts at most this many seconds is kept as the first pass decodes it (38 MB at 16 kHz),
+#: and the second pass reads that copy instead of decoding the file again (most commercial masters
+#: peak beyond full scale once resampled); a longer one is decoded twice, and held never, so memory
+#: does not grow with its length.
+REPLAY_SECONDS = 600
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -344,19 +350,24 @@ def predict_file(source: Source, *, model: LoadedModel | str | None = None, file
         timings["load"] = time.perf_counter() - started
     name = filename or (str(source) if not hasattr(source, "read") and not isinstance(source, (bytes, bytearray, memoryview))
                         else getattr(source, "name", None))
+    rate = model.config.sample_rate
     try:
         t0 = time.perf_counter()
-        with open_audio(source, sample_rate=model.config.sample_rate, filename=filename) as stream:
+        with open_audio(source, sample_rate=rate, filename=filename) as stream:
             timings["decode"] = time.perf_counter() - t0
+            if stream.expected_samples and stream.expected_samples <= REPLAY_SECONDS * rate:
+                stream.keep(int(REPLAY_SECONDS * rate))  # a longer song is not held, even for a while
             prediction = _predict_stream(stream, model=model, progress=progress, file=name, timings=timings)
     except _BeyondFullScale as beyond:
         # a song beyond full scale (a loud master once resampled, a hot float file) is scaled by its
         # peak, which only the whole song gives: the first pass read on to measure it, and this one
-        # classifies the scaled blocks, so memory stays that of a few chunks whatever the length
+        # classifies the scaled blocks, from the first pass's copy where the song is short enough,
+        # else decoded again, so memory stays that of a few chunks whatever the length
         timings = {key: timings[key] for key in ("load",) if key in timings}
         timings["level"] = time.perf_counter() - t0  # the first pass: decoding and measuring
-        with open_audio(source, sample_rate=model.config.sample_rate, filename=filename) as stream:
-            prediction = _predict_stream(stream, model=model, progress=progress, file=name, timings=timings,
+        replay = stream.replay()
+        with replay or open_audio(source, sample_rate=rate, filename=filename) as again:
+            prediction = _predict_stream(again, model=model, progress=progress, file=name, timings=timings,
                                          peak=beyond.peak)
     prediction.timings = _finish_timings(timings, started)
     return prediction

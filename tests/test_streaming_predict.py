@@ -78,6 +78,27 @@ def test_streaming_gives_exactly_the_whole_song_result(tmp_path, tiny_model, nam
             assert max(np.nanmax(np.abs(block)) for block in stream) > 1.0  # the case is really beyond full scale
 
 
+@pytest.mark.parametrize("replay_seconds, decodes", [(600, 1), (5, 2)])
+@pytest.mark.parametrize("source", ["path", "bytes"])
+def test_a_loud_song_is_decoded_once_when_short_and_twice_when_long(tmp_path, tiny_model, monkeypatch,
+                                                                    replay_seconds, decodes, source):
+    """A master beyond full scale once resampled needs two passes; a short one is replayed from the first
+    pass's copy, a long one decoded again, and both give the whole-song answer, notes included (the
+    file is cut short, so the decoder's note on its damaged tail must survive the replay)."""
+    path = tmp_path / "loud.mp3"
+    sf.write(path, np.clip(chord(14.0, 44100, channels=2) * 4.0, -1.0, 1.0), 44100, format="MP3")
+    opened = []
+    real_open = predict.open_audio
+    monkeypatch.setattr(predict, "open_audio", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    monkeypatch.setattr(predict, "REPLAY_SECONDS", replay_seconds)
+    streamed = predict_file(path if source == "path" else path.read_bytes(), model=tiny_model,
+                            filename=str(path))
+    assert len(opened) == decodes
+    assert_same(whole_song(path, tiny_model), streamed)
+    with open_audio(path, sample_rate=tiny_model.config.sample_rate) as stream:
+        assert max(np.abs(block).max() for block in stream) > 1.0  # the case is really beyond full scale
+
+
 @pytest.mark.parametrize("source", ["path", "bytes", "whole_song"])
 def test_timings_add_up_to_the_wall_time(tmp_path, tiny_model, source, monkeypatch):
     """Every phase of predict_file is timed: with ``other``, less ``overlap`` (a chunk decoded while the one
