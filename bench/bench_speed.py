@@ -410,6 +410,10 @@ def main(argv=None) -> int:
         long_files[minutes] = f
     n_batch = 30 if quick else 100
     batch = S.cut_mp3(long_files[mem_minutes[-1]], work / "batch", 30.0, n_batch)
+    loud = work / f"loud_{n_batch}_songs.mp3"
+    if not loud.exists() and "batch" not in args.skip:
+        S.loop_mp3(S.write_mp3(work / "loud_300s.mp3", 300.0, seed=4, loud=True), loud, n_batch // 10 + 1)
+    loud_batch = S.cut_mp3(loud, work / "batch_loud", 30.0, n_batch) if loud.exists() else []
     real = S.real_song()
     print(f"songs ready in {time.perf_counter() - t0:.1f} s (real song: {real})", flush=True)
 
@@ -585,6 +589,12 @@ def main(argv=None) -> int:
             record(f"batch CLI {len(batch)} x 30 s mp3, songs/s once warm, {name}",
                    [r["warm_songs_per_s"] for r in rs], loads, unit="songs/s", target=20.0, better="higher",
                    note="overall incl. start-up " + ", ".join(f"{r['overall_songs_per_s']:.1f}" for r in rs))
+        # loud masters decode beyond full scale and are classified scaled by their peak (two passes)
+        rs = [cli_batch(loud_batch)]
+        record(f"batch CLI {len(loud_batch)} x 30 s loud mp3 (beyond full scale once decoded), songs/s once warm, "
+               f"{default_name}", [r["warm_songs_per_s"] for r in rs], [load1()], unit="songs/s", target=None,
+               better="higher",
+               note="overall incl. start-up " + ", ".join(f"{r['overall_songs_per_s']:.1f}" for r in rs))
 
     print_table()
     print(f"CPU: {cpu_line()}")
