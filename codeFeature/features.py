@@ -6,7 +6,9 @@ turn segments into a model's input, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 
 import librosa
 import numpy as np
@@ -110,10 +112,52 @@ def logmel(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _blas_threads():
-    """The process's BLAS thread pools (threadpoolctl), found once."""
+    """The process's BLAS libraries (threadpoolctl), found once: numpy's and scipy's OpenBLAS."""
+    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS, so that it is found too)
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+_one_blas_lock = threading.Lock()
+_one_blas_users = 0
+_one_blas_limiter = None
+
+
+def _let_this_thread_set_blas_threads() -> None:
+    """threadpoolctl (3.8 on) lets only the first thread that sets OpenBLAS's thread count set it again, and
+    silently ignores the others; features run on whichever thread classifies. Make this one the setter."""
+    from threadpoolctl import OpenBLASController
+
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS on one thread while any thread computes features, and back as it was once none does.
+
+    One count under a lock for the whole process (OpenBLAS has one thread pool): with a threadpoolctl limit per
+    call, threads that overlapped restored one another's count in the wrong order, so features could run on
+    two BLAS threads and differ from a lone call's in the last bit, and the process could keep one BLAS
+    thread after."""
+    global _one_blas_users, _one_blas_limiter
+    with _one_blas_lock:
+        if _one_blas_users == 0:
+            _let_this_thread_set_blas_threads()
+            _one_blas_limiter = _blas_threads().limit(limits=1, user_api="blas")
+        _one_blas_users += 1
+    try:
+        yield
+    finally:
+        with _one_blas_lock:
+            _one_blas_users -= 1
+            if _one_blas_users == 0:
+                _let_this_thread_set_blas_threads()
+                _one_blas_limiter.restore_original_limits()
+                _one_blas_limiter = None
+                _let_this_thread_set_blas_threads()  # leave no thread holding threadpoolctl's setter role
 
 
 def segment_features(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -123,8 +167,7 @@ def segment_features(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
     keep spinning for a while after each call: the forward pass that follows then shares the cores
     with them. On two cores, the forward pass of a 30 s clip's ten musicnn segments took 0.18 s after
     multi-threaded features and 0.13 s after single-threaded ones, which cost ~8 % more. The thread count is also the
-    same for training and serving. (Threads that compute features at the same time may restore each
-    other's BLAS thread count in the wrong order; that changes speed, not results.)
+    same for training and serving, and for threads that compute features at the same time.
 
     Parameters
     ----------
@@ -137,7 +180,7 @@ def segment_features(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
         For ``mfcc`` with ``config.extras``, the coefficient axis holds :func:`mfcc_with_extras`'s rows.
     """
     segments = _as_batch(segments)
-    with _blas_threads().limit(limits=1, user_api="blas"):
+    with _one_blas_thread():
         out = _features(segments, config)
     expected = (len(segments), *config.input_shape)
     if out.shape != expected:

@@ -49,3 +49,40 @@ def test_wrong_segment_length_is_reported():
 def test_train_serve_parity(audio_dir, tiny_model, tmp_path):
     """Training's dataset code and predict_file compute identical inputs and outputs for the same file."""
     assert_train_serve_parity(audio_dir / "chord.mp3", tiny_model, tmp_path)
+
+
+def test_features_on_several_threads_at_once_are_a_lone_call_s_and_leave_blas_as_it_was(monkeypatch):
+    """Features run BLAS on one thread, whichever thread computes them (predict_file computes them on a
+    worker thread, where threadpoolctl 3.8 silently ignored the limit); threads computing them at once
+    must neither run one another's products on more threads (the MFCCs then differed in the last bit,
+    and a song scanned beside another got another probability than alone) nor leave the process's
+    BLAS thread count changed."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from codeFeature import features
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    seen = set()
+    real = features._features
+    monkeypatch.setattr(features, "_features", lambda *a: seen.update(blas_threads()) or real(*a))
+    segments = [segment_array(chord(7.0, seed=i), DEFAULT_CONFIG)[0] for i in range(4)]
+    alone = [segment_features(s, DEFAULT_CONFIG) for s in segments]
+    start = threading.Barrier(4)
+
+    def many(i):
+        start.wait(timeout=30)
+        return [segment_features(segments[i], DEFAULT_CONFIG) for _ in range(15)]
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(many, range(4)))
+        assert blas_threads() <= {2}
+    assert seen == {1}
+    for i, runs in enumerate(together):
+        for out in runs:
+            np.testing.assert_array_equal(out, alone[i])
