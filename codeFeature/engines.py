@@ -109,16 +109,27 @@ def describe_isa(level: Optional[str] = None) -> str:
     return words
 
 
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` ("unknown CPU" where it cannot be read)."""
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` with its family and model numbers, which tell the generation
+    where a virtual machine shows only a generic name (``"Intel(R) Xeon(R) Processor (family 6, model 207)"``);
+    ``"unknown CPU"`` where it cannot be read."""
+    fields = {}
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+        with open(cpuinfo, encoding="ascii", errors="replace") as info:
             for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break  # the first processor's block is enough
     except OSError:
         pass
-    return "unknown CPU"
+    if "model name" not in fields:
+        return "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        return f"{fields['model name']} (family {fields['cpu family']}, model {fields['model']})"
+    return fields["model name"]
 
 
 def openvino_available() -> bool:

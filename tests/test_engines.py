@@ -110,6 +110,19 @@ def test_explicit_choices_and_bad_values(monkeypatch):
     assert engines.plan(HEAVY, engine="openvino", precision="bfloat16").precision == "float32"
 
 
+def test_the_cpu_is_named_with_its_family_and_model(tmp_path):
+    """Benchmarks name the CPU beside every figure; a virtual machine's generic name needs the family and
+    model numbers to tell a Sapphire from an Emerald Rapids, or one Zen from another."""
+    block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: {m}\n" \
+            "model name\t: AMD EPYC 9R14 96-Core Processor\nflags\t\t: fpu avx512f\n\n"
+    info = tmp_path / "cpuinfo"
+    info.write_text(block.format(n=0, m=17) + block.format(n=1, m=99))
+    assert engines.cpu_model(str(info)) == "AMD EPYC 9R14 96-Core Processor (family 25, model 17)"
+    info.write_text("processor\t: 0\nmodel name\t: Some ARM board\n\n")
+    assert engines.cpu_model(str(info)) == "Some ARM board"
+    assert engines.cpu_model(str(tmp_path / "absent")) == "unknown CPU"
+
+
 def test_an_openvino_failure_falls_back_to_tensorflow_float32(monkeypatch, reference, tmp_path):
     monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))  # nothing cached: it must convert
     monkeypatch.setattr(engines, "isa_level", lambda flags=None: "avx512_bf16")
