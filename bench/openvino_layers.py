@@ -3,13 +3,16 @@
     python bench/openvino_layers.py                              # musicnn_genre as load_model runs it here
     python bench/openvino_layers.py --isa AVX512_CORE_BF16       # the same, capped to a CPU without AMX
     python bench/openvino_layers.py --model musicnn_genre_lr --top 20
+    python bench/openvino_layers.py --isa AVX512_CORE_BF16 --rows-as-columns on   # the AMX rewrite without AMX
 
 The model is loaded as ``load_model`` loads it (its OpenVINO conversion, int8 where the folder's valid check
 allows), then compiled once more with per-layer counters on one thread, one stream (so that each layer's time
 is a single core's), and fed the same random segments repeatedly. It prints the CPU milliseconds per segment by
 kernel kind (the ``exec type`` names the instruction set: ``brgconv_avx512_amx_I8`` is an AMX int8 convolution,
 ``brgconv_avx512_I8`` an AVX512-VNNI one) and by layer, with each layer's input and kernel shapes. Run it with
-and without ``--isa`` to see which layers an instruction set helps. The inputs are uniform in [0, 5], the range
+and without ``--isa`` to see which layers an instruction set helps, and with ``--rows-as-columns on`` or ``off``
+to run the conversion with or without :func:`codeFeature.engines._rows_as_columns` whatever the CPU (by
+default it runs where ``engines.TRANSPOSE_ROW_KERNELS_ON`` says). The inputs are uniform in [0, 5], the range
 of musicnn's log-mel on music.
 """
 
@@ -34,6 +37,9 @@ def main(argv=None) -> int:
     parser.add_argument("--segments", type=int, default=60, help="segments timed per pass")
     parser.add_argument("--passes", type=int, default=3, help="passes; the fastest is printed")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--rows-as-columns", choices=("auto", "on", "off"), default="auto",
+                        help="transpose the one-row int8 convolutions (engines._rows_as_columns): "
+                             "auto = where the library does")
     args = parser.parse_args(argv)
     if args.isa:
         os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa  # before OpenVINO loads oneDNN
@@ -44,6 +50,8 @@ def main(argv=None) -> int:
     from codeFeature import engines
     from codeFeature.model_io import load_model
 
+    if args.rows_as_columns != "auto":
+        engines.TRANSPOSE_ROW_KERNELS_ON = engines.ISA_LEVELS if args.rows_as_columns == "on" else ()
     converted = []
     real_compile = engines._compile
 
@@ -82,7 +90,8 @@ def main(argv=None) -> int:
     counted = sum(by_kind.values())
     print(f"{args.model}: {model.inference_path}; one thread, batch {args.batch}, fastest of {args.passes} passes "
           f"of {args.segments} segments; load average {os.getloadavg()[0]:.1f}")
-    print(f"CPU: {engines.cpu_model()}, computing at {engines.describe_isa()}")
+    print(f"CPU: {engines.cpu_model()}, computing at {engines.describe_isa()}; one-row int8 convolutions "
+          f"transposed: {'yes' if engines._transposes_rows(engines.Plan(model.engine, model.precision, engines.isa_level())) else 'no'}")
     print(f"{cpu:.2f} CPU ms a segment ({counted:.2f} in counted layers)\n")
     print(f"{'ms/segment':>10s} {'share':>6s}  layer kind, kernel")
     for (kind, exec_type), ms in sorted(by_kind.items(), key=lambda kv: -kv[1])[:args.top]:

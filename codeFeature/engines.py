@@ -261,8 +261,13 @@ def _folder_key(folder: Path, plan_: Plan, heavy: list[str], moments: dict[str, 
     for layer in sorted(moments):
         digest.update(layer.encode() + np.ascontiguousarray(moments[layer], np.float64).tobytes())
     digest.update(repr((plan_.precision, sorted(heavy), LOGMEL_RANGE, openvino.__version__,
-                        _CONVERSION_VERSION)).encode())
+                        _CONVERSION_VERSION, _transposes_rows(plan_))).encode())
     return digest.hexdigest()[:24]
+
+
+def _transposes_rows(plan_: Plan) -> bool:
+    """Whether the conversion for ``plan_`` runs :func:`_rows_as_columns` (int8 on :data:`TRANSPOSE_ROW_KERNELS_ON`)."""
+    return plan_.precision == "int8" and plan_.isa in TRANSPOSE_ROW_KERNELS_ON
 
 
 def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: list[str],
@@ -355,6 +360,70 @@ def _stack_rows(conv: Any, kernel: np.ndarray) -> tuple[Any, np.ndarray]:
 
     rows = [ops.slice(source, const([i]), const([i + out_rows]), const([1]), const([2])) for i in range(height)]
     return ops.concat(rows, 1).output(0), np.ascontiguousarray(kernel[:, 0, :, None, :])
+
+
+#: ISA levels where :func:`_rows_as_columns` runs. With AMX-INT8 kernels musicnn's 7 x 38 timbral convolution
+#: took 5.2-5.3 ms a segment as it is and 2.5-2.8 transposed (its 7 x 67 twin 2.0-2.2 and 1.5-2.0); with
+#: AVX512-VNNI ones transposing made both slower (3.0-3.8 -> 4.2-4.4 ms, 2.7-3.2 -> 3.6-3.8).
+#: ``python bench/openvino_layers.py [--isa AVX512_CORE_BF16] [--rows-as-columns on|off]``, one thread,
+#: Xeon family 6 model 207, 2026-12-05.
+TRANSPOSE_ROW_KERNELS_ON = ("amx",)
+
+
+def _rows_as_columns(ov_model: Any) -> int:
+    """Transpose every int8 convolution whose kernel is one row wide, pooled along that row only, in place.
+
+    Such a convolution (musicnn's timbral ones once :func:`_stack_rows` made their kernel rows input channels:
+    a ``(1, kw)`` kernel over frequency, max-pooled over all of frequency) is computed on the input with its
+    last two axes swapped, with the kernel and the pooling window swapped alike, and the pooled result
+    swapped back. Every sum has the same integer terms, so the outputs are bit-identical; only the layout the
+    int8 kernels see changes. Returns how many convolutions were rewritten.
+    """
+    from openvino import opset1, opset13 as ops
+
+    swap = ops.constant(np.array([0, 1, 3, 2], np.int64))
+    done = 0
+    for conv in ov_model.get_ordered_ops():
+        if conv.get_type_name() != "Convolution":
+            continue
+        data, weights = (conv.input(i).get_source_output().get_node() for i in range(2))
+        if data.get_type_name() != "FakeQuantize" or weights.get_type_name() != "FakeQuantize":
+            continue
+        kernel = weights.input(0).get_source_output().get_node()
+        attributes = conv.get_attributes()
+        if kernel.get_type_name() != "Constant" or kernel.get_output_partial_shape(0).rank.get_length() != 4 \
+                or kernel.get_data().shape[2] != 1 or list(attributes["strides"]) != [1, 1] \
+                or list(attributes["dilations"]) != [1, 1] or any(attributes["pads_begin"]) or any(attributes["pads_end"]):
+            continue
+        consumers = list(conv.output(0).get_target_inputs())
+        add = consumers[0].get_node() if len(consumers) == 1 else None
+        if add is None or add.get_type_name() != "Add":
+            continue
+        bias = add.input(1 - consumers[0].get_index()).get_source_output()
+        pools = list(add.output(0).get_target_inputs())
+        pool = pools[0].get_node() if len(pools) == 1 else None
+        if bias.get_node().get_type_name() != "Constant" or bias.get_partial_shape().rank.get_length() != 4 \
+                or list(bias.get_shape())[2:] != [1, 1] or pool is None or pool.get_type_name() != "MaxPool":
+            continue
+        window = pool.get_attributes()
+        if list(window["kernel"])[0] != 1 or list(window["strides"])[0] != 1 \
+                or any(window.get("dilations", [1, 1])[i] != 1 for i in range(2)) \
+                or any(window["pads_begin"]) or any(window["pads_end"]) \
+                or (pool.get_output_size() > 1 and pool.output(1).get_target_inputs()):
+            continue
+        levels = lambda fq: [fq.input(i).get_source_output() for i in range(1, 5)] + [fq.get_attributes()["levels"]]
+        x = ops.fake_quantize(ops.transpose(data.input(0).get_source_output(), swap), *levels(data))
+        w = ops.fake_quantize(ops.constant(np.ascontiguousarray(kernel.get_data().transpose(0, 1, 3, 2))),
+                              *levels(weights))
+        y = ops.add(ops.convolution(x, w, [1, 1], [0, 0], [0, 0], [1, 1], "valid"), bias)
+        pooled = opset1.max_pool(y, list(window["strides"])[::-1], [0, 0], [0, 0], list(window["kernel"])[::-1],
+                                 window["rounding_type"], window["auto_pad"])
+        back = ops.transpose(pooled.output(0), swap)
+        for target in list(pool.output(0).get_target_inputs()):
+            target.replace_source_output(back.output(0))
+        done += 1
+    ov_model.validate_nodes_and_infer_types()
+    return done
 
 
 #: Phases of the polyphase rewrite (:func:`_polyphase_int8`): 4 was the fastest of 4, 8 and 16 on a Zen 4.
@@ -623,6 +692,8 @@ def convert_openvino(keras_model: Any, cached: Optional[Path], input_shape: tupl
     ov_model = ov.convert_model(function.get_concrete_function())
     if plan_.precision == "int8" and not quantise_heavy_convolutions(ov_model, keras_model, heavy, moments):
         raise RuntimeError("no heavy convolution found to quantise")
+    if _transposes_rows(plan_):
+        _rows_as_columns(ov_model)
     if cached is not None:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)

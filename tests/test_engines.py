@@ -219,6 +219,26 @@ def test_a_cached_conversion_runs_without_tensorflow(tmp_path, reference, monkey
 
 
 @needs_openvino
+def test_transposed_one_row_int8_convolutions_give_the_same_bits(tmp_path, monkeypatch, reference):
+    """With AMX the timbral int8 convolutions run transposed (engines._rows_as_columns): the same integer
+    sums in another layout, so the same outputs to the bit as the conversion without it, whatever this CPU;
+    and the two conversions are cached apart."""
+    monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
+    rewritten = []
+    real = engines._rows_as_columns
+    monkeypatch.setattr(engines, "_rows_as_columns", lambda m: rewritten.append(real(m)) or rewritten[-1])
+    outputs = {}
+    for levels in (engines.ISA_LEVELS, ()):
+        monkeypatch.setattr(engines, "TRANSPOSE_ROW_KERNELS_ON", levels)
+        model = load_model("musicnn_genre", precision="int8", engine="openvino")
+        outputs[bool(levels)] = model.forward(reference["patches"])
+    assert rewritten == [2]  # the 7 x 38 and 7 x 67 timbral convolutions, once
+    for transposed, as_is in zip(outputs[True], outputs[False]):
+        np.testing.assert_array_equal(transposed, as_is)
+    assert len(list(tmp_path.glob("openvino-musicnn_genre-model-*.xml"))) == 2
+
+
+@needs_openvino
 def test_a_damaged_or_stale_cache_entry_is_converted_again(tmp_path, monkeypatch, reference):
     import json
     import shutil
