@@ -61,17 +61,23 @@ PERFORMANCE_HINT = os.environ.get("CODEFEATURE_OPENVINO_HINT", "THROUGHPUT").str
 _CONVERSION_VERSION = "6"
 
 
+def _cpuinfo(path: str = "/proc/cpuinfo") -> dict:
+    """The first value of each ``key : value`` line of ``/proc/cpuinfo`` (empty where it cannot be read)."""
+    fields = {}
+    try:
+        with open(path, encoding="ascii", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_flags() -> frozenset:
     """The CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read); read once."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    return frozenset(_cpuinfo().get("flags", "").split())
 
 
 def hardware_isa_level(flags: Optional[frozenset] = None) -> str:
@@ -113,18 +119,7 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The CPU's model name from ``/proc/cpuinfo`` with its family and model numbers, which tell the generation
     where a virtual machine shows only a generic name (``"Intel(R) Xeon(R) Processor (family 6, model 207)"``);
     ``"unknown CPU"`` where it cannot be read."""
-    fields = {}
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "cpu family", "model") and key not in fields:
-                    fields[key] = value.strip()
-                if not line.strip() and fields:
-                    break  # the first processor's block is enough
-    except OSError:
-        pass
+    fields = _cpuinfo(cpuinfo)
     if "model name" not in fields:
         return "unknown CPU"
     if "cpu family" in fields and "model" in fields:
@@ -334,6 +329,13 @@ def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: li
     return done
 
 
+def _stride_1_unpadded(conv: Any) -> bool:
+    """Whether ``conv`` slides by 1 with no dilation and no padding (its output is its input less the kernel)."""
+    attributes = conv.get_attributes()
+    return list(attributes["strides"]) == [1, 1] and list(attributes["dilations"]) == [1, 1] \
+        and not any(attributes["pads_begin"]) and not any(attributes["pads_end"])
+
+
 def _stack_rows(conv: Any, kernel: np.ndarray) -> tuple[Any, np.ndarray]:
     """The input and kernel of ``conv`` with its kernel rows made input channels, when it has one
     input channel, a ``(kh, kw)`` kernel of several rows and columns, stride 1 and no padding.
@@ -347,10 +349,8 @@ def _stack_rows(conv: Any, kernel: np.ndarray) -> tuple[Any, np.ndarray]:
 
     out_channels, in_channels, height, width = kernel.shape
     source = conv.input(0).get_source_output()
-    attributes = conv.get_attributes()
     shape = conv.get_input_partial_shape(0)
-    if in_channels != 1 or height < 2 or width < 2 or list(attributes["strides"]) != [1, 1] \
-            or list(attributes["dilations"]) != [1, 1] or any(attributes["pads_begin"]) or any(attributes["pads_end"]) \
+    if in_channels != 1 or height < 2 or width < 2 or not _stride_1_unpadded(conv) \
             or shape.rank.get_length() != 4 or not shape[2].is_static:
         return source, kernel
     out_rows = shape[2].get_length() - height + 1
@@ -381,6 +381,9 @@ def _rows_as_columns(ov_model: Any) -> int:
     """
     from openvino import opset1, opset13 as ops
 
+    def levels(fq):  # a FakeQuantize's ranges and levels, to quantise another tensor alike
+        return [fq.input(i).get_source_output() for i in range(1, 5)] + [fq.get_attributes()["levels"]]
+
     swap = ops.constant(np.array([0, 1, 3, 2], np.int64))
     done = 0
     for conv in ov_model.get_ordered_ops():
@@ -390,10 +393,8 @@ def _rows_as_columns(ov_model: Any) -> int:
         if data.get_type_name() != "FakeQuantize" or weights.get_type_name() != "FakeQuantize":
             continue
         kernel = weights.input(0).get_source_output().get_node()
-        attributes = conv.get_attributes()
         if kernel.get_type_name() != "Constant" or kernel.get_output_partial_shape(0).rank.get_length() != 4 \
-                or kernel.get_data().shape[2] != 1 or list(attributes["strides"]) != [1, 1] \
-                or list(attributes["dilations"]) != [1, 1] or any(attributes["pads_begin"]) or any(attributes["pads_end"]):
+                or kernel.get_data().shape[2] != 1 or not _stride_1_unpadded(conv):
             continue
         consumers = list(conv.output(0).get_target_inputs())
         add = consumers[0].get_node() if len(consumers) == 1 else None
@@ -407,11 +408,10 @@ def _rows_as_columns(ov_model: Any) -> int:
             continue
         window = pool.get_attributes()
         if list(window["kernel"])[0] != 1 or list(window["strides"])[0] != 1 \
-                or any(window.get("dilations", [1, 1])[i] != 1 for i in range(2)) \
+                or list(window.get("dilations", [1, 1])) != [1, 1] \
                 or any(window["pads_begin"]) or any(window["pads_end"]) \
                 or (pool.get_output_size() > 1 and pool.output(1).get_target_inputs()):
             continue
-        levels = lambda fq: [fq.input(i).get_source_output() for i in range(1, 5)] + [fq.get_attributes()["levels"]]
         x = ops.fake_quantize(ops.transpose(data.input(0).get_source_output(), swap), *levels(data))
         w = ops.fake_quantize(ops.constant(np.ascontiguousarray(kernel.get_data().transpose(0, 1, 3, 2))),
                               *levels(weights))
