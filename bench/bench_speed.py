@@ -274,21 +274,45 @@ def cli_first_result(song: Path, model: str | None = None) -> float:
     return seen
 
 
-def cli_batch(songs: list[Path], model: str | None = None) -> dict:
-    """One ``python -m codeFeature --json`` over ``songs``: time of each result line."""
+def _process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a running process has used, all its threads (Linux ``/proc``); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cli_batch(songs: list[Path], model: str | None = None, jobs: int | None = None) -> dict:
+    """One ``python -m codeFeature --json`` over ``songs``: time of each result line, and how busy the CPU
+    was between the first and the last (the process's CPU seconds over the wall time and the cores)."""
+    from codeFeature.predict import usable_cores
+
     cmd = [sys.executable, "-m", "codeFeature", "--json", *map(str, songs)] + (["--model", model] if model else [])
+    cmd += ["--jobs", str(jobs)] if jobs else []
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
-    stamps = []
+    stamps, cpu = [], []
     for line in proc.stdout:
         if line.startswith("{"):
             stamps.append(time.perf_counter() - t0)
+            cpu.append(_process_cpu_seconds(proc.pid))
             if "error" in json.loads(line):
                 raise RuntimeError(f"batch CLI error: {line}")
     proc.wait()
     warm = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
+    busy = cpu_ms = float("nan")
+    if len(stamps) > 1 and None not in (cpu[0], cpu[-1]):
+        used = cpu[-1] - cpu[0]
+        busy = used / ((stamps[-1] - stamps[0]) * usable_cores())
+        cpu_ms = 1000 * used / (len(stamps) - 1)
     return {"songs": len(stamps), "total_s": stamps[-1], "first_s": stamps[0], "warm_songs_per_s": warm,
-            "overall_songs_per_s": len(stamps) / stamps[-1]}
+            "overall_songs_per_s": len(stamps) / stamps[-1], "cpu_busy": busy, "cpu_ms_per_song": cpu_ms}
+
+
+def _batch_note(runs: list[dict]) -> str:
+    return "; ".join(f"overall incl. start-up {r['overall_songs_per_s']:.1f}, CPU {100 * r['cpu_busy']:.0f} % busy, "
+                     f"{r['cpu_ms_per_song']:.0f} CPU ms a song" for r in runs)
 
 
 # --------------------------------------------------------------------------- real server + browser
@@ -348,6 +372,8 @@ def app_browser(song: Path, second: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter long files, no browser")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="the batch rows' files at once (python -m codeFeature --jobs; default: the CLI's)")
     parser.add_argument("--json", metavar="PATH", help="save every measurement as JSON")
     parser.add_argument("--workdir", metavar="DIR", help="keep the generated songs here (reused if present)")
     parser.add_argument("--no-browser", action="store_true", help="skip the real-server + Chromium measurement")
@@ -585,16 +611,15 @@ def main(argv=None) -> int:
         print(f"batch CLI on {len(batch)} songs of 30 s", flush=True)
         for name in (default_name, "cnn_mfcc_small"):
             loads = [load1()]
-            rs = [cli_batch(batch, None if name == default_name else name)]
+            rs = [cli_batch(batch, None if name == default_name else name, args.jobs)]
             record(f"batch CLI {len(batch)} x 30 s mp3, songs/s once warm, {name}",
                    [r["warm_songs_per_s"] for r in rs], loads, unit="songs/s", target=20.0, better="higher",
-                   note="overall incl. start-up " + ", ".join(f"{r['overall_songs_per_s']:.1f}" for r in rs))
+                   note=_batch_note(rs))
         # loud masters decode beyond full scale and are classified scaled by their peak (two passes)
-        rs = [cli_batch(loud_batch)]
+        rs = [cli_batch(loud_batch, jobs=args.jobs)]
         record(f"batch CLI {len(loud_batch)} x 30 s loud mp3 (beyond full scale once decoded), songs/s once warm, "
                f"{default_name}", [r["warm_songs_per_s"] for r in rs], [load1()], unit="songs/s", target=None,
-               better="higher",
-               note="overall incl. start-up " + ", ".join(f"{r['overall_songs_per_s']:.1f}" for r in rs))
+               better="higher", note=_batch_note(rs))
 
     print_table()
     print(f"CPU: {cpu_line()}")

@@ -11,7 +11,7 @@ reads ("rock", or "not sure: rock or metal"), the table's answer column (see :mo
 
 or ``{"file", "error"}`` for a file that cannot be classified. Every file is tried;
 the exit status is 2 if any failed, 0 otherwise. Files are decoded and classified
-``--jobs`` at a time (one per core by default); results are printed in input order.
+``--jobs`` at a time (two more than the cores by default); results are printed in input order.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-models", action="store_true",
                         help="list the models (models/, then the folders in CODEFEATURE_MODEL_PATH) and exit")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
-                        help="files classified at once (default: one per CPU core, at most 4)")
+                        help="files classified at once (default: two more than the CPU cores, at most 8)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="compute precision of musicnn's timbral convolutions (default: CODEFEATURE_PRECISION "
                              "or auto: the fastest path measured for this CPU, see --list-models; int8 and "
@@ -116,7 +116,7 @@ def classify_command(args: argparse.Namespace) -> int:
     """Classify ``args.paths``: a table (or JSON lines) on stdout, in input order."""
     from .errors import GenreError
     from .model_io import load_model
-    from .predict import predict_file
+    from .predict import default_jobs, predict_file
 
     try:
         model = load_model(args.model, precision=args.precision)
@@ -129,7 +129,7 @@ def classify_command(args: argparse.Namespace) -> int:
         for path in args.paths:
             _emit_error(path, message, as_json=args.json)
         return 2
-    jobs = args.jobs if args.jobs is not None else min(4, os.cpu_count() or 1)
+    jobs = args.jobs if args.jobs is not None else default_jobs()
     if jobs < 1:
         build_parser().error("--jobs must be at least 1")
 

@@ -8,7 +8,7 @@ import pytest
 
 from codeFeature.config import GENRES
 from codeFeature.errors import AudioTooShortError, ConfigError
-from codeFeature.predict import Prediction, predict_audio, predict_file, vote_index
+from codeFeature.predict import Prediction, default_jobs, predict_audio, predict_file, usable_cores, vote_index
 from tests.conftest import REPO, chord
 
 
@@ -120,6 +120,18 @@ def test_cli_jobs_keep_input_order_and_results(tiny_model_dir, audio_dir):
     assert [json.loads(line)["file"] for line in three.stdout.splitlines()] == [str(f) for f in files]
     assert three.stdout == one.stdout  # same answers, whatever ran beside them
     assert _cli(files[0], "--jobs", "0").returncode == 2  # argparse's usage error
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_default_jobs_follow_the_cores_this_process_may_use():
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})  # this thread only, as taskset or a container would
+        assert (usable_cores(), default_jobs()) == (1, 3)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert usable_cores() == len(allowed)
+    assert default_jobs() == min(8, len(allowed) + 2)
 
 
 def test_cli_precision_reaches_the_model(audio_dir):

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a shipped model's name or a model folder (default: the shipped default); another "
                            "model's results are kept beside the first's")
     scan.add_argument("--jobs", type=int, default=None, metavar="N",
-                      help="files classified at once (default: one per core, at most 4); Ray actors with --engine ray")
+                      help="files classified at once (default: two more than the cores, at most 8, for threads; one "
+                           "per core, at most 4, for --pool processes and for Ray actors with --engine ray)")
     scan.add_argument("--retry-errors", action="store_true", help="classify again the files that failed before")
     scan.add_argument("--prune", action="store_true",
                       help="remove the stored results of files under ROOT that are no longer on disk")

@@ -432,7 +432,8 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
     store : LibraryStore
     spec : ModelSpec
     jobs : int, optional
-        Local workers (default: one per core, at most 4), or Ray actors.
+        Local workers, or Ray actors. Default: :func:`codeFeature.predict.default_jobs` threads (two more
+        than the cores, at most 8); one process or Ray actor per core, at most 4 (each loads the model).
     retry_errors : bool
         Classify again the files whose stored row is an error.
     engine : {"local", "ray"}
@@ -475,7 +476,10 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
         summary.errors += record["status"] == "error"
         bar.update(record)
 
-    jobs = jobs if jobs is not None else min(4, os.cpu_count() or 1)
+    if jobs is None:
+        from ..predict import default_jobs, usable_cores
+
+        jobs = default_jobs() if engine == "local" and pool == "threads" else min(4, usable_cores())
     try:
         if todo and engine == "local":
             run_local(todo, spec, store, jobs=jobs, pool=pool, on_record=on_record, model=model)
