@@ -15,6 +15,11 @@ import numpy as np
 
 from .config import FeatureConfig
 
+#: Raised whenever a feature's values change, even in the last bit, so that features cached before
+#: (``training.data``'s cache) are computed again instead of being mixed with new ones.
+#: 2: musicnn's log-mel STFT in float32 (:func:`codeFeature.musicnn._hann_window`).
+FEATURES_REVISION = 2
+
 
 def mfcc(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """MFCC of each segment.

@@ -20,6 +20,7 @@ https://github.com/jordipons/musicnn
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -94,7 +95,10 @@ def musicnn_logmel(segments: np.ndarray, *, sample_rate: int = MUSICNN_SAMPLE_RA
     network: in the original, a loud sine and loud noise get the very same
     taggram. Copying the cast would copy that failure on loud music. The centre padding is pinned to ``pad_mode="constant"`` (librosa >=
     0.10's default, which the original gets today; librosa 0.7 reflected) so the
-    result does not depend on the librosa version; only frame 0 is affected.
+    result does not depend on the librosa version; only frame 0 is affected. The
+    Hann window is given in float32 (:func:`_hann_window`): librosa's own is
+    float64, which turns the whole STFT into float64 for a float32 signal; in
+    float32 it costs 30 % less and the log-mel moves by at most ~1e-5.
 
     Parameters
     ----------
@@ -130,7 +134,7 @@ def musicnn_logmel(segments: np.ndarray, *, sample_rate: int = MUSICNN_SAMPLE_RA
         return np.zeros((0, MUSICNN_FRAMES, MUSICNN_N_MELS), np.float32)
     mel = librosa.feature.melspectrogram(y=segments, sr=MUSICNN_SAMPLE_RATE, n_fft=MUSICNN_N_FFT,
                                          hop_length=MUSICNN_HOP, n_mels=MUSICNN_N_MELS,
-                                         center=True, pad_mode="constant")
+                                         center=True, pad_mode="constant", window=_hann_window())
     logmel = np.log10(np.float32(10000) * mel + np.float32(1))  # (n, mels, frames)
     # a 3 s segment has 188 centred frames; the original keeps the first 187
     logmel = logmel[:, :, :MUSICNN_FRAMES]
@@ -138,6 +142,16 @@ def musicnn_logmel(segments: np.ndarray, *, sample_rate: int = MUSICNN_SAMPLE_RA
     if short > 0:
         logmel = np.pad(logmel, ((0, 0), (0, 0), (0, short)))
     return np.ascontiguousarray(np.swapaxes(logmel, 1, 2), dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _hann_window() -> np.ndarray:
+    """librosa's default STFT window for musicnn (periodic Hann, ``n_fft`` points), in float32."""
+    import librosa
+
+    window = librosa.filters.get_window("hann", MUSICNN_N_FFT, fftbins=True).astype(np.float32)
+    window.flags.writeable = False
+    return window
 
 
 def build_musicnn(num_tags: int = 50, *, n_frames: int = MUSICNN_FRAMES, n_mels: int = MUSICNN_N_MELS,

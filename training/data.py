@@ -21,7 +21,7 @@ import numpy as np
 from codeFeature.audio import decode
 from codeFeature.config import GENRES, FeatureConfig
 from codeFeature.errors import GenreError
-from codeFeature.features import segment_features
+from codeFeature.features import FEATURES_REVISION, segment_features
 from codeFeature.split import segment_array
 from training.datasets import HOW_TO_GET, DatasetError
 
@@ -116,7 +116,8 @@ class SegmentSet:
 
 def _cache_key(path: Path, config: FeatureConfig, extra: str) -> str:
     stat = path.stat()
-    ident = json.dumps([str(path.resolve()), stat.st_size, int(stat.st_mtime), config.to_dict(), extra])
+    ident = json.dumps([str(path.resolve()), stat.st_size, int(stat.st_mtime), config.to_dict(), extra,
+                        FEATURES_REVISION])
     return hashlib.sha1(ident.encode()).hexdigest()
 
 
