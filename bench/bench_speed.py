@@ -374,6 +374,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter long files, no browser")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="the batch rows' files at once (python -m codeFeature --jobs; default: the CLI's)")
+    parser.add_argument("--batch-runs", type=int, default=1, metavar="N",
+                        help="runs of each batch row (its figure is their median; default 1)")
     parser.add_argument("--json", metavar="PATH", help="save every measurement as JSON")
     parser.add_argument("--workdir", metavar="DIR", help="keep the generated songs here (reused if present)")
     parser.add_argument("--no-browser", action="store_true", help="skip the real-server + Chromium measurement")
@@ -611,12 +613,12 @@ def main(argv=None) -> int:
         print(f"batch CLI on {len(batch)} songs of 30 s", flush=True)
         for name in (default_name, "cnn_mfcc_small"):
             loads = [load1()]
-            rs = [cli_batch(batch, None if name == default_name else name, args.jobs)]
+            rs = [cli_batch(batch, None if name == default_name else name, args.jobs) for _ in range(args.batch_runs)]
             record(f"batch CLI {len(batch)} x 30 s mp3, songs/s once warm, {name}",
                    [r["warm_songs_per_s"] for r in rs], loads, unit="songs/s", target=20.0, better="higher",
                    note=_batch_note(rs))
         # loud masters decode beyond full scale and are classified scaled by their peak (two passes)
-        rs = [cli_batch(loud_batch, jobs=args.jobs)]
+        rs = [cli_batch(loud_batch, jobs=args.jobs) for _ in range(args.batch_runs)]
         record(f"batch CLI {len(loud_batch)} x 30 s loud mp3 (beyond full scale once decoded), songs/s once warm, "
                f"{default_name}", [r["warm_songs_per_s"] for r in rs], [load1()], unit="songs/s", target=None,
                better="higher", note=_batch_note(rs))
