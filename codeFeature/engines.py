@@ -62,11 +62,13 @@ _CONVERSION_VERSION = "6"
 
 
 def _cpuinfo(path: str = "/proc/cpuinfo") -> dict:
-    """The first value of each ``key : value`` line of ``/proc/cpuinfo`` (empty where it cannot be read)."""
+    """The ``key : value`` lines of ``/proc/cpuinfo``'s first processor (empty where it cannot be read)."""
     fields = {}
     try:
         with open(path, encoding="ascii", errors="replace") as info:
             for line in info:
+                if not line.strip() and fields:
+                    break  # one block per processor: on a many-core machine the rest is thousands of lines
                 key, _, value = line.partition(":")
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
