@@ -137,7 +137,8 @@ def main(argv=None) -> int:
                 for name, value in phases.items():
                     target.setdefault(name, []).append(value)
 
-    cpu = _cpu_name()
+    from codeFeature import engines
+    cpu = engines.cpu_model()
     print(f"\ncold start, {args.rounds} rounds, medians; CPU: {cpu}; {os.cpu_count()} cores")
     print(f"| command | median s | min s | load (1-min) |")
     print("|---|---|---|---|")
@@ -163,16 +164,6 @@ def main(argv=None) -> int:
                                                     for k, p in phase_rows.items()},
                                          "stderr_lines": stderr_lines}, indent=1) + "\n")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
