@@ -214,9 +214,9 @@ def upload_page() -> None:
 
 #: The app's pages, in the navigation's order. To add one: a line ``st.Page("pages/NAME.py", title=..., icon=...)``.
 PAGES = [
-    st.Page(upload_page, title="Upload a song", icon="🎵", default=True),
-    st.Page("pages/1_Listen_live.py", title="Listen live", icon="🎙️", url_path="Listen_live"),
-    st.Page("pages/2_Library.py", title="Library", icon="📚", url_path="Library"),
+    st.Page(upload_page, title="Upload a song", icon=":material/upload_file:", default=True),
+    st.Page("pages/1_Listen_live.py", title="Listen live", icon=":material/mic:", url_path="Listen_live"),
+    st.Page("pages/2_Library.py", title="Library", icon=":material/library_music:", url_path="Library"),
 ]
 
 navigation = st.navigation(PAGES)
