@@ -44,6 +44,14 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "gtzan" / "genres"
 CASES = ("cold", "rescan", "ray1", "ray2", "long", "pools", "ab")
 
 
+def cpu_model() -> str:
+    """The CPU's name, family and model, as every benchmark prints it (the library's reader, no TensorFlow)."""
+    sys.path.insert(0, str(REPO))
+    from codeFeature import engines
+
+    return engines.cpu_model()
+
+
 def make_corpus(data: Path, folder: Path, songs: int) -> list[Path]:
     tracks = sorted(p for p in data.rglob("*") if p.suffix.lower() in (".wav", ".au"))
     if not tracks:
@@ -164,7 +172,7 @@ def main() -> None:
     t0 = time.perf_counter()
     make_corpus(args.data, songs_dir, args.songs)
     print(f"# {args.songs} copies of {len(list(args.data.rglob('*.wav')))} real GTZAN 30 s tracks in {songs_dir} "
-          f"({time.perf_counter() - t0:.0f} s to make); CPU: {os.cpu_count()} cores; "
+          f"({time.perf_counter() - t0:.0f} s to make); CPU: {cpu_model()}, {os.cpu_count()} cores; "
           f"load {os.getloadavg()}", flush=True)
     jobs = ["--jobs", str(args.jobs)] if args.jobs else []
     results: dict = {}

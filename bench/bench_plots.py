@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from codeFeature import engines  # noqa: E402
 from codeFeature.config import FeatureConfig  # noqa: E402
 from codeFeature.model_io import read_manifest, resolve_model_dir  # noqa: E402
 from codeFeature.plots import CLOSEUP_WIDTH, SONG_WIDTH, song_panels  # noqa: E402
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["musicnn_genre", "cnn_mfcc"])
     args = parser.parse_args(argv)
-    print(f"CPU: {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
+    print(f"CPU: {engines.cpu_model()}, {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
     render(song(10.0, 16000), FeatureConfig.from_dict(read_manifest(resolve_model_dir(args.models[0]))
                                                        ["feature_config"]))  # imports and first-draw caches
     for name in args.models:
