@@ -137,6 +137,8 @@ def main(argv=None) -> int:
                 for name, value in phases.items():
                     target.setdefault(name, []).append(value)
 
+    # imported only now: the library sets TF_ONEDNN_USE_SYSTEM_ALLOCATOR on import, which the timed children
+    # (the bare `import tensorflow` among them) would otherwise inherit
     from codeFeature import engines
     cpu = engines.cpu_model()
     print(f"\ncold start, {args.rounds} rounds, medians; CPU: {cpu}; {os.cpu_count()} cores")

@@ -40,16 +40,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from codeFeature import engines  # noqa: E402  (the CPU's name; no TensorFlow: the scans run in child processes)
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gtzan" / "genres"
 CASES = ("cold", "rescan", "ray1", "ray2", "long", "pools", "ab")
-
-
-def cpu_model() -> str:
-    """The CPU's name, family and model, as every benchmark prints it (the library's reader, no TensorFlow)."""
-    sys.path.insert(0, str(REPO))
-    from codeFeature import engines
-
-    return engines.cpu_model()
 
 
 def make_corpus(data: Path, folder: Path, songs: int) -> list[Path]:
@@ -172,7 +168,7 @@ def main() -> None:
     t0 = time.perf_counter()
     make_corpus(args.data, songs_dir, args.songs)
     print(f"# {args.songs} copies of {len(list(args.data.rglob('*.wav')))} real GTZAN 30 s tracks in {songs_dir} "
-          f"({time.perf_counter() - t0:.0f} s to make); CPU: {cpu_model()}, {os.cpu_count()} cores; "
+          f"({time.perf_counter() - t0:.0f} s to make); CPU: {engines.cpu_model()}, {os.cpu_count()} cores; "
           f"load {os.getloadavg()}", flush=True)
     jobs = ["--jobs", str(args.jobs)] if args.jobs else []
     results: dict = {}
