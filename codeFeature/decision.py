@@ -113,6 +113,19 @@ class Verdict:
         names = [self.genre] + [name for name, _ in self.top if name != self.genre]
         return "not sure: " + " or ".join(names[:2])
 
+    @property
+    def top_text(self) -> str:
+        """The top three in words, labelled with what the figures are: "by mean probability: jazz 20%, ..."."""
+        return "by mean probability: " + ", ".join(f"{name} {percent(p)}" for name, p in self.top)
+
+    @property
+    def explanation(self) -> str:
+        """Why the answer is not sure, and the top three, in one paragraph (empty when sure): what the app's
+        warning and the CLI's notes say, so that no surface words it differently."""
+        if not self.not_sure:
+            return ""
+        return "The model is not sure: " + "; ".join(self.reasons) + ". Top three " + self.top_text + "."
+
     def to_dict(self) -> dict:
         """The JSON keys a verdict adds to a prediction's record."""
         return {
@@ -147,6 +160,24 @@ def winner_index(probabilities: np.ndarray, aggregate: str = "vote") -> int:
     raise ConfigError(f"aggregate={aggregate!r}: use one of {', '.join(AGGREGATES)}")
 
 
+def percent(value: float, decimals: int = 0) -> str:
+    """``0.234`` -> ``"23%"``: how every surface writes a probability."""
+    return f"{value:.{decimals}%}"
+
+
+def percent_pair(first: float, second: float, *, gap_below: Optional[float] = None) -> tuple[str, str]:
+    """Two probabilities written with as few decimals (0 to 2) as keep what the words claim visible:
+    their order (0.2004 and 0.1996 are "20.04%" and "19.96%", not "20%" twice) and, with ``gap_below``,
+    a gap under it (0.2699 and 0.1300 under 0.14 are "26.99%" and "13.00%", not "27%" and "13%")."""
+    for decimals in range(3):
+        a, b = percent(first, decimals), percent(second, decimals)
+        shown = round(first * 100, decimals) - round(second * 100, decimals)
+        ordered = first == second or a != b
+        if ordered and (gap_below is None or abs(shown) < gap_below * 100):
+            break
+    return a, b
+
+
 def decide(probabilities: np.ndarray, labels: Sequence[str], *, rule: Optional[DecisionRule] = None,
            rms: Optional[float] = None, tags: Optional[np.ndarray] = None) -> Verdict:
     """The verdict on one song.
@@ -177,15 +208,23 @@ def decide(probabilities: np.ndarray, labels: Sequence[str], *, rule: Optional[D
     order = [int(i) for i in np.argsort(-mean, kind="stable")]
     top = tuple((str(labels[i]), float(mean[i])) for i in order[:3])
     runner_up = next(i for i in order if i != best) if len(order) > 1 else best
-    share = float(np.mean(probabilities.argmax(axis=1) == best))
+    votes = np.bincount(probabilities.argmax(axis=1), minlength=len(labels))
+    share = float(votes[best] / probabilities.shape[0])
     reasons = []
     if rms is not None and rms < SILENT_RMS:
         reasons.append("the audio is silent or nearly so")
     if mean[best] < rule.min_confidence:
         reasons.append(f"no genre reaches {rule.min_confidence:.0%} (the best, {labels[best]}, has {mean[best]:.0%})")
-    if runner_up != best and mean[best] - mean[runner_up] < rule.min_margin:
-        reasons.append(f"{labels[best]} ({mean[best]:.0%}) and {labels[runner_up]} ({mean[runner_up]:.0%}) "
-                       "are nearly tied")
+    if runner_up != best and mean[best] < mean[runner_up]:
+        # Only the vote rule gets here: the segments' votes chose one genre, their mean another. Said as
+        # such, with the higher figure second where it belongs, never as a "tie" between unequal numbers.
+        ours, theirs = percent_pair(mean[best], mean[runner_up])
+        reasons.append(f"most segments voted {labels[best]} ({int(votes[best])} of {probabilities.shape[0]}), "
+                       f"but {labels[runner_up]} has the higher mean probability ({theirs} against {ours})")
+    elif runner_up != best and mean[best] - mean[runner_up] < rule.min_margin:
+        ours, theirs = percent_pair(mean[best], mean[runner_up], gap_below=rule.min_margin)
+        reasons.append(f"{labels[best]} ({ours}) leads {labels[runner_up]} ({theirs}) by less than "
+                       f"{rule.min_margin * 100:g} points, too little to be sure")
     if tags is not None and rule.min_tag > 0 and len(tags):
         strongest = float(np.asarray(tags, dtype=np.float64).mean(axis=0).max())
         if strongest < rule.min_tag:

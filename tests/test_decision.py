@@ -67,3 +67,85 @@ def test_to_dict_keys():
     d = decide(np.eye(10, dtype=np.float32)[[2, 2, 5]], GENRES).to_dict()
     assert d["verdict"] == "country" and d["not_sure"] is False and d["rule"] == "vote"
     assert [t["genre"] for t in d["top"]] == ["country", "jazz", "blues"]
+
+
+# --- the words of a verdict never contradict its numbers (a property over random probability tables) ---
+
+import re
+
+from hypothesis import given, settings, strategies as st
+
+from codeFeature.decision import percent
+
+_QUOTED = re.compile(r"(\w+) \((\d+(?:\.\d+)?)%\)")
+
+
+@st.composite
+def _tables(draw):
+    n_labels = draw(st.integers(2, 10))
+    n_segments = draw(st.integers(1, 12))
+    raw = draw(st.lists(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=n_labels, max_size=n_labels),
+                        min_size=n_segments, max_size=n_segments))
+    table = np.asarray(raw, dtype=np.float64) + 1e-6
+    table /= table.sum(axis=1, keepdims=True)
+    rule = DecisionRule(aggregate=draw(st.sampled_from(["vote", "mean"])),
+                        min_confidence=draw(st.sampled_from([0.0, 0.2, 0.35, 0.6])),
+                        min_margin=draw(st.sampled_from([0.0, 0.05, 0.11, 0.14, 0.3])))
+    return table.astype(draw(st.sampled_from([np.float32, np.float64]))), GENRES[:n_labels], rule
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(_tables())
+def test_the_words_agree_with_the_numbers(case):
+    table, labels, rule = case
+    verdict = decide(table, labels, rule=rule)
+    mean = table.astype(np.float64).mean(axis=0)
+    by_name = dict(zip(labels, mean))
+    votes = dict(zip(labels, np.bincount(table.argmax(axis=1), minlength=len(labels))))
+    # the top three are the chart's three longest bars, in the chart's order
+    assert [p for _, p in verdict.top] == sorted((p for _, p in verdict.top), reverse=True)
+    assert verdict.top[0][1] == pytest.approx(mean.max())
+    # a sure answer is the chart's top bar (and, by the vote rule, the most-voted genre too): nothing on
+    # screen argues against it
+    if not verdict.not_sure:
+        assert by_name[verdict.genre] == pytest.approx(mean.max())
+        if rule.aggregate == "vote":
+            assert votes[verdict.genre] == max(votes.values())
+        assert verdict.headline == verdict.genre and verdict.explanation == ""
+    else:
+        first, second = verdict.headline.removeprefix("not sure: ").split(" or ")
+        assert first == verdict.genre
+        # the second genre named is the likeliest of the others, as the chart shows
+        assert by_name[second] == pytest.approx(max(p for g, p in by_name.items() if g != first))
+        assert verdict.explanation.startswith("The model is not sure: ")
+    for reason in verdict.reasons:
+        quoted = [(name, float(value)) for name, value in _QUOTED.findall(reason) if name in by_name]
+        for name, value in quoted:  # every figure beside a genre is that genre's mean probability
+            assert abs(value - 100 * by_name[name]) <= 0.5 + 1e-9, reason
+        if "leads" in reason:  # "a (x) leads b (y) by less than m points": x >= y and x - y < m, as written
+            (a, x), (b, y) = quoted
+            assert (a, b) == (first, second) and x >= y and x - y < 100 * rule.min_margin
+            assert by_name[a] - by_name[b] < rule.min_margin
+        if "higher mean probability" in reason:  # the vote's winner, then the genre the mean prefers
+            assert rule.aggregate == "vote" and by_name[second] > by_name[first]
+            shown = re.search(r"\((\S+)% against (\S+)%\)", reason)
+            assert float(shown[1]) >= float(shown[2])
+            assert f"voted {first} ({votes[first]} of {len(table)})" in reason
+    # the JSON says what the headline says
+    record = verdict.to_dict()
+    assert record["verdict"] == verdict.headline and record["not_sure"] == verdict.not_sure
+
+
+def test_a_vote_against_the_mean_is_said_as_such_not_as_a_tie():
+    # the case: 26 % against 15 % was called "nearly tied"; votes for pop, the mean for hiphop
+    p = np.full((3, 10), 0.0)
+    p[0, [7, 4]] = [0.40, 0.35]
+    p[1, [7, 4]] = [0.38, 0.37]
+    p[2, [7, 4]] = [0.00, 0.95]
+    p[:, 0] = 1 - p.sum(axis=1)
+    verdict = decide(p, GENRES, rule=DecisionRule(min_margin=0.14))
+    assert verdict.headline == "not sure: pop or hiphop"
+    assert verdict.reasons == ("most segments voted pop (2 of 3), but hiphop has the higher mean probability "
+                               "(56% against 26%)",)
+    assert "tied" not in verdict.explanation
+    assert percent(0.255) == "26%" or percent(0.255) == "25%"
