@@ -291,8 +291,7 @@ def predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optio
     t0 = time.perf_counter()
     segments, starts = segment_array(samples, config)
     timings["segment"] = time.perf_counter() - t0
-    if duration < config.segment_seconds:
-        notes.append(_padding_note(duration, config))
+    notes += _padding_note(duration, config)
     extras: dict = {}
     probabilities = predict_segments(segments, model=model, progress=progress, timings=timings, extras=extras)
     extra_labels = _extra_labels(model)
@@ -305,9 +304,17 @@ def predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optio
                       extra_labels=extra_labels, rule=model.decision_rule, rms=rms)
 
 
-def _padding_note(duration: float, config) -> str:
-    return (f"the audio lasts {duration:.1f} s, less than one {config.segment_seconds:g} s segment; "
-            "it was padded by repeating it")
+#: A song shorter than one segment is padded by repeating it; the note says so only when the repeat
+#: is more than this share of the segment (a 29.7 s GTZAN track in a 30 s segment is not worth a warning).
+PADDING_NOTE_SHARE = 0.1
+
+
+def _padding_note(duration: float, config) -> list[str]:
+    """The padding warning for a song of ``duration`` seconds, as a list of zero or one note."""
+    if duration >= config.segment_seconds * (1 - PADDING_NOTE_SHARE):
+        return []
+    return [f"the audio lasts {duration:.1f} s, less than one {config.segment_seconds:g} s segment; "
+            "it was padded by repeating it"]
 
 
 def _extra_labels(model: LoadedModel) -> dict:
@@ -518,8 +525,7 @@ def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Option
     notes = list(stream.warnings) + raw.repair_warnings() + (scaling_warnings(peak) if peak else [])
     notes += meter.level_warnings()
     duration = total / config.sample_rate
-    if duration < config.segment_seconds:
-        notes.append(_padding_note(duration, config))
+    notes += _padding_note(duration, config)
     extras.update({key: np.concatenate(value) for key, value in extra_parts.items()})
     return Prediction(model=model.name, labels=model.labels, probabilities=np.concatenate(parts),
                       starts=np.arange(n_full + (1 if tail else 0), dtype=np.float64) * config.segment_seconds,

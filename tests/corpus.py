@@ -213,10 +213,12 @@ def cases() -> list[Case]:
         Case("wav_data_cut", "data_cut.wav", _bytes(_wav_data_cut), "ok", segments=2),
         Case("mp3_id3_cover", "tagged.mp3", _bytes(lambda: id3v2_tag(cover=png_bytes(160)) + _mp3()), "ok",
              segments=2, app=True),
-        # durations (0.5 s is the shortest classified; shorter than 3 s is padded with a warning)
+        # durations (0.5 s is the shortest classified; shorter than 3 s is padded, with a warning when the
+        # repeat is more than a tenth of the segment)
         Case("clip_0.2s", "clip_0.2s.wav", _write(chord(0.2)), AudioTooShortError, "at least 0.5 s", app=True),
         Case("clip_1s", "clip_1s.wav", _write(chord(1.0)), "ok", "padded", segments=1),
-        Case("clip_2.9s", "clip_2.9s.wav", _write(chord(2.9)), "ok", "padded", segments=1),
+        Case("clip_2.5s", "clip_2.5s.wav", _write(chord(2.5)), "ok", "padded", segments=1),
+        Case("clip_2.9s", "clip_2.9s.wav", _write(chord(2.9)), "ok", segments=1),
         Case("clip_3.1s", "clip_3.1s.wav", _write(chord(3.1)), "ok", segments=1),
         # odd content
         Case("silence", "silence.wav", _write(np.zeros(5 * SR, np.float32)), "ok", "silent", segments=2, app=True),
