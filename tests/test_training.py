@@ -7,6 +7,8 @@ table is built from manifests. Tests on the shared GTZAN data skip when it is ab
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ import pytest
 
 from codeFeature.config import GENRES
 from tests.conftest import SHARED_GTZAN
+
+REPO = Path(__file__).resolve().parent.parent
 
 CONTRACT_KEYS = {"model", "data", "tracks", "track_accuracy", "segment_accuracy", "genres", "per_genre", "confusion"}
 NO_SHARED = pytest.mark.skipif(not (SHARED_GTZAN / "splits" / "valid_filtered.txt").is_file(),
@@ -388,3 +392,14 @@ def test_kfold_refuses_to_run_without_artists(capsys):
 
     assert main(["--model", "ann_features", "--quick"]) == 2
     assert "--artists" in capsys.readouterr().err
+
+
+def test_missing_data_is_said_before_tensorflow_loads(tmp_path):
+    """``python -m training.train`` without the data says so at once: no TensorFlow or Keras import first."""
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "training.train", "--model", "ann_features",
+                          "--gtzan", str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode != 0 and "GTZAN not found" in run.stderr
+    imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "training.builders" in imported  # importtime really listed the imports
+    assert not {name for name in imported if name.split(".")[0] in ("tensorflow", "keras")}

@@ -6,13 +6,27 @@ Builders only use built-in layers, so the JSON architecture loads in Keras safe 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-import keras
-from keras import layers
-
 from codeFeature.config import GENRES, FeatureConfig
+
+
+class _OnFirstUse:
+    """A module imported when one of its names is first used: ``SPECS`` (the parser's choices, the data
+    checks) is needed seconds before TensorFlow is, and a command that only says the data is missing
+    should not wait for it."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+keras = _OnFirstUse("keras")
+layers = _OnFirstUse("keras.layers")
 
 
 @dataclass(frozen=True)
