@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -65,6 +66,8 @@ REFRESH_SECONDS = 1.0
 HISTORY_SECONDS = 10.0
 MEL_FFT = 1024
 MEL_BANDS = 96
+#: Seconds without a frame from the browser after which the live view says that no audio is arriving.
+STALL_SECONDS = 3.0
 #: Localhost and LAN work without STUN; a deployment behind NAT must set real ICE servers here.
 RTC_CONFIGURATION = {"iceServers": []}
 NO_MIC_HELP = ("**No microphone?** If the recorder shows \"An error has occurred\" or the player says "
@@ -81,6 +84,12 @@ def chosen_model_name() -> str:
     return st.session_state.get("model_name") or default_model_name()
 
 
+def no_microphone_help() -> None:
+    """What to do without a microphone: folded away, and shown only while nothing has been heard."""
+    with st.expander("No microphone?"):
+        st.markdown(NO_MIC_HELP)
+
+
 # ---------------------------------------------------------------- (a) record a clip
 
 def classify_recording(data: bytes, model_name: str, *, filename: str = "recording.wav"):
@@ -94,10 +103,10 @@ def record_section(model_name: str) -> None:
     st.subheader("Record a clip")
     st.caption("Record a few seconds (3 s or more gives at least one full segment); it is classified like an "
                "upload.")
-    st.info(NO_MIC_HELP)
     # sample_rate=None: the browser's own rate (44.1 / 48 kHz); soxr resamples it as it does files
     clip = st.audio_input("Record from the microphone", sample_rate=None, key="clip")
     if clip is None:
+        no_microphone_help()
         return
     data = clip.getvalue()
     key = (hashlib.sha1(data).hexdigest(), model_name)
@@ -134,6 +143,7 @@ class LiveSession:
         self.result = None
         self.error: str | None = None
         self.frames = 0
+        self.last_frame = time.monotonic()  # when the browser's last frame arrived (or the stream began)
 
     def on_frame(self, frame) -> None:
         """Producer: called for every audio frame the browser sends (about 50 a second)."""
@@ -143,6 +153,7 @@ class LiveSession:
                 self.classifier.start_worker()
                 self.result, self.error, self.frames = None, None, 0
             classifier = self.classifier
+        self.last_frame = time.monotonic()
         try:
             samples, rate = frame_to_array(frame)
             classifier.feed(samples, sample_rate=rate)
@@ -203,6 +214,19 @@ def mel_image(samples: np.ndarray, sample_rate: int, seconds: float) -> np.ndarr
     return (colormaps["magma"](scaled[::-1])[..., :3] * 255).astype(np.uint8)
 
 
+def live_notes(silent_for: float, pending: int, segment_seconds: float) -> list[str]:
+    """Why the live view may look stuck, in words: no audio arriving, or the classifier behind."""
+    notes = []
+    if silent_for >= STALL_SECONDS:
+        notes.append(f"No audio has reached the server for {silent_for:.0f} s: the connection is slow or was "
+                     "interrupted, or the browser stopped sending. Listening goes on as soon as audio arrives; "
+                     "press Stop to keep what was heard.")
+    if pending >= 2:
+        notes.append(f"The server is busy: {pending} windows ({pending * segment_seconds:.0f} s of audio) are "
+                     "waiting to be classified. They are kept and classified in order.")
+    return notes
+
+
 def show_live(session: LiveSession) -> None:
     classifier = session.classifier
     if classifier is None:
@@ -219,6 +243,8 @@ def show_live(session: LiveSession) -> None:
     middle.metric("Confidence", f"{state.confidence:.0%}" if state.confidence is not None else "…",
                   help="The voted genre's probability averaged over the windows.")
     right.metric("Heard", f"{state.seconds:.1f} s", help=f"{len(state.windows)} windows classified")
+    for note in live_notes(time.monotonic() - session.last_frame, state.pending, seg):
+        st.warning(note)
     st.image(mel_image(state.recent, state.sample_rate, HISTORY_SECONDS), width="stretch",
              caption=f"Mel spectrogram of the last {HISTORY_SECONDS:.0f} s (newest on the right); "
                      f"next window in {to_next:.1f} s")
@@ -238,7 +264,6 @@ def listen_section(model_name: str) -> None:
         return
     st.caption("Press **Start** and allow the microphone. Every 3 s window is classified as it completes; "
                "**Stop** keeps the result.")
-    st.info(NO_MIC_HELP)
     session = get_session(model_name)
     try:
         sink = webrtc.create_audio_sink_track(session.on_frame, key="live_sink")
@@ -256,6 +281,9 @@ def listen_section(model_name: str) -> None:
         session.reset_if_finished()
     else:
         session.finish()
+    if ctx.state.signalling and not playing:
+        st.info("Connecting to the microphone… The browser asks for permission now. If it does not, or "
+                "nothing happens, it found no microphone or may not use one: see **No microphone?** below.")
 
     @st.fragment(run_every=REFRESH_SECONDS if playing else None)
     def live_view() -> None:
@@ -269,6 +297,8 @@ def listen_section(model_name: str) -> None:
     if session.result is not None:
         st.markdown("**Last listening session**")
         show_analysis(session.result, key="live", csv_name="live-segments.csv")
+    else:
+        no_microphone_help()
 
 
 def main() -> None:
@@ -284,4 +314,5 @@ def main() -> None:
         listen_section(model_name)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; a test may import its helpers
+    main()

@@ -51,10 +51,18 @@ def test_opens_with_a_recorder_and_the_default_model(page):
     assert not page.error
 
 
+def _no_microphone_help(at) -> int:
+    return sum(e.label == "No microphone?" for e in at.expander)
+
+
 def test_a_recording_goes_through_the_upload_pipeline(page):
+    # folded, while nothing has been heard (here on the recorder's tab only: with no browser session, the
+    # continuous tab says it is unavailable instead)
+    assert _no_microphone_help(page) == 1
     data = _recording()
     page.audio_input[0].set_value(("recording.wav", data, "audio/wav")).run()
     assert not page.exception and not page.error
+    assert _no_microphone_help(page) == 0  # a result on screen: the help is gone
     model = load_model(default_model_name())
     decoded = load_audio(data, sample_rate=model.config.sample_rate, filename="recording.wav")
     expected = predict_audio(decoded.samples, model=model)
@@ -115,3 +123,17 @@ def test_the_page_loads_webrtc_after_tensorflow_without_crashing():
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.returncode == 0 and "page ok" in result.stdout, (result.returncode, result.stderr[-2000:])
+
+
+def test_the_live_view_says_why_it_looks_stuck():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("live_page", PAGE)
+    live = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(live)  # the helpers only: the page itself runs as __main__
+    assert live.live_notes(0.5, 0, 3.0) == []
+    stalled, = live.live_notes(20.0, 0, 3.0)
+    assert "No audio has reached the server for 20 s" in stalled
+    busy, = live.live_notes(0.0, 4, 3.0)
+    assert "4 windows (12 s of audio)" in busy
+    assert len(live.live_notes(live.STALL_SECONDS, 2, 3.0)) == 2
