@@ -323,8 +323,10 @@ def _big_mp3s(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def _check_after_kill(folder: Path, originals: dict, db: Path) -> int:
-    """Every file is the original or fully tagged with the same audio; the database claims nothing false."""
+def _check_after_kill(folder: Path, originals: dict, db: Path) -> tuple[int, int]:
+    """Every file is the original or fully tagged with the same audio; the database claims nothing false.
+
+    Returns (files tagged, journal entries the kill left open)."""
     tagged = 0
     for name, data in originals.items():
         now = (folder / name).read_bytes()
@@ -334,15 +336,67 @@ def _check_after_kill(folder: Path, originals: dict, db: Path) -> int:
             tagged += 1
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        rows = connection.execute("SELECT path, size_after, hash_after FROM tag_writes WHERE state='done'").fetchall()
-    except sqlite3.OperationalError:     # killed before the table was made
-        rows = []
+        done = connection.execute("SELECT path, size_after, hash_after FROM tag_writes WHERE state='done'").fetchall()
+        writing = connection.execute("SELECT count(*) FROM tag_writes WHERE state='writing'").fetchone()[0]
+    except sqlite3.OperationalError:     # killed before the journal's table was made
+        done, writing = [], 0
     finally:
         connection.close()
-    for path, size, digest in rows:
+    for path, size, digest in done:      # a change the database calls done is on disk
         assert file_hash(bytes(path)) == (size, digest)
-    assert len(rows) <= tagged
-    return tagged
+    assert len(done) <= tagged
+    return tagged, writing
+
+
+def _copies(folder: Path) -> set:
+    found = set()
+    for name in os.listdir(folder):
+        if TEMP_NAME.fullmatch(os.fsencode(name)):
+            try:
+                found.add((name, os.stat(folder / name).st_ino))
+            except FileNotFoundError:
+                pass
+    return found
+
+
+#: A child that runs ``main(argv)`` with a SIGKILL planted at one exact step of the write or the undo.
+_PLANTED = """
+import os, signal, sys
+from codeFeature.library import store, tags
+
+where, nth = sys.argv[1], int(sys.argv[2])
+count = [0]
+
+def due():
+    count[0] += 1
+    return count[0] == nth
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+real_edit, real_replace, real_state = tags._edit, os.replace, store.LibraryStore.tag_state
+
+def edit(*args):                      # the copy is being written
+    real_edit(*args)
+    if where == "edited" and due():
+        die()
+
+def replace(*args):
+    if where == "before-rename" and due():
+        die()
+    real_replace(*args)
+    if where == "after-rename" and due():
+        die()
+
+def tag_state(self, change_id, state, **kwargs):
+    if where == "before-done" and state in ("done", "undone") and due():
+        die()
+    real_state(self, change_id, state, **kwargs)
+
+tags._edit, os.replace, store.LibraryStore.tag_state = edit, replace, tag_state
+from codeFeature.__main__ import main
+sys.exit(main(sys.argv[3:]))
+"""
 
 
 def test_sigkill_at_twenty_instants_never_damages_a_file(tmp_path):
@@ -355,44 +409,55 @@ def test_sigkill_at_twenty_instants_never_damages_a_file(tmp_path):
             _put(store, folder / name)
     command = [sys.executable, "-m", "codeFeature", "tag", "--db", str(db), "--write"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    rng = random.Random(29)
-    kills = outcomes = 0
-    window = 0.15
-    tries = 0
-    while kills < 20 and tries < 40:
-        tries += 1
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # wait for the first copy to appear (the work has begun), then kill at a seeded instant
-        deadline = time.monotonic() + 30
-        while process.poll() is None and time.monotonic() < deadline:
-            if any(TEMP_NAME.fullmatch(os.fsencode(n)) for n in os.listdir(folder)):
-                break
-            time.sleep(0.001)
-        time.sleep(rng.uniform(0, window))
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        if process.returncode == -signal.SIGKILL:
-            kills += 1
-        else:
-            window *= 0.7                          # it finished first: aim earlier next time
-        outcomes += _check_after_kill(folder, originals, db) > 0
-        with LibraryStore(db) as store:            # back to the originals for the next kill
+
+    def back_to_originals():
+        with LibraryStore(db) as store:
             undo_tags(store, write=True)
             assert {name: (folder / name).read_bytes() == data for name, data in originals.items()} \
                 == dict.fromkeys(originals, True)
-            for name in originals:                 # rows follow the files through every step
+            for name in originals:             # rows follow the files through every step
                 assert store.get(folder / name, MODEL)["size"] == (folder / name).stat().st_size
-    assert kills >= 20
-    assert outcomes >= 1                           # some kills came after a file was tagged
-    # and after a last kill, a complete run and an undo, run as a person would, give every byte back
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    _check_after_kill(folder, originals, db)
-    subprocess.run(command, env=env, check=True, capture_output=True, timeout=120)
+
+    # exact steps: inside the edit of the copy, between the journal and the rename, between the rename and
+    # the database's "done", for the first and the last file
+    planted = [(where, nth) for where in ("edited", "before-rename", "after-rename", "before-done") for nth in (1, 3)]
+    seen = {}
+    for where, nth in planted:
+        done = subprocess.run([sys.executable, "-c", _PLANTED, where, str(nth), "tag", "--db", str(db), "--write"],
+                              env=env, capture_output=True, timeout=60)
+        assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+        seen[where, nth] = _check_after_kill(folder, originals, db)
+        back_to_originals()
+    assert seen["edited", 1] == (0, 0) and seen["edited", 3] == (2, 0)
+    assert seen["before-rename", 1] == (0, 1) and seen["after-rename", 1] == (1, 1)   # an open journal entry,
+    assert seen["before-rename", 3] == (2, 1) and seen["after-rename", 3] == (3, 1)   # settled by the next run
+    assert seen["before-done", 3] == (3, 1)
+    # and at seeded random instants once the work has begun
+    rng = random.Random(29)
+    kills = 0
+    for _ in range(12):
+        stale = _copies(folder)      # a killed run's leftover copy, which the next run removes
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline and not _copies(folder) - stale:
+            time.sleep(0.0005)
+        time.sleep(rng.uniform(0, 0.2))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        kills += process.returncode == -signal.SIGKILL
+        _check_after_kill(folder, originals, db)
+        back_to_originals()
+    assert len(planted) + kills >= 20
+    # an undo killed between its rename and the database's "undone" is settled too
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", _PLANTED, "after-rename", "2", "tag", "--db", str(db), "--undo",
+                           "--write"], env=env, capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    assert sum((folder / name).read_bytes() == data for name, data in originals.items()) == 2
+    # finally, as a person would: a complete write, then an undo, give every byte back
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=60)
     assert all(read_genre(folder / name, "id3") == ["Rock"] for name in originals)
-    subprocess.run(command + ["--undo"], env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(command + ["--undo"], env=env, check=True, capture_output=True, timeout=60)
     assert {name: (folder / name).read_bytes() == data for name, data in originals.items()} \
         == dict.fromkeys(originals, True)
     assert sorted(os.listdir(folder)) == sorted(originals)

@@ -675,7 +675,10 @@ def undo_tags(store: LibraryStore, *, write: bool = False, keep_times: bool = Fa
 
     with _RunLock(store):
         changes = recover(store, write=write)
-        for entry in store.tag_writes("done"):
+        entries = store.tag_writes("done")
+        if write:
+            _sweep({os.path.dirname(os.path.realpath(entry["path"])) for entry in store.tag_writes()})
+        for entry in entries:
             path, shown = entry["path"], entry["path_text"]
             expect = (entry["size_after"], entry["hash_after"])
             target = (entry["size_before"], entry["hash_before"])
