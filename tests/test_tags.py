@@ -134,6 +134,9 @@ def test_undo_gives_back_every_kind_of_file_byte_for_byte(tmp_path):
             assert _sha(folder / name) != before[name]
             row = store.get(folder / name, MODEL)   # the row follows the file, so a rescan leaves it alone
             assert (row["size"], row["fingerprint"]) == ((folder / name).stat().st_size, fingerprint(folder / name))
+        recipes = {Path(text).name: size for text, size in
+                   store.db.execute("SELECT path_text, length(undo) FROM tag_writes")}
+        assert recipes["v23cover.mp3"] < 1024      # the 150 kB cover is found in the new file, not stored again
         assert [c.action for c in undo_tags(store)] == ["restore"] * len(kinds)   # the dry run changes nothing
         assert all(_sha(folder / name) != before[name] for name in kinds)
         undone = _by_name(undo_tags(store, write=True))

@@ -607,7 +607,7 @@ def apply_tags(store: LibraryStore, *, model: str, write: bool = False, include_
     import mutagen
 
     if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be between 0 and 1 (a probability), not {min_confidence}")
+        raise ValueError(f"--min-confidence must be between 0 and 1 (a probability such as 0.5), not {min_confidence}")
     with _RunLock(store):
         changes = recover(store, write=write)
         rows = [row for row in store.rows(model, with_segments=False) if row["status"] == "ok"]
