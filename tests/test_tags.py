@@ -464,3 +464,52 @@ def test_sigkill_at_twenty_instants_never_damages_a_file(tmp_path):
     assert {name: (folder / name).read_bytes() == data for name, data in originals.items()} \
         == dict.fromkeys(originals, True)
     assert sorted(os.listdir(folder)) == sorted(originals)
+
+
+def test_undo_recipe_rebuilds_any_edit_exactly():
+    from codeFeature.library.tags import _BLOCK, apply_undo, make_undo
+
+    rng = random.Random(33)
+    for case in range(40):
+        old = rng.randbytes(rng.choice([0, 10, _BLOCK - 1, 3 * _BLOCK + 7, 200_000]))
+        new = bytearray(old)
+        for _ in range(rng.randint(0, 4)):   # grow, shrink or overwrite at random places
+            at = rng.randint(0, len(new))
+            edit = rng.choice(["insert", "delete", "overwrite"])
+            if edit == "insert":
+                new[at:at] = rng.randbytes(rng.randint(1, 40_000))
+            elif edit == "delete":
+                del new[at:at + rng.randint(1, 40_000)]
+            else:
+                new[at:at + 10] = rng.randbytes(10)
+        recipe = make_undo(old, bytes(new))
+        out = bytearray()
+        apply_undo(recipe, bytes(new), out.extend)
+        assert bytes(out) == old, case
+        if len(old) == 200_000 and new[:100] == old[:100] and len(new) == len(old):
+            assert len(recipe) < 50_000, case   # unchanged runs are copied, not stored
+
+
+def test_a_second_tag_run_on_the_same_database_is_refused(tmp_path):
+    from codeFeature.library.store import LibraryError
+    from codeFeature.library.tags import _RunLock
+
+    song = _mp3(tmp_path / "song.mp3")
+    with LibraryStore(tmp_path / "lib.sqlite") as store:
+        _put(store, song)
+        with _RunLock(store):
+            with LibraryStore(tmp_path / "lib.sqlite") as other:
+                with pytest.raises(LibraryError, match="another `tag` run"):
+                    apply_tags(other, model=MODEL, write=True)
+        assert read_genre(song, "id3") is None
+        assert apply_tags(store, model=MODEL, write=True)[0].action == "write"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_the_owner_is_kept(tmp_path):
+    song = _mp3(tmp_path / "song.mp3")
+    os.chown(song, 4321, 4322)
+    with LibraryStore(tmp_path / "lib.sqlite") as store:
+        _put(store, song)
+        assert apply_tags(store, model=MODEL, write=True)[0].action == "write"
+    assert (song.stat().st_uid, song.stat().st_gid) == (4321, 4322) and read_genre(song, "id3") == ["Rock"]
