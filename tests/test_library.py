@@ -300,12 +300,14 @@ def test_tags_dry_run_write_rescan_and_undo(tmp_path, spec, tiny_model):
         scan(root, store, spec, jobs=2, model=tiny_model, progress=False)
         genre = store.get(root / "song.ogg", "tiny")["genre"]
         tree = _tree(root)
-        plan = {c.path.rsplit("/", 1)[1]: c for c in apply_tags(store, model="tiny")}
+        kept = {c.path.rsplit("/", 1)[1]: c for c in apply_tags(store, model="tiny")}
+        assert kept["song.mp3"].action == "skip" and "--overwrite" in kept["song.mp3"].note  # filled only if empty
+        plan = {c.path.rsplit("/", 1)[1]: c for c in apply_tags(store, model="tiny", overwrite=True)}
         assert _tree(root) == tree                                          # a dry run changes nothing
         assert plan["song.mp3"].action == "write" and plan["song.mp3"].old == ["Old"]
         assert plan["song.wav"].action == "skip" and plan["quiet.flac"].action == "skip"
         assert "not sure" in plan["quiet.flac"].note
-        done = {c.path.rsplit("/", 1)[1]: c for c in apply_tags(store, model="tiny", write=True)}
+        done = {c.path.rsplit("/", 1)[1]: c for c in apply_tags(store, model="tiny", write=True, overwrite=True)}
         tagged = ["song.flac"] + (["song.m4a"] if ffmpeg else []) + ["song.mp3", "song.ogg"]
         assert sorted(n for n, c in done.items() if c.action == "write") == tagged
         written = genre.capitalize() if genre != "hiphop" else "Hip-Hop"

@@ -5,8 +5,9 @@
     files. Exit status 0, or 130 when interrupted (finished files are kept).
 ``export --db DB OUT.{csv,parquet,jsonl} [--by-genre DIR]``
     Write the results for other tools; ``--by-genre`` makes a folder per genre of symlinks.
-``tag --db DB [--write] [--undo]``
-    Write the genre into the files' own tags: a dry run unless ``--write``.
+``tag --db DB [--write] [--overwrite] [--min-confidence P] [--keep-times] [--undo]``
+    Write the genre into the files' own tags: a dry run unless ``--write``; only empty genres
+    unless ``--overwrite``; ``--undo --write`` gives the original bytes back.
 """
 
 from __future__ import annotations
@@ -63,15 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "not-sure results go to DIR/not_sure/")
 
     tag = sub.add_parser("tag", help="write the genre into the files' tags (dry run unless --write)",
-                         description="Write each file's genre into its own tags with mutagen: mp3 (ID3 TCON), "
-                                     "flac / ogg / opus (Vorbis GENRE), m4a (MP4 ©gen). Without --write, only "
-                                     "lists what would change. Audio frames are never rewritten.")
+                         description="Write each file's genre into its own tags with mutagen: mp3 (ID3 TCON, and the "
+                                     "ID3v1 genre byte when there is an ID3v1 tag), flac / ogg / opus (Vorbis GENRE), "
+                                     "m4a (MP4 ©gen). Without --write, only lists old -> new per file. By default "
+                                     "only empty genres are filled. Each file is written as a copy beside it, "
+                                     "fsynced and renamed over it, so an interruption never leaves a half-written "
+                                     "file; --undo --write gives back the files' original bytes exactly.")
     tag.add_argument("--db", required=True)
     tag.add_argument("--model", default=None, help="whose results (default: the only model, or the default model)")
     tag.add_argument("--write", action="store_true", help="write the tags (default: a dry run)")
+    tag.add_argument("--overwrite", action="store_true",
+                     help="replace genres the files already have (default: fill only files with no genre)")
+    tag.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                     help="skip results whose confidence (the winner's mean probability, 0 to 1) is below P")
     tag.add_argument("--include-not-sure", action="store_true", help="also tag results that are not sure")
-    tag.add_argument("--undo", action="store_true", help="put back the tag values the last --write replaced "
-                                                          "(a dry run unless --write)")
+    tag.add_argument("--keep-times", action="store_true",
+                     help="keep each file's modification time (default: it becomes the time of the write, so "
+                          "backup and sync tools see the change)")
+    tag.add_argument("--undo", action="store_true", help="give back the files' bytes from before every --write not "
+                                                          "yet undone, newest first (a dry run unless --write)")
     return parser
 
 
@@ -136,10 +147,11 @@ def _tag(args, store) -> int:
     from .tags import NO_TAG, apply_tags, undo_tags
 
     if args.undo:
-        changes = undo_tags(store, write=args.write)
+        changes = undo_tags(store, write=args.write, keep_times=args.keep_times)
     else:
         changes = apply_tags(store, model=store.pick_model(args.model), write=args.write,
-                             include_not_sure=args.include_not_sure)
+                             include_not_sure=args.include_not_sure, overwrite=args.overwrite,
+                             min_confidence=args.min_confidence, keep_times=args.keep_times)
     untaggable = [c for c in changes if c.action == "skip" and c.note == NO_TAG]
     for change in changes:
         if change not in untaggable:

@@ -22,8 +22,9 @@ Tables (``SCHEMA_VERSION`` 1):
     (``segments``: a NumPy ``.npz`` blob of ``starts``, ``probabilities`` and any extra outputs
     such as musicnn's 50 tags); or ``status`` ``"error"`` with the readable ``error``.
 ``tag_changes``
-    Every tag written by ``python -m codeFeature tag --write``, with the values it replaced, so
-    ``tag --undo`` can put them back.
+    Left from earlier versions (value-only tag history); no longer written.
+``tag_writes``
+    The tag journal (see :data:`TAG_SCHEMA`), created the first time ``tag`` runs.
 """
 
 from __future__ import annotations
@@ -406,22 +407,95 @@ class LibraryStore:
 
     # ------------------------------------------------------------ tag history
 
-    def add_tag_change(self, *, path: bytes, model: str, kind: str, old_value, new_value: str) -> None:
+    def _tag_table(self) -> None:
+        """Create ``tag_writes`` on first use (see :data:`TAG_SCHEMA`): a database made before it
+        gains the table without a new schema version, and read-only openers never need it."""
+        if getattr(self, "_tag_table_ready", False):
+            return
         with self.db:
-            self.db.execute("INSERT INTO tag_changes (path, path_text, model, kind, old_value, new_value, written_at) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (path, readable(path), model, kind, json.dumps(old_value), new_value, time.time()))
+            self.db.executescript(TAG_SCHEMA)
+        self._tag_table_ready = True
 
-    def pending_undo(self) -> list[dict]:
-        """The tag writes not yet undone, newest first."""
-        cursor = self.db.execute("SELECT id, path, path_text, model, kind, old_value, new_value FROM tag_changes "
-                                 "WHERE undone_at IS NULL ORDER BY id DESC")
-        return [{"id": r[0], "path": bytes(r[1]), "path_text": r[2], "model": r[3], "kind": r[4],
-                 "old_value": json.loads(r[5]), "new_value": r[6]} for r in cursor]
+    def tag_begin(self, *, path: bytes, model: str, kind: str, old_value, new_value, undo: bytes,
+                  before: tuple[int, str], after: tuple[int, str], temp: bytes) -> int:
+        """Journal a tag write about to be renamed into place (state ``writing``); returns its id.
 
-    def mark_undone(self, change_id: int) -> None:
+        ``before`` and ``after`` are ``(size, blake2b)`` of the whole file before and after;
+        ``undo`` rebuilds the first from the second (:func:`~.tags.make_undo`)."""
+        self._tag_table()
         with self.db:
-            self.db.execute("UPDATE tag_changes SET undone_at=? WHERE id=?", (time.time(), change_id))
+            cursor = self.db.execute(
+                "INSERT INTO tag_writes (path, path_text, model, kind, old_value, new_value, undo, size_before, "
+                "hash_before, size_after, hash_after, temp, state, written_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'writing', ?)",
+                (path, readable(path), model, kind, json.dumps(old_value), json.dumps(new_value), undo, *before,
+                 *after, temp, time.time()))
+            return int(cursor.lastrowid)
+
+    def tag_state(self, change_id: int, state: str, *, stat: Optional[tuple] = None) -> None:
+        """Move a journalled write to ``state`` (``done``, ``undoing``, ``undone``, ``lost``); with
+        ``stat = (path, size, mtime_ns, fingerprint)`` update the file's results rows in the same
+        transaction, so the database never says a file is tagged while its rows describe the old one."""
+        self._tag_table()
+        with self.db:
+            self.db.execute("UPDATE tag_writes SET state=?, undone_at=CASE WHEN ?='undone' THEN ? ELSE undone_at END "
+                            "WHERE id=?", (state, state, time.time(), change_id))
+            if stat is not None:
+                path, size, mtime_ns, fp = stat
+                self.db.execute("UPDATE results SET size=?, mtime_ns=?, fingerprint=? WHERE path=?",
+                                (size, mtime_ns, fp, path))
+
+    def tag_drop(self, change_id: int) -> None:
+        """Forget a journalled write whose rename never happened."""
+        self._tag_table()
+        with self.db:
+            self.db.execute("DELETE FROM tag_writes WHERE id=?", (change_id,))
+
+    def tag_writes(self, *states: str) -> list[dict]:
+        """Journalled writes in ``states`` (every state if none), newest first."""
+        self._tag_table()
+        sql = ("SELECT id, path, path_text, model, kind, old_value, new_value, undo, size_before, hash_before, "
+               "size_after, hash_after, temp, state FROM tag_writes")
+        args: tuple = ()
+        if states:
+            sql += f" WHERE state IN ({', '.join('?' * len(states))})"
+            args = states
+        out = []
+        for r in self.db.execute(sql + " ORDER BY id DESC", args):
+            row = dict(r)
+            row["path"], row["temp"] = bytes(row["path"]), bytes(row["temp"])
+            row["old_value"], row["new_value"] = json.loads(row["old_value"]), json.loads(row["new_value"])
+            out.append(row)
+        return out
+
+
+#: The tag journal, created on first use by the ``tag`` command (kept apart from ``_SCHEMA``).
+#: One row per genre write: ``state`` ``writing`` (the new file is ready beside the old one as
+#: ``temp``; the rename may or may not have happened), ``done`` (renamed into place), ``undoing``,
+#: ``undone``, or ``lost`` (the file was found to be neither the old nor the new bytes). ``undo``
+#: is a zlib-compressed recipe that rebuilds the old bytes (``size_before``, ``hash_before``) from
+#: the new ones (``size_after``, ``hash_after``); hashes are blake2b of the whole file.
+TAG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tag_writes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path BLOB NOT NULL,
+    path_text TEXT NOT NULL,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    old_value TEXT,
+    new_value TEXT,
+    undo BLOB NOT NULL,
+    size_before INTEGER NOT NULL,
+    hash_before TEXT NOT NULL,
+    size_after INTEGER NOT NULL,
+    hash_after TEXT NOT NULL,
+    temp BLOB NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('writing', 'done', 'undoing', 'undone', 'lost')),
+    written_at REAL NOT NULL,
+    undone_at REAL
+);
+CREATE INDEX IF NOT EXISTS tag_writes_state ON tag_writes (state);
+"""
 
 
 def _parse(row: sqlite3.Row) -> dict:
