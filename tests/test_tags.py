@@ -7,6 +7,7 @@ directly with ``LibraryStore.put`` (no model runs here).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -513,3 +514,36 @@ def test_the_owner_is_kept(tmp_path):
         _put(store, song)
         assert apply_tags(store, model=MODEL, write=True)[0].action == "write"
     assert (song.stat().st_uid, song.stat().st_gid) == (4321, 4322) and read_genre(song, "id3") == ["Rock"]
+
+
+def test_writes_recorded_by_an_earlier_version_are_still_undone(tmp_path):
+    """A database tagged before the journal existed (table ``tag_changes``: the genre replaced, not the bytes):
+    ``--undo`` puts each replaced genre back, or removes the one that was added, and says the layout may differ."""
+    from mutagen.flac import FLAC
+    from mutagen.id3 import ID3, TCON
+
+    had = _mp3(tmp_path / "had_a_genre.mp3")
+    tags = ID3()
+    tags.add(TCON(encoding=3, text=["Metal"]))  # what the earlier version wrote over "Jazz"
+    tags.save(str(had))
+    empty = _encode(tmp_path / "had_none.flac", 2.0, "-c:a", "flac")
+    audio = FLAC(str(empty))
+    audio["GENRE"] = ["Rock"]  # added where there was none
+    audio.save()
+    db = tmp_path / "library.sqlite"
+    with LibraryStore(db) as store:
+        for path in (had, empty):
+            _put(store, path)
+        with store.db:
+            for path, kind, old, new in ((had, "id3", ["Jazz"], "Metal"), (empty, "vorbis", None, "Rock")):
+                store.db.execute("INSERT INTO tag_changes (path, path_text, model, kind, old_value, new_value, "
+                                 "written_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (os.fsencode(path), str(path), MODEL, kind, json.dumps(old), new, time.time()))
+        planned = _by_name(undo_tags(store))
+        assert planned["had_a_genre.mp3"].action == "restore" and read_genre(had, "id3") == ["Metal"]  # dry run
+        done = _by_name(undo_tags(store, write=True))
+        assert done["had_a_genre.mp3"].action == "restore" and "earlier version" in done["had_a_genre.mp3"].line()
+        assert read_genre(had, "id3") == ["Jazz"] and read_genre(empty, "vorbis") is None
+        assert undo_tags(store, write=True) == []  # each is undone once
+        row = store.get(had, MODEL)
+        assert (row["size"], row["fingerprint"]) == (had.stat().st_size, fingerprint(had))

@@ -445,6 +445,22 @@ class LibraryStore:
                 self.db.execute("UPDATE results SET size=?, mtime_ns=?, fingerprint=? WHERE path=?",
                                 (size, mtime_ns, fp, path))
 
+    def legacy_tag_changes(self) -> list[dict]:
+        """Tag writes recorded by versions before the journal (table ``tag_changes``) and not yet undone,
+        newest first: they kept the replaced genre values, not the bytes."""
+        cursor = self.db.execute("SELECT id, path, path_text, model, kind, old_value, new_value FROM tag_changes "
+                                 "WHERE undone_at IS NULL ORDER BY id DESC")
+        return [{"id": r[0], "path": bytes(r[1]), "path_text": r[2], "model": r[3], "kind": r[4],
+                 "old_value": json.loads(r[5]), "new_value": r[6]} for r in cursor]
+
+    def legacy_tag_undone(self, change_id: int, *, stat: tuple) -> None:
+        """Mark a ``tag_changes`` write undone and update the file's rows, in one transaction."""
+        path, size, mtime_ns, fp = stat
+        with self.db:
+            self.db.execute("UPDATE tag_changes SET undone_at=? WHERE id=?", (time.time(), change_id))
+            self.db.execute("UPDATE results SET size=?, mtime_ns=?, fingerprint=? WHERE path=?",
+                            (size, mtime_ns, fp, path))
+
     def tag_drop(self, change_id: int) -> None:
         """Forget a journalled write whose rename never happened."""
         self._tag_table()

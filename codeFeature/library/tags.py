@@ -88,7 +88,8 @@ class TagChange:
 
     def line(self) -> str:
         if self.action in ("write", "restore", "same"):
-            return f"{self.action:8s} {self.path}: genre {_show(self.old)} -> {_show(self.new)}"
+            note = f" ({self.note})" if self.note else ""
+            return f"{self.action:8s} {self.path}: genre {_show(self.old)} -> {_show(self.new)}{note}"
         return f"{self.action:8s} {self.path}: {self.note}"
 
 
@@ -217,6 +218,24 @@ def _edit(name: str, kind: str, cls, values: list) -> None:
         audio.tags[existing[0] if existing else "GENRE"] = list(values)
     else:
         audio.tags["\xa9gen"] = list(values)
+    audio.save()
+
+
+def _put_back(name: str, kind: str, cls, values: Optional[list]) -> None:
+    """Set the genre of the copy ``name`` to ``values``, or remove it where ``values`` is empty."""
+    if values:
+        _edit(name, kind, cls, values)
+        return
+    if kind == "id3":
+        from mutagen.id3 import ID3
+
+        tags = ID3(name, load_v1=False, translate=False)
+        tags.delall("TCON")
+        tags.save(name, v1=1, v2_version=3 if tags.version[:2] in ((2, 2), (2, 3)) else 4)
+        return
+    audio = cls(name)
+    for key in [k for k in (audio.tags or {}).keys() if k.lower() in ("genre", "\xa9gen")]:
+        del audio.tags[key]
     audio.save()
 
 
@@ -706,6 +725,39 @@ def undo_tags(store: LibraryStore, *, write: bool = False, keep_times: bool = Fa
                 changes.append(TagChange(shown, "error", note=f"could not restore it: {exc}"))
                 continue
             changes.append(TagChange(shown, "restore", entry["new_value"], entry["old_value"]))
+        changes += _undo_legacy(store, write=write, keep_times=keep_times)
+    return changes
+
+
+def _undo_legacy(store: LibraryStore, *, write: bool, keep_times: bool) -> list[TagChange]:
+    """Writes recorded by versions before the journal kept the genre they replaced, not the bytes: put that
+    genre back (safely, as every write), and say that the file's bytes may differ from the original's."""
+    import mutagen
+
+    changes = []
+    for change in store.legacy_tag_changes():
+        path, shown, kind = change["path"], change["path_text"], change["kind"]
+        try:
+            current = read_genre(path, kind)
+            if current != [change["new_value"]]:
+                changes.append(TagChange(shown, "skip", note=f"its genre is now {_show(current)}, not what was "
+                                                             f"written ({change['new_value']}); left alone"))
+                continue
+            if write:
+                old = change["old_value"]
+                _, _, info = _rewrite(os.fsencode(os.path.realpath(path)),
+                                      lambda temp, cls: _put_back(os.fsdecode(temp), kind, cls, old),
+                                      kind=kind, keep_times=keep_times)
+                store.legacy_tag_undone(change["id"], stat=_stat_of(path, info))
+        except TagError as exc:
+            changes.append(TagChange(shown, "skip", note=str(exc)))
+            continue
+        except (OSError, ValueError, mutagen.MutagenError) as exc:
+            changes.append(TagChange(shown, "error", note=f"could not restore it: {exc}"))
+            continue
+        changes.append(TagChange(shown, "restore", current, change["old_value"],
+                                 note="tagged by an earlier version, which kept the genre it replaced but not the "
+                                      "bytes: the genre is back, the tag's layout may differ"))
     return changes
 
 
