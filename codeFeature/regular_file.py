@@ -32,6 +32,8 @@ def file_kind(mode: int) -> str:
 
 
 def not_regular_message(name: str, mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return f"{name} is a folder, not a file"
     return f"{name} is not a regular file ({file_kind(mode)}); it was not read"
 
 
