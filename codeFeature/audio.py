@@ -31,7 +31,8 @@ import soundfile as sf
 import soxr
 
 from .decision import SILENT_RMS
-from .errors import AudioDecodeError, ConfigError, UnsupportedFormatError
+from .errors import AudioDecodeError, ConfigError, NotRegularFileError, UnsupportedFormatError
+from .regular_file import fd_path, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -240,17 +241,75 @@ def open_audio(source: Source, *, sample_rate: int = 22050, filename: str | None
     path, data, name = _normalise_source(source, filename)
     if data is not None and len(data) == 0:
         raise AudioDecodeError(f"{name} is empty (0 bytes)")
-    if path is not None:
-        if not path.is_file():
-            raise AudioDecodeError(f"{name} does not exist or is not a file")
-        if path.stat().st_size == 0:
-            raise AudioDecodeError(f"{name} is empty (0 bytes)")
     if data is not None:
         return _open_spooled(data, name, sample_rate)
+    fd = _open_checked(path, name)
     try:
-        return _open_soundfile(path, name, sample_rate)
+        if os.fstat(fd).st_size == 0:
+            raise AudioDecodeError(f"{name} is empty (0 bytes)")
+        return _open_descriptor(fd, path, name, sample_rate)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_checked(path: Path, name: str) -> int:
+    """``path`` opened read-only, proven a regular file (see :mod:`codeFeature.regular_file`)."""
+    try:
+        return open_regular(path, name=name)
+    except NotRegularFileError:
+        raise
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise AudioDecodeError(f"{name} does not exist or is not a file") from exc
+    except OSError as exc:
+        raise AudioDecodeError(f"{name} cannot be read: {exc.strerror or exc}") from exc
+
+
+def _open_descriptor(fd: int, path: Path, name: str, sample_rate: int) -> AudioStream:
+    """Decode the checked file open as ``fd``: every decoder reads that open file, never ``path`` again,
+    so a file swapped for a pipe or a device after the check is not what gets read. ``fd`` is closed
+    once the decoder holds its own, or when the stream is closed."""
+    checked = fd_path(fd)
+    by_fd = checked is not None
+    if not by_fd:  # no /dev/fd (not POSIX): no pipes to fear either, the name will do
+        checked = str(path)
+    try:
+        stream = _open_soundfile(checked, name, sample_rate)
     except _NotForSoundfile as native_failure:
-        return _open_ffmpeg(path, None, name, sample_rate, native_failure.reason)
+        suffix = path.suffix.lower()
+        stream = None
+        if by_fd and suffix in _SUFFIX_GUESSED:
+            try:
+                stream = _open_soundfile_named(checked, suffix, name, sample_rate)
+            except _NotForSoundfile:
+                pass
+        if stream is None:
+            stream = _open_ffmpeg(checked, fd if by_fd else None, name, sample_rate, native_failure.reason)
+            stream._blocks = _CleanupAfter(stream._blocks, lambda: os.close(fd))
+            return stream
+    os.close(fd)  # libsndfile opened the checked file for itself
+    return stream
+
+
+#: Extensions libsndfile falls back on when the content does not tell it the format (an mp3 whose
+#: ID3v2 tag is followed by padding or junk; a headerless .au read as mu-law). Opened as
+#: ``/dev/fd/N``, the file has no extension, so such files are tried again under a name with it.
+_SUFFIX_GUESSED = (".mp3", ".au")
+
+
+def _open_soundfile_named(checked: str, suffix: str, name: str, sample_rate: int) -> AudioStream:
+    """:func:`_open_soundfile` on ``checked`` through a symlink named ``audio<suffix>`` in a private
+    temporary folder: libsndfile sees the extension and still opens the checked file. The link
+    goes as soon as libsndfile has opened it."""
+    folder = tempfile.mkdtemp(prefix="codefeature-")
+    link = os.path.join(folder, "audio" + suffix)
+    try:
+        os.symlink(checked, link)
+        return _open_soundfile(link, name, sample_rate)
+    finally:
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.rmdir(folder)
 
 
 def _open_spooled(data: bytes, name: str, sample_rate: int) -> AudioStream:
@@ -277,17 +336,25 @@ def _open_spooled(data: bytes, name: str, sample_rate: int) -> AudioStream:
     except BaseException:
         os.unlink(tmp)
         raise
-    stream._blocks = _DeletingAfter(stream._blocks, tmp)
+    stream._blocks = _CleanupAfter(stream._blocks, lambda: _unlink_quietly(tmp))
     return stream
 
 
-class _DeletingAfter:
-    """Iterates ``blocks``; the temporary file goes when they end, fail or are closed (even unstarted)."""
+def _unlink_quietly(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:  # someone cleaned the temporary folder first
+        pass
 
-    def __init__(self, blocks: Iterator[np.ndarray], tmp: str):
-        self._blocks, self._tmp = blocks, tmp
 
-    def __iter__(self) -> "_DeletingAfter":
+class _CleanupAfter:
+    """Iterates ``blocks``; ``cleanup`` (delete a temporary file, close a descriptor) runs once, when
+    they end, fail or are closed (even unstarted)."""
+
+    def __init__(self, blocks: Iterator[np.ndarray], cleanup):
+        self._blocks, self._cleanup = blocks, cleanup
+
+    def __iter__(self) -> "_CleanupAfter":
         return self
 
     def __next__(self) -> np.ndarray:
@@ -299,12 +366,9 @@ class _DeletingAfter:
 
     def close(self) -> None:
         self._blocks.close()
-        if self._tmp is not None:
-            tmp, self._tmp = self._tmp, None
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:  # someone cleaned the temporary folder first
-                pass
+        if self._cleanup is not None:
+            cleanup, self._cleanup = self._cleanup, None
+            cleanup()
 
     def __del__(self) -> None:
         self.close()
@@ -432,7 +496,9 @@ def _downmix(block: np.ndarray) -> np.ndarray:
     return block.mean(axis=1, dtype=np.float32)
 
 
-def _open_ffmpeg(path: Path | None, data: bytes | None, name: str, sample_rate: int, native_reason: str) -> AudioStream:
+def _open_ffmpeg(source: str, fd: Optional[int], name: str, sample_rate: int, native_reason: str) -> AudioStream:
+    """ffmpeg decoding ``source``: the checked file's ``/dev/fd/N`` name, with ``fd`` handed to the child
+    (``pass_fds``) so that the name opens the same file there."""
     suffix = Path(name).suffix.lower()
     ffmpeg = find_ffmpeg()
     if ffmpeg is None:
@@ -445,81 +511,69 @@ def _open_ffmpeg(path: Path | None, data: bytes | None, name: str, sample_rate: 
             "install ffmpeg (for example `apt install ffmpeg` or `brew install ffmpeg`) or `pip install imageio-ffmpeg`, "
             "or convert the file to wav, flac, ogg or mp3")
     notes: list[str] = []
-    blocks = _ffmpeg_blocks(ffmpeg, path, data, name, sample_rate, notes)
+    blocks = _ffmpeg_blocks(ffmpeg, source, fd, name, sample_rate, notes)
     # ffmpeg reports neither rate nor channels on this path; the target rate is what matters downstream
     return AudioStream(blocks, name=name, sample_rate=sample_rate, source_rate=sample_rate, channels=0,
                        expected_samples=None, warnings=notes)
 
 
-def _ffmpeg_blocks(ffmpeg: str, path: Path | None, data: bytes | None, name: str, sample_rate: int,
+def _ffmpeg_blocks(ffmpeg: str, source: str, fd: Optional[int], name: str, sample_rate: int,
                    notes: list[str]) -> Iterator[np.ndarray]:
     """ffmpeg's float32 output, read from its pipe a block at a time; the process is killed on early exit."""
-    tmp = None
-    try:
-        if path is None:
-            # a real file, not a pipe: mp4/m4a keep their index at the end and need seeking
-            suffix = Path(name).suffix.lower()
-            safe_suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ""
-            handle, tmp = tempfile.mkstemp(prefix="codefeature-", suffix=safe_suffix)
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            input_path = tmp
-        else:
-            input_path = str(path)
-        command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", input_path,
-                   "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-t", str(MAX_SECONDS),
-                   "-f", "f32le", "-"]
-        with tempfile.TemporaryFile() as errors:
-            try:
-                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
-            except OSError as exc:
-                raise UnsupportedFormatError(f"ffmpeg at {ffmpeg} could not be run: {exc}") from exc
-            expired = threading.Event()
+    # a name of the checked file, not a pipe of its bytes: mp4/m4a keep their index at the end and
+    # need seeking
+    command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", source,
+               "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-t", str(MAX_SECONDS),
+               "-f", "f32le", "-"]
+    with tempfile.TemporaryFile() as errors:
+        try:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors,
+                                       pass_fds=() if fd is None else (fd,))
+        except OSError as exc:
+            raise UnsupportedFormatError(f"ffmpeg at {ffmpeg} could not be run: {exc}") from exc
+        expired = threading.Event()
 
-            def expire() -> None:
-                expired.set()
+        def expire() -> None:
+            expired.set()
+            process.kill()
+
+        timer = threading.Timer(_FFMPEG_TIMEOUT_S, expire)
+        timer.daemon = True
+        timer.start()
+        produced, rest = 0, b""
+        try:
+            while True:
+                chunk = process.stdout.read(_BLOCK_SAMPLES * 4)
+                if not chunk:
+                    break
+                chunk = rest + chunk
+                usable = len(chunk) // 4 * 4
+                rest = chunk[usable:]
+                if usable:
+                    produced += usable // 4
+                    yield np.frombuffer(chunk[:usable], dtype="<f4").astype(np.float32)
+        finally:
+            timer.cancel()
+            if process.poll() is None:
                 process.kill()
-
-            timer = threading.Timer(_FFMPEG_TIMEOUT_S, expire)
-            timer.daemon = True
-            timer.start()
-            produced, rest = 0, b""
-            try:
-                while True:
-                    chunk = process.stdout.read(_BLOCK_SAMPLES * 4)
-                    if not chunk:
-                        break
-                    chunk = rest + chunk
-                    usable = len(chunk) // 4 * 4
-                    rest = chunk[usable:]
-                    if usable:
-                        produced += usable // 4
-                        yield np.frombuffer(chunk[:usable], dtype="<f4").astype(np.float32)
-            finally:
-                timer.cancel()
-                if process.poll() is None:
-                    process.kill()
-                process.stdout.close()
-                returncode = process.wait()
-            if expired.is_set():
-                raise AudioDecodeError(f"ffmpeg took longer than {_FFMPEG_TIMEOUT_S} s to decode {name}")
-            if returncode != 0 or produced == 0:
-                errors.seek(0)
-                stderr = errors.read().decode("utf-8", "replace")
-                # ffmpeg's own words are for the operator's log; the person gets plain ones
-                log.info("ffmpeg could not decode %s (exit code %s): %s", name, returncode, stderr.strip()[-2000:])
-                reason = "it is not a sound file that can be read here, or it is damaged"
-                if "matches no streams" in stderr or "does not contain any stream" in stderr:
-                    reason = "it contains no audio stream"
-                elif returncode == 0:
-                    reason = "it contains no audio samples"
-                raise AudioDecodeError(f"{name} could not be decoded as audio: {reason}")
-            if produced >= MAX_SECONDS * sample_rate:
-                notes.append(f"the audio is longer than {MAX_SECONDS / 3600:g} hours; only the first "
-                             f"{MAX_SECONDS / 3600:g} hours were analysed")
-    finally:
-        if tmp is not None:
-            os.unlink(tmp)
+            process.stdout.close()
+            returncode = process.wait()
+        if expired.is_set():
+            raise AudioDecodeError(f"ffmpeg took longer than {_FFMPEG_TIMEOUT_S} s to decode {name}")
+        if returncode != 0 or produced == 0:
+            errors.seek(0)
+            stderr = errors.read().decode("utf-8", "replace")
+            # ffmpeg's own words are for the operator's log; the person gets plain ones
+            log.info("ffmpeg could not decode %s (exit code %s): %s", name, returncode, stderr.strip()[-2000:])
+            reason = "it is not a sound file that can be read here, or it is damaged"
+            if "matches no streams" in stderr or "does not contain any stream" in stderr:
+                reason = "it contains no audio stream"
+            elif returncode == 0:
+                reason = "it contains no audio samples"
+            raise AudioDecodeError(f"{name} could not be decoded as audio: {reason}")
+        if produced >= MAX_SECONDS * sample_rate:
+            notes.append(f"the audio is longer than {MAX_SECONDS / 3600:g} hours; only the first "
+                         f"{MAX_SECONDS / 3600:g} hours were analysed")
 
 
 class LevelMeter:

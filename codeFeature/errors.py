@@ -27,3 +27,9 @@ class AudioTooShortError(GenreError):
 
 class ModelError(GenreError):
     """A model folder is missing, malformed, or disagrees with its manifest."""
+
+
+class NotRegularFileError(AudioDecodeError, OSError):
+    """A path that is not a regular file (a named pipe, a device, a socket, a folder), refused
+    before a byte is read: reading a named pipe blocks for ever and a device such as ``/dev/zero``
+    never ends. An :class:`OSError` too, so code that treats unreadable files alike still does."""

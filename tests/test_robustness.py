@@ -145,7 +145,8 @@ def test_ffmpeg_temp_file_is_private_and_removed_on_success_and_failure(private_
     real_popen = subprocess.Popen
 
     def watched_popen(command, **kwargs):
-        path = Path(command[command.index("-i") + 1])
+        # ffmpeg reads the checked, open temporary file through its /dev/fd/N name
+        path = Path(command[command.index("-i") + 1]).resolve()
         seen.append(path)
         assert path.parent == private_tmp and path.exists()
         assert ".." not in path.name and "evil" not in path.name and "$" not in path.name

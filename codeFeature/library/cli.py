@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--precision", choices=PRECISIONS, default=None,
                       help="compute precision of musicnn's timbral convolutions (default: auto)")
     scan.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_wait(scan)
 
     export = sub.add_parser("export", help="write the results as CSV, Parquet or JSON lines",
                             description="Write the database's results to OUT; the format follows its extension.")
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--by-genre", metavar="DIR", default=None,
                         help="also make DIR/<genre>/ folders of symlinks to the files (never moved or copied); "
                              "not-sure results go to DIR/not_sure/")
+    _add_wait(export)
 
     tag = sub.add_parser("tag", help="write the genre into the files' tags (dry run unless --write)",
                          description="Write each file's genre into its own tags with mutagen: mp3 (ID3 TCON, and the "
@@ -83,31 +85,61 @@ def build_parser() -> argparse.ArgumentParser:
                           "backup and sync tools see the change)")
     tag.add_argument("--undo", action="store_true", help="give back the files' bytes from before every --write not "
                                                           "yet undone, newest first (a dry run unless --write)")
+    _add_wait(tag)
     return parser
+
+
+def _add_wait(parser: argparse.ArgumentParser) -> None:
+    from .store import DEFAULT_WAIT
+
+    parser.add_argument("--wait", type=float, default=DEFAULT_WAIT, metavar="SECONDS",
+                        help="how long to wait while another program writes to the database before giving up "
+                             f"(default: {DEFAULT_WAIT:g})")
 
 
 def main(argv: list[str]) -> int:
     """Run one subcommand; ``argv`` starts with its name."""
     args = build_parser().parse_args(argv)
+    import sqlite3
+
     from ..errors import GenreError
-    from .store import LibraryError, LibraryStore
+    from .store import DatabaseBusyError, LibraryError, LibraryStore
 
     if args.command == "scan" and not os.path.exists(args.root):
         print(f"error: {args.root} does not exist; give the folder (or file) to scan", file=sys.stderr)
         return 2
+    if not args.wait >= 0:
+        print("error: --wait must be a number of seconds, 0 or more", file=sys.stderr)
+        return 2
     try:
-        with LibraryStore(args.db, readonly=args.command == "export") as store:
+        with LibraryStore(args.db, readonly=args.command == "export", wait=args.wait) as store:
             if args.command == "scan":
                 return _scan(args, store)
             if args.command == "export":
                 return _export(args, store)
             return _tag(args, store)
-    except (GenreError, LibraryError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+    except (DatabaseBusyError, sqlite3.DatabaseError) as exc:
+        # the store is closed by now, so its lock files can be looked at to name the writer
+        print(f"error: {_database_trouble(args, exc)}", file=sys.stderr)
+        return 2
+    except (GenreError, LibraryError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
+def _database_trouble(args, exc: Exception) -> str:
+    """A database error met after opening (or a busy one at opening) in plain words."""
+    from .store import DatabaseBusyError, busy_message, is_busy
+
+    if isinstance(exc, DatabaseBusyError) or is_busy(exc):
+        return busy_message(args.db, args.wait)
+    return (f"{args.db} could not be used ({exc}); if it is damaged, restore it from a backup or scan into a "
+            "new database file")
+
+
 def _scan(args, store) -> int:
+    import sqlite3
+
     from .scan import ModelSpec, scan
 
     if args.jobs is not None and args.jobs < 1:
@@ -115,8 +147,16 @@ def _scan(args, store) -> int:
     if args.address and args.engine != "ray":
         raise ValueError("--address needs --engine ray")
     spec = ModelSpec.resolve(args.model, args.precision)
-    summary = scan(args.root, store, spec, jobs=args.jobs, retry_errors=args.retry_errors, engine=args.engine,
-                   pool=args.pool, address=args.address, progress=not args.quiet, prune=args.prune)
+    try:
+        summary = scan(args.root, store, spec, jobs=args.jobs, retry_errors=args.retry_errors, engine=args.engine,
+                       pool=args.pool, address=args.address, progress=not args.quiet, prune=args.prune)
+    except sqlite3.DatabaseError as exc:  # another writer outlasted --wait, mid-scan
+        store.close()  # first: naming the writer opens the database's lock files
+        print(f"error: {_database_trouble(args, exc)}; the files finished so far are kept", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # workers may be deep in a long file: leave now rather than wait for them
+        os._exit(2)
     for line in summary.lines():
         print(line, file=sys.stderr)
     if summary.interrupted:

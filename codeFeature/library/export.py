@@ -97,8 +97,18 @@ def by_genre(store: LibraryStore, folder: str | os.PathLike, *, model: str) -> i
     The user's files are never moved or copied. Not-sure results go to ``folder/not_sure/``;
     two files of one name get ``name (2).ext``; a run again replaces only the links it made
     (an existing non-symlink is never touched).
+
+    Raises
+    ------
+    ValueError
+        If a genre cannot be a folder name inside ``folder`` (see :func:`check_folder_name`); then
+        nothing is made.
     """
     folder = Path(folder)
+    # every label first: a label that would leave ``folder`` stops the export before anything is made
+    for row in store.rows(model, with_segments=False):
+        if row["status"] == "ok" and not row["not_sure"]:
+            check_folder_name(row["genre"])
     made = 0
     used: set = set()
     for row in store.rows(model, with_segments=False):
@@ -117,3 +127,36 @@ def by_genre(store: LibraryStore, folder: str | os.PathLike, *, model: str) -> i
             os.symlink(target, link)
         made += 1
     return made
+
+
+#: Longest label used as a folder name, in bytes of UTF-8 (most file systems allow 255).
+MAX_FOLDER_NAME = 255
+
+
+def check_folder_name(label) -> None:
+    """Refuse a genre label that cannot be one folder inside the export folder.
+
+    Labels come from a model's manifest, which may have been downloaded: ``../x``, ``/etc``, a
+    name with a path separator, NUL or another control character, ``.``, ``..``, an empty or an
+    overlong name would place links outside the folder or fail half-way.
+
+    Raises
+    ------
+    ValueError
+        Naming the label and what is wrong with it.
+    """
+    problem = None
+    if not isinstance(label, str) or not label:
+        problem = "it is empty"
+    elif label in (".", ".."):
+        problem = "it names a folder itself, not a folder inside"
+    elif "/" in label or "\\" in label or os.sep in label or (os.altsep and os.altsep in label):
+        problem = "it holds a path separator, so it would reach another folder"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in label):
+        problem = "it holds a control character (NUL, newline, ...)"
+    elif len(os.fsencode(label)) > MAX_FOLDER_NAME:
+        problem = f"it is longer than {MAX_FOLDER_NAME} bytes"
+    if problem is not None:
+        shown = repr(label[:60] + "..." if isinstance(label, str) and len(label) > 60 else label)
+        raise ValueError(f"the genre label {shown} cannot be a folder name: {problem}; nothing was made "
+                         "(the labels come from the model's manifest.json: fix it there and scan again)")

@@ -6,6 +6,10 @@ one, a pipe named ``x.mp3``, a dangling symlink). Anything else is left alone wi
 guessing audio from the content of every file in a home folder would read far too much, and a
 music library names its files.
 
+A file is read only through a descriptor proven to be a regular file
+(:mod:`codeFeature.regular_file`): a named pipe or a device under an audio name, even one swapped in
+after the walk, ends as an error row instead of blocking a worker for ever.
+
 The walk follows symlinks to folders but never enters a folder twice (it keeps each folder's
 ``(st_dev, st_ino)``), so symlink loops end at once, and a file reached by two names (a symlink
 or a hard link) is classified once, under the first name in sorted order. Names are handled as the
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
 
 from ..audio import SUPPORTED_EXTENSIONS
+from ..regular_file import file_kind
 from .store import LibraryStore, error_record, fingerprint, manifest_hash, record_from_prediction
 
 #: Extensions of audio-looking files: everything :mod:`codeFeature.audio` decodes (the ffmpeg ones
@@ -102,7 +107,7 @@ def walk(root: str | bytes | os.PathLike, *, stats: Optional[WalkStats] = None,
         except OSError as exc:
             return Found(path, problem=f"cannot read the file: {exc.strerror or exc} (a broken symlink?)")
         if not stat_module.S_ISREG(info.st_mode):
-            return Found(path, problem="not a regular file (a pipe, socket or device); it was not opened")
+            return Found(path, problem=f"not a regular file ({file_kind(info.st_mode)}); it was not opened")
         key = (info.st_dev, info.st_ino)
         if key in seen_files:
             stats.same_file_twice += 1

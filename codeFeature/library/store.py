@@ -34,6 +34,8 @@ import io
 import json
 import os
 import sqlite3
+import stat
+import sys
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -107,6 +109,18 @@ class LibraryError(Exception):
     """A database that cannot be used (not SQLite, a newer schema, unwritable)."""
 
 
+class DatabaseBusyError(LibraryError):
+    """Another program kept the database locked for longer than the wait."""
+
+
+class DamagedDatabaseError(LibraryError):
+    """The database failed SQLite's quick integrity check; it was left as it is."""
+
+
+#: Seconds a command waits for another program's write to the database to end before giving up.
+DEFAULT_WAIT = 30.0
+
+
 def path_bytes(path: str | bytes | os.PathLike) -> bytes:
     """The exact file-system bytes of ``path`` (names in any encoding survive)."""
     return os.fsencode(path)
@@ -147,10 +161,14 @@ def fingerprint(path: str | bytes | os.PathLike, size: Optional[int] = None) -> 
     Raises
     ------
     OSError
-        If the file cannot be read.
+        If the file cannot be read; :class:`~codeFeature.errors.NotRegularFileError` if it is not a
+        regular file.
     """
+    from ..regular_file import open_regular
+
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
+    # a pipe or a device under an audio name (or a file swapped for one) is refused, not read for ever
+    with os.fdopen(open_regular(path, name=os.path.basename(os.fsdecode(path))), "rb") as handle:
         if size is None:
             size = os.fstat(handle.fileno()).st_size
         digest.update(size.to_bytes(8, "little"))
@@ -264,24 +282,88 @@ class LibraryStore:
         If the file is not a library database or has a newer schema.
     """
 
-    def __init__(self, path: str | os.PathLike, *, readonly: bool = False):
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, wait: float = DEFAULT_WAIT,
+                 check: bool = True):
         self.path = Path(path)
+        self.wait = float(wait)
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            info = None
+        except OSError as exc:
+            raise LibraryError(f"{self.path} cannot be opened: {exc.strerror or exc}") from exc
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            # SQLite would open a named pipe and wait on it for ever
+            from ..regular_file import file_kind
+
+            raise LibraryError(f"{self.path} is not a database file ({file_kind(info.st_mode)})")
+        if readonly and info is None:
+            raise LibraryError(f"{self.path} does not exist; scan a folder into it first "
+                               "(python -m codeFeature scan FOLDER --db ...)")
+        if info is not None and check:
+            self._quick_check()
+        self.db = None
         try:
             if readonly:
-                if not self.path.is_file():
-                    raise LibraryError(f"{self.path} does not exist; scan a folder into it first "
-                                       "(python -m codeFeature scan FOLDER --db ...)")
-                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                self.db = sqlite3.connect(self._read_only_uri(), uri=True, timeout=self.wait)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.db = sqlite3.connect(str(self.path), timeout=30)
+                self.db = sqlite3.connect(str(self.path), timeout=self.wait)
+                # a write takes the lock before its first statement, where SQLite waits for it (up to
+                # ``wait``); a transaction that reads first and then finds another writer fails at once
+                self.db.isolation_level = "IMMEDIATE"
                 self.db.execute("PRAGMA journal_mode=WAL")
                 # FULL: a commit is on disk before it returns, so power loss keeps every finished file
                 self.db.execute("PRAGMA synchronous=FULL")
             self.db.row_factory = sqlite3.Row
             self._check_schema(readonly)
+        except (sqlite3.DatabaseError, LibraryError) as exc:
+            if self.db is not None:
+                self.db.close()
+            if isinstance(exc, LibraryError):
+                raise
+            raise self.explain(exc) from exc
+
+    def _read_only_uri(self) -> str:
+        return f"{self.path.resolve().as_uri()}?mode=ro"
+
+    def _quick_check(self) -> None:
+        """Refuse a damaged database before anything writes to it.
+
+        The check runs on a read-only connection, so a damaged file is never changed (a read-write
+        connection could checkpoint its WAL into it on closing). ``PRAGMA quick_check`` reads every
+        page and checks the b-tree structure, not that indexes match their tables (a full
+        ``integrity_check`` would, at several times the cost).
+        """
+        try:
+            db = sqlite3.connect(self._read_only_uri(), uri=True, timeout=self.wait)
         except sqlite3.DatabaseError as exc:
-            raise LibraryError(f"{self.path} is not a library database ({exc})") from exc
+            raise self.explain(exc) from exc
+        try:
+            found = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            raise self.explain(exc) from exc
+        finally:
+            db.close()
+        if found != ["ok"]:
+            raise DamagedDatabaseError(self._damaged_message("; ".join(found)))
+
+    def _damaged_message(self, detail: str) -> str:
+        return (f"{self.path} is damaged (SQLite's integrity check says: {detail}); it was not used and was "
+                "left exactly as it is. Restore it from a backup, or scan the music into a new database file "
+                "(the music files themselves are not affected); `sqlite3 DB .recover` may save its rows")
+
+    def explain(self, exc: sqlite3.Error) -> LibraryError:
+        """``exc`` from SQLite as a :class:`LibraryError` in plain words: busy, damaged, or not a database.
+
+        A busy database is explained without naming who holds it (that needs every connection of this
+        process closed first: see :func:`busy_message`)."""
+        text = str(exc)
+        if is_busy(exc):
+            return DatabaseBusyError(busy_message(self.path, self.wait, holders=False))
+        if "malformed" in text or getattr(exc, "sqlite_errorname", "") == "SQLITE_CORRUPT":
+            return DamagedDatabaseError(self._damaged_message(text))
+        return LibraryError(f"{self.path} is not a library database ({text})")
 
     def _check_schema(self, readonly: bool) -> None:
         has_meta = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
@@ -363,16 +445,32 @@ class LibraryStore:
             return self.db.execute("SELECT count(*) FROM results").fetchone()[0]
         return self.db.execute("SELECT count(*) FROM results WHERE model=?", (model,)).fetchone()[0]
 
-    def rows(self, model: Optional[str] = None, *, with_segments: bool = True) -> Iterator[dict]:
-        """Every row (of ``model``, if given), ordered by path, with JSON columns parsed."""
+    def rows(self, model: Optional[str] = None, *, with_segments: bool = True, page: int = 500) -> Iterator[dict]:
+        """Every row (of ``model``, if given), ordered by path, with JSON columns parsed.
+
+        Read ``page`` rows at a time, each page its own short read: a caller that writes while it
+        iterates (``tag --write``) then holds no read transaction open, which would make SQLite
+        refuse its writes at once, without waiting, whenever another program is writing.
+        """
         columns = COLUMNS if with_segments else tuple(c for c in COLUMNS if c != "segments")
-        sql = f"SELECT {', '.join(columns)} FROM results"
-        args: tuple = ()
-        if model is not None:
-            sql += " WHERE model=?"
-            args = (model,)
-        for row in self.db.execute(sql + " ORDER BY path, model", args):
-            yield _parse(row)
+        last: Optional[tuple] = None
+        while True:
+            conditions, args = [], []
+            if model is not None:
+                conditions.append("model=?")
+                args.append(model)
+            if last is not None:
+                conditions.append("(path, model) > (?, ?)")
+                args.extend(last)
+            sql = f"SELECT {', '.join(columns)} FROM results"
+            if conditions:
+                sql += " WHERE " + " AND ".join(conditions)
+            batch = self.db.execute(sql + " ORDER BY path, model LIMIT ?", (*args, page)).fetchall()
+            for row in batch:
+                yield _parse(row)
+            if len(batch) < page:
+                return
+            last = (batch[-1]["path"], batch[-1]["model"])
 
     def get(self, path: str | bytes | os.PathLike, model: str) -> Optional[dict]:
         row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE path=? AND model=?",
@@ -535,3 +633,78 @@ def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
+
+
+# ------------------------------------------------------------ a locked database
+
+#: Byte offsets of SQLite's locks (its unix VFS: ``os_unix.c``, ``wal.c``): in WAL mode a writer holds
+#: ``-shm`` byte 120 (and 121 to checkpoint, 122 to recover); in rollback-journal mode the main file's
+#: PENDING (0x40000000) and RESERVED (0x40000001) bytes.
+_WAL_WRITER_LOCKS = (120, 3)
+_ROLLBACK_WRITER_LOCKS = (0x40000000, 2)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (another connection holds the lock)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc) or "busy" in str(exc))
+
+
+def busy_message(db: str | os.PathLike, wait: float, *, holders: bool = True) -> str:
+    """A locked database in words: who holds it where that can be found, and what to do.
+
+    With ``holders``, the programs holding SQLite's write lock are looked up (Linux): call it only
+    once every connection of this process to ``db`` is closed, since looking means opening the
+    database's files, and closing them again drops any lock this process holds on them.
+    """
+    who = ""
+    if holders:
+        found = lock_holders(db)
+        if found:
+            who = " (" + "; ".join(found) + ")"
+    return (f"another program is writing to {db}{who}, and it was still busy after waiting {wait:g} s; "
+            "close that program or try again later (--wait SECONDS waits longer)")
+
+
+def lock_holders(db: str | os.PathLike) -> list[str]:
+    """``["pid 1234: python -m codeFeature scan ..."]``: the processes holding ``db``'s write lock.
+
+    Asked of the kernel with ``F_GETLK`` on the bytes SQLite locks, so it names the writer (not the
+    readers). Empty where that cannot be told (not Linux, another PID namespace, the lock already
+    gone). Read the warning in :func:`busy_message`.
+    """
+    if not sys.platform.startswith("linux"):
+        return []
+    import fcntl
+    import struct
+
+    pids = []
+    for path, (start, length) in ((f"{os.fspath(db)}-shm", _WAL_WRITER_LOCKS), (os.fspath(db), _ROLLBACK_WRITER_LOCKS)):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
+            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+            kind, _, _, _, pid = struct.unpack("hhqqi4x", answer)
+            if kind != fcntl.F_UNLCK and pid > 0 and pid not in pids:
+                pids.append(pid)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return [f"pid {pid}: {_command_line(pid)}" for pid in pids]
+
+
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = handle.read(4096).rstrip(b"\0").split(b"\0")
+    except OSError:
+        return "a program that is no longer there, or that this user cannot see"
+    text = " ".join(" ".join(os.fsdecode(w).split()) for w in words if w)
+    return clean_text(text[:200] + ("..." if len(text) > 200 else "")) or "unknown"
