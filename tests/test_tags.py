@@ -547,3 +547,38 @@ def test_writes_recorded_by_an_earlier_version_are_still_undone(tmp_path):
         assert undo_tags(store, write=True) == []  # each is undone once
         row = store.get(had, MODEL)
         assert (row["size"], row["fingerprint"]) == (had.stat().st_size, fingerprint(had))
+
+
+def test_a_file_swapped_for_a_named_pipe_is_skipped_not_waited_for(tmp_path):
+    """The dry run reads each file's genre: a pipe put where a scanned file was must not hang it."""
+    import threading
+
+    song = _mp3(tmp_path / "song.mp3")
+    db = tmp_path / "library.sqlite"
+    with LibraryStore(db) as store:
+        _put(store, song)
+    info = song.stat()
+    song.unlink()
+    os.mkfifo(song)
+    os.utime(song, ns=(info.st_atime_ns, info.st_mtime_ns))
+    found = []
+
+    def run():
+        with LibraryStore(db) as store:
+            found.extend(apply_tags(store, model=MODEL))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "reading a named pipe's tags hung"
+    (change,) = found
+    assert change.action in ("skip", "error") and "song.mp3" in change.path
+
+
+def test_read_genre_refuses_a_named_pipe_at_once(tmp_path):
+    from codeFeature.errors import NotRegularFileError
+
+    fifo = tmp_path / "pipe.mp3"
+    os.mkfifo(fifo)
+    with pytest.raises(NotRegularFileError, match="named pipe"):
+        read_genre(fifo, "id3")

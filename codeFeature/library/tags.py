@@ -54,6 +54,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ..regular_file import open_regular
 from .store import LibraryError, LibraryStore, fingerprint, readable
 
 KINDS = {".mp3": "id3", ".flac": "vorbis", ".ogg": "vorbis", ".oga": "vorbis", ".opus": "vorbis",
@@ -122,36 +123,39 @@ def id3v1_genre(name: str) -> int:
 def read_genre(path: bytes | str, kind: str) -> Optional[list]:
     """The file's genre values as a player shows them, or ``None`` when it has none.
 
-    For mp3 an ID3v2 ``TCON`` wins; without one, an ID3v1 genre byte counts (255 is none)."""
-    name = os.fsdecode(path)
-    if kind == "id3":
-        from mutagen.id3 import ID3, ID3NoHeaderError
+    For mp3 an ID3v2 ``TCON`` wins; without one, an ID3v1 genre byte counts (255 is none). The file is
+    read only if it is a regular file, through the descriptor that was checked (a named pipe swapped in
+    would otherwise hang the read)."""
+    with os.fdopen(open_regular(path), "rb") as handle:
+        if kind == "id3":
+            from mutagen.id3 import ID3, ID3NoHeaderError
 
-        try:
-            tags = ID3(name)
-        except ID3NoHeaderError:
-            tags = _v1_only(name)
-        frame = tags.get("TCON") if tags is not None else None
-        values = [str(v) for v in frame.genres if str(v).strip()] if frame else []
+            try:
+                tags = ID3(handle)
+            except ID3NoHeaderError:
+                tags = _v1_only(handle)
+            frame = tags.get("TCON") if tags is not None else None
+            values = [str(v) for v in frame.genres if str(v).strip()] if frame else []
+            return values or None
+        audio = _mutagen_class(handle, kind)(handle)
+        if audio.tags is None:
+            return None
+        values = [str(v) for v in audio.tags.get("genre" if kind == "vorbis" else "\xa9gen", []) if str(v).strip()]
         return values or None
-    audio = _mutagen_class(name, kind)(name)
-    if audio.tags is None:
-        return None
-    values = [str(v) for v in audio.tags.get("genre" if kind == "vorbis" else "\xa9gen", []) if str(v).strip()]
-    return values or None
 
 
-def _v1_only(name: str):
-    """An ID3v1-only file's fields as frames (``None`` without an ID3v1 tag)."""
+def _v1_only(handle):
+    """An ID3v1-only file's fields as frames (``None`` without an ID3v1 tag); ``handle`` is open for reading."""
     from mutagen.id3._id3v1 import find_id3v1
 
-    with open(name, "rb") as handle:
-        frames, _ = find_id3v1(handle)
+    handle.seek(0)
+    frames, _ = find_id3v1(handle)
     return frames
 
 
-def _mutagen_class(name: str, kind: str):
-    """The mutagen class that reads ``name``, chosen from the real file (the copy's name ends in .tmp)."""
+def _mutagen_class(name, kind: str):
+    """The mutagen class that reads ``name`` (a path or an open file), chosen from the real file (the copy's
+    name ends in .tmp)."""
     import mutagen
     from mutagen.id3 import ID3
     from mutagen.mp4 import MP4
@@ -161,6 +165,8 @@ def _mutagen_class(name: str, kind: str):
     if kind == "mp4":
         return MP4
     audio = mutagen.File(name)
+    if hasattr(name, "seek"):
+        name.seek(0)
     if audio is None:
         raise ValueError("mutagen does not recognise this file")
     return type(audio)
