@@ -123,6 +123,8 @@ def page_text(at: AppTest) -> list:
 
 def test_control_an_unchanged_file_inside_the_root_is_played_from_its_checked_bytes(music, served, monkeypatch):
     root, db, _ = music
+    with LibraryStore(db, readonly=True) as store:
+        assert store.roots() == [os.fsencode(root)]  # recorded by the scan
     at = start_page(monkeypatch, db)
     served.clear()
     open_row(at, str(root / "album" / "song.wav"))

@@ -98,7 +98,8 @@ CREATE TABLE IF NOT EXISTS tag_changes (
 """
 
 #: The ``roots`` table (see :meth:`LibraryStore.add_root`).
-_ROOTS_SCHEMA = "CREATE TABLE IF NOT EXISTS roots (root BLOB PRIMARY KEY, root_text TEXT NOT NULL, scanned_at REAL NOT NULL)"
+_ROOTS_SCHEMA = ("CREATE TABLE IF NOT EXISTS roots "
+                 "(root BLOB PRIMARY KEY, root_text TEXT NOT NULL, scanned_at REAL NOT NULL)")
 
 #: The columns of ``results``, in table order.
 COLUMNS = ("path", "path_text", "model", "model_hash", "precision", "size", "mtime_ns", "fingerprint", "status",
@@ -429,7 +430,6 @@ class LibraryStore:
     def mark_undone(self, change_id: int) -> None:
         with self.db:
             self.db.execute("UPDATE tag_changes SET undone_at=? WHERE id=?", (time.time(), change_id))
-
 
     # ------------------------------------------------------------ scanned roots
     # Kept apart from the schema above: the table is created by the first scan that records a root, so a
