@@ -1,9 +1,13 @@
 """Library: browse a scanned music collection, hear any file, open its analysis from the stored results.
 
-A page of the multipage app started by ``streamlit run app.py``. UI only: the database is
-written by ``python -m codeFeature scan`` (:mod:`codeFeature.library`) and only read here; a
+A page of the multipage app started by ``streamlit run app.py -- --library DATABASE``. UI only: the
+database is written by ``python -m codeFeature scan`` (:mod:`codeFeature.library`) and only read here; a
 file's analysis is rebuilt from its stored row (:func:`codeFeature.library.store.load_prediction`),
 never classified again. The audio is decoded only for the pictures and the player.
+
+A visitor never names a path: the databases are the ones the server was started with
+(:func:`codeFeature.library.serve.configured_libraries`), and a file's bytes come only from
+:func:`codeFeature.library.serve.read_scanned` (inside a scanned root, unchanged since the scan).
 """
 
 from __future__ import annotations
@@ -18,16 +22,20 @@ import streamlit as st
 
 from codeFeature import GenreError, load_audio
 from codeFeature.config import FeatureConfig
+from codeFeature.library.serve import NO_ROOTS, NotServable, configured_libraries, read_scanned
 from codeFeature.library.store import LibraryError, LibraryStore, load_prediction
-from codeFeature.model_io import read_manifest, resolve_model_dir
+from codeFeature.model_io import list_models, read_manifest, resolve_model_dir
 import ui
 
 log = logging.getLogger("app.library")
 #: Files longer than this are shown without the decoded pictures (decoding hours of audio for a plot is slow).
 PICTURE_MAX_SECONDS = 20 * 60
-#: Files larger than this are not sent to the browser's player.
+#: Files larger than this are neither sent to the browser's player nor decoded for the pictures.
 PLAYER_MAX_BYTES = 200 * 1024 * 1024
-DEFAULT_DB = os.environ.get("CODEFEATURE_LIBRARY", "library.sqlite")
+HOW_TO_START = ("No library was given to this app. Whoever starts the server chooses the libraries it shows: scan "
+                "a folder with `python -m codeFeature scan FOLDER --db library.sqlite`, then start the app with "
+                "`streamlit run app.py -- --library library.sqlite` (repeat `--library` for several), or set "
+                "`CODEFEATURE_LIBRARY` to the database's path (several separated by `" + os.pathsep + "`).")
 
 
 def _stamp(path: str) -> tuple:
@@ -69,7 +77,12 @@ def models_in(path: str, stamp: tuple) -> list[tuple[str, int]]:
 
 
 def model_config(name: str):
-    """The stored model's feature config, when the model is still installed (for the pictures)."""
+    """The stored model's feature config, when the model is still installed (for the pictures).
+
+    Only an installed model's name is looked up: a name stored in a database is never taken as a folder.
+    """
+    if name not in list_models():
+        return None
     try:
         return FeatureConfig.from_dict(read_manifest(resolve_model_dir(name))["feature_config"])
     except (GenreError, KeyError):
@@ -121,6 +134,7 @@ def filters(table: pd.DataFrame) -> pd.DataFrame:
 def show_file(db: str, model: str, raw_path: bytes) -> None:
     with LibraryStore(db, readonly=True) as store:
         row = store.get(raw_path, model)
+        roots = store.roots()
     if row is None:
         st.warning("That file is no longer in the library.")
         return
@@ -134,33 +148,50 @@ def show_file(db: str, model: str, raw_path: bytes) -> None:
     audio_bytes = samples = None
     config = model_config(row["model"])
     try:
-        info = os.stat(raw_path)
-        unchanged = (info.st_size, info.st_mtime_ns) == (row["size"], row["mtime_ns"])
-        if not unchanged:
-            st.warning("The file has changed since it was scanned; the analysis below is of the scanned version. "
-                       "Scan again to update it.")
-        if info.st_size <= PLAYER_MAX_BYTES:
-            with open(raw_path, "rb") as handle:
-                audio_bytes = handle.read()
-        if config is not None and prediction.duration <= PICTURE_MAX_SECONDS and unchanged:
-            # decoded for the pictures and the close-up only: the answer is the stored one
-            samples = load_audio(raw_path.decode("utf-8", "surrogateescape") if isinstance(raw_path, bytes)
-                                 else raw_path, sample_rate=config.sample_rate).samples
-    except OSError as exc:
-        st.info(f"The file cannot be read now ({exc.strerror}); showing the stored results only.")
+        if not roots:
+            raise NotServable(NO_ROOTS)
+        # the only read of the file: inside a scanned root, never through a symlink, unchanged since the scan
+        audio_bytes = read_scanned(row, roots, max_bytes=PLAYER_MAX_BYTES)
+        if audio_bytes is None:
+            st.info(f"This file is larger than {PLAYER_MAX_BYTES // 2 ** 20} MB, so it is neither played nor "
+                    "decoded here; showing the stored results only.")
+        elif config is not None and prediction.duration <= PICTURE_MAX_SECONDS:
+            # decoded for the pictures and the close-up only (from the checked bytes): the answer is the stored one
+            samples = load_audio(audio_bytes, sample_rate=config.sample_rate,
+                                 filename=os.path.basename(row["path_text"])).samples
+    except NotServable as exc:
+        st.warning(str(exc))
     except GenreError as exc:
         st.info(f"The file no longer decodes ({exc}); showing the stored results only.")
     ui.show_analysis(prediction, audio_bytes=audio_bytes, key="library", samples=samples,
                      sample_rate=config.sample_rate if config else None, config=config)
 
 
+def choose_library() -> str | None:
+    """The database to show: one of those the server was started with, never a path from the visitor."""
+    allowed = configured_libraries()
+    if not allowed:
+        st.info(HOW_TO_START)
+        return None
+    if st.session_state.get("lib_db") not in allowed:
+        st.session_state.pop("lib_db", None)  # whatever was there is not a choice this server offers
+    if len(allowed) == 1:
+        db = allowed[0]
+        st.caption(f"Library: `{db}`")
+    else:
+        labels = {path: f"{os.path.basename(path)} ({os.path.dirname(path)})" for path in allowed}
+        db = st.selectbox("Library", allowed, key="lib_db", format_func=lambda p: labels.get(p, "?"),
+                          help="The libraries this server was started with.")
+    # checked again after the widget: a select box can hand back a value that only looks like an option
+    return db if db in allowed else None
+
+
 def main() -> None:
     st.title("Library")
     st.write("A music collection scanned with `python -m codeFeature scan FOLDER --db library.sqlite`: "
              "every file's genre, how sure the model is, and any file's full analysis from the stored results.")
-    db = st.text_input("Library database", value=st.session_state.get("lib_db", DEFAULT_DB), key="lib_db",
-                       help="The SQLite file a scan wrote. It is only read here.")
-    if not db:
+    db = choose_library()
+    if db is None:
         return
     stamp = _stamp(db)
     try:

@@ -462,6 +462,7 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
     found = list(walk(root, stats=summary.walk))
     summary.found = len(found)
     top = os.fsencode(os.path.abspath(os.fsdecode(root)))
+    store.add_root(top)  # the app serves only files inside a scanned root
     gone = sorted(p for p in store.paths_under(top) - {f.path for f in found} if not os.path.lexists(p))
     summary.gone = len(gone)
     if prune and gone:

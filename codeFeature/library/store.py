@@ -13,6 +13,10 @@ Tables (``SCHEMA_VERSION`` 1):
 
 ``meta(key, value)``
     ``schema_version``, and when the database was created.
+``roots(root, root_text, scanned_at)``
+    Every folder (or single file) a scan was started on, as absolute path bytes: the app plays
+    and decodes only files inside one of them (:mod:`.serve`). Created by the first scan that
+    records its root, so a database scanned before it existed has none.
 ``results``
     Primary key ``(path, model)``. What was classified (``size``, ``mtime_ns``, ``fingerprint``),
     by what (``model``, ``model_hash`` = sha256 of its ``manifest.json``, ``precision``), and the
@@ -95,6 +99,10 @@ CREATE TABLE IF NOT EXISTS tag_changes (
     undone_at REAL
 );
 """
+
+#: The ``roots`` table (see :meth:`LibraryStore.add_root`).
+_ROOTS_SCHEMA = ("CREATE TABLE IF NOT EXISTS roots "
+                 "(root BLOB PRIMARY KEY, root_text TEXT NOT NULL, scanned_at REAL NOT NULL)")
 
 #: The columns of ``results``, in table order.
 COLUMNS = ("path", "path_text", "model", "model_hash", "precision", "size", "mtime_ns", "fingerprint", "status",
@@ -610,6 +618,23 @@ CREATE TABLE IF NOT EXISTS tag_writes (
 );
 CREATE INDEX IF NOT EXISTS tag_writes_state ON tag_writes (state);
 """
+
+    # ------------------------------------------------------------ scanned roots
+    # Kept apart from the schema above: the table is created by the first scan that records a root, so a
+    # database made before it existed opens unchanged (same schema version) and simply has no roots.
+
+    def add_root(self, root: bytes) -> None:
+        """Record that a scan was started on ``root`` (absolute path bytes, as the scan names its files)."""
+        with self.db:
+            self.db.execute(_ROOTS_SCHEMA)
+            self.db.execute("INSERT OR REPLACE INTO roots (root, root_text, scanned_at) VALUES (?, ?, ?)",
+                            (bytes(root), readable(bytes(root)), time.time()))
+
+    def roots(self) -> list[bytes]:
+        """The roots scans were started on, sorted; empty for a database scanned before roots were recorded."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='roots'").fetchone():
+            return []
+        return sorted(bytes(r[0]) for r in self.db.execute("SELECT root FROM roots"))
 
 
 def _parse(row: sqlite3.Row) -> dict:
