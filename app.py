@@ -212,11 +212,13 @@ def upload_page() -> None:
 
 # ---------------------------------------------------------------- navigation
 
-#: The app's pages, in the navigation's order. To add one: a line ``st.Page("pages/NAME.py", title=..., icon=...)``.
+#: The app's pages, in the navigation's order. To add one: a line
+#: ``st.Page("webapp/NAME.py", title=..., icon=..., url_path=...)``. (Not a folder named pages/: Streamlit
+#: would serve its own menu of that folder to a page URL opened before the main page.)
 PAGES = [
     st.Page(upload_page, title="Upload a song", icon=":material/upload_file:", default=True),
-    st.Page("pages/1_Listen_live.py", title="Listen live", icon=":material/mic:", url_path="Listen_live"),
-    st.Page("pages/2_Library.py", title="Library", icon=":material/library_music:", url_path="Library"),
+    st.Page("webapp/live.py", title="Listen live", icon=":material/mic:", url_path="Listen_live"),
+    st.Page("webapp/library.py", title="Library", icon=":material/library_music:", url_path="Library"),
 ]
 
 navigation = st.navigation(PAGES)

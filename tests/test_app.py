@@ -122,7 +122,7 @@ def test_the_result_and_model_survive_a_visit_to_the_live_page(app):
     app.selectbox(key="model_picker").set_value("cnn_mfcc_small").run()
     app.file_uploader[0].set_value(("song.wav", _wav_bytes(4.0), "audio/wav")).run()
     genre = _metric(app, "Genre")
-    app.switch_page("pages/1_Listen_live.py").run()
+    app.switch_page("webapp/live.py").run()
     assert not app.exception
     assert any("cnn_mfcc_small" in m.value for m in app.markdown)  # the live page uses the same model
     app.switch_page("app.py").run()

@@ -29,7 +29,7 @@ from tests.conftest import REPO
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-PAGE = str(REPO / "pages" / "2_Library.py")
+PAGE = str(REPO / "webapp" / "library.py")
 SECRET_MARK = b"SECRET-BYTES-THAT-MUST-NOT-LEAVE-THE-SERVER"
 
 

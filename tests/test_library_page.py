@@ -19,7 +19,7 @@ from tests.conftest import REPO
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-PAGE = str(REPO / "pages" / "2_Library.py")
+PAGE = str(REPO / "webapp" / "library.py")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 TIMEOUT = 180
-PAGE = str(REPO / "pages" / "1_Listen_live.py")
+PAGE = str(REPO / "webapp" / "live.py")
 
 
 def _recording(seconds=7.0, rate=48000):

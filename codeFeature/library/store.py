@@ -590,6 +590,22 @@ class LibraryStore:
             out.append(row)
         return out
 
+    # ------------------------------------------------------------ scanned roots
+    # Kept apart from the schema above: the table is created by the first scan that records a root, so a
+    # database made before it existed opens unchanged (same schema version) and simply has no roots.
+
+    def add_root(self, root: bytes) -> None:
+        """Record that a scan was started on ``root`` (absolute path bytes, as the scan names its files)."""
+        with self.db:
+            self.db.execute(_ROOTS_SCHEMA)
+            self.db.execute("INSERT OR REPLACE INTO roots (root, root_text, scanned_at) VALUES (?, ?, ?)",
+                            (bytes(root), readable(bytes(root)), time.time()))
+
+    def roots(self) -> list[bytes]:
+        """The roots scans were started on, sorted; empty for a database scanned before roots were recorded."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='roots'").fetchone():
+            return []
+        return sorted(bytes(r[0]) for r in self.db.execute("SELECT root FROM roots"))
 
 #: The tag journal, created on first use by the ``tag`` command (kept apart from ``_SCHEMA``).
 #: One row per genre write: ``state`` ``writing`` (the new file is ready beside the old one as
@@ -618,23 +634,6 @@ CREATE TABLE IF NOT EXISTS tag_writes (
 );
 CREATE INDEX IF NOT EXISTS tag_writes_state ON tag_writes (state);
 """
-
-    # ------------------------------------------------------------ scanned roots
-    # Kept apart from the schema above: the table is created by the first scan that records a root, so a
-    # database made before it existed opens unchanged (same schema version) and simply has no roots.
-
-    def add_root(self, root: bytes) -> None:
-        """Record that a scan was started on ``root`` (absolute path bytes, as the scan names its files)."""
-        with self.db:
-            self.db.execute(_ROOTS_SCHEMA)
-            self.db.execute("INSERT OR REPLACE INTO roots (root, root_text, scanned_at) VALUES (?, ?, ?)",
-                            (bytes(root), readable(bytes(root)), time.time()))
-
-    def roots(self) -> list[bytes]:
-        """The roots scans were started on, sorted; empty for a database scanned before roots were recorded."""
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='roots'").fetchone():
-            return []
-        return sorted(bytes(r[0]) for r in self.db.execute("SELECT root FROM roots"))
 
 
 def _parse(row: sqlite3.Row) -> dict:
