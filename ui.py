@@ -97,6 +97,28 @@ def _load_libc():
 
 
 _LIBC = _load_libc()
+#: mallopt's option numbers (glibc's malloc.h)
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
+
+
+def tune_malloc() -> None:
+    """Two arenas, and every block of 1 MiB or more in its own mapping, unless the operator chose otherwise
+    (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``).
+
+    Each analysis runs on another script thread; glibc gives threads arenas of their own (up to eight per
+    core) and raises its mmap threshold after each large free, so a song's mid-sized buffers end up spread
+    over many heaps that are never handed back whole. ``bench/bench_load.py`` shows the difference (its
+    figures are in the README); the operator's environment variables win, so it can be measured both ways.
+    """
+    if _LIBC is None:
+        return
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        _LIBC.mallopt(_M_ARENA_MAX, 2)
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+
+
+tune_malloc()
 
 
 def release_memory() -> None:
@@ -501,7 +523,7 @@ def get_model(name: str):
         raise
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=32)
 def model_card(name: str) -> dict:
     """The model's manifest (cached: read on every rerun of every page)."""
     from codeFeature.model_io import read_manifest, resolve_model_dir
