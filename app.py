@@ -17,20 +17,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st
 
-from codeFeature import GenreError, SUPPORTED_EXTENSIONS, load_audio, predict_audio
+from codeFeature import GenreError, SUPPORTED_EXTENSIONS, predict_audio
 from codeFeature.audio import FFMPEG_EXTENSIONS, find_ffmpeg
 from codeFeature.decision import DecisionRule
 from codeFeature.engines import plan
 from codeFeature.model_io import default_model_name, list_models
-from ui import get_model, model_card, model_config, preload_model, show_analysis
+from ui import (QUEUE, ServerBusy, check_upload, decode_upload, get_model, keep, kept, model_card, model_config, preload_model,
+                show_analysis, start_janitor, waiting_message)
 
 log = logging.getLogger("app")
 
 st.set_page_config(page_title="Music genre classifier", page_icon="🎵", layout="wide")
 
 #: What the upload page keeps in ``st.session_state`` (not widget state, so it outlives a visit to
-#: another page): the last result and the file it came from.
+#: another page): the last result and the file's name. The file's bytes and decoded audio are kept
+#: under the same name in the server's bounded store (:func:`ui.keep`), not in the session.
 RESULT = "upload_result"
+
+start_janitor()  # once per server: ends closed tabs' sessions and gives their memory back
 
 
 # ---------------------------------------------------------------- sidebar: the model, for every page
@@ -140,17 +144,18 @@ def uploaded_types() -> list[str]:
 
 
 def classify(data: bytes, filename: str, model_name: str):
-    """Decode and classify, with a progress bar that goes when the work ends (or fails);
-    returns (prediction, samples)."""
+    """Wait for a turn in the server's queue of analyses (saying how many are ahead), then decode and
+    classify, with a progress bar that goes when the work ends (or fails); returns (prediction, samples)."""
     slot = st.empty()
     try:
-        bar = slot.progress(0.0, text=f"Decoding {filename}…")
-        # the manifest gives the rate: the song decodes while the model may still be loading
-        decoded = load_audio(data, sample_rate=model_config(model_name).sample_rate, filename=filename)
-        model = get_model(model_name)
-        bar.progress(0.05, text=f"Decoded {decoded.duration:.0f} s of audio; classifying…")
-        prediction = predict_audio(decoded.samples, model=model, file=filename, warnings=decoded.warnings,
-                                   progress=lambda f, msg: bar.progress(0.05 + 0.95 * f, text=msg))
+        with QUEUE.turn(on_wait=lambda ahead: slot.info(waiting_message(ahead), icon=":material/hourglass_top:")):
+            bar = slot.progress(0.0, text=f"Decoding {filename}…")
+            # the manifest gives the rate: the song decodes while the model may still be loading
+            decoded = decode_upload(data, filename, sample_rate=model_config(model_name).sample_rate)
+            model = get_model(model_name)
+            bar.progress(0.05, text=f"Decoded {decoded.duration:.0f} s of audio; classifying…")
+            prediction = predict_audio(decoded.samples, model=model, file=filename, warnings=decoded.warnings,
+                                       progress=lambda f, msg: bar.progress(0.05 + 0.95 * f, text=msg))
     finally:
         slot.empty()
     return prediction, decoded.samples
@@ -159,6 +164,8 @@ def classify(data: bytes, filename: str, model_name: str):
 def _message(exc: GenreError, filename: str) -> str:
     """The library's message, naming the file once, with what to try."""
     text = str(exc)
+    if isinstance(exc, ServerBusy):  # not the file's fault: no other file would fare better
+        return text[:1].upper() + text[1:].rstrip(".") + "."
     if filename not in text:
         text = f"{filename}: {text}"
     if not text.startswith(filename):
@@ -180,18 +187,24 @@ def upload_page() -> None:
     upload = st.file_uploader("Song", type=uploaded_types(), key="upload", on_change=_upload_changed,
                               help="wav, flac, ogg, mp3" + ("; m4a, aac, wma and more via ffmpeg"
                                                             if find_ffmpeg() else "; install ffmpeg for m4a, aac, wma"))
-    kept = st.session_state.get(RESULT)
+    result = st.session_state.get(RESULT)
     if upload is None:
-        if kept is None or kept["model"] != model_name:
+        if result is None or result["model"] != model_name:
             st.info("Choose an audio file to begin. Nothing is stored: the file is analysed in memory.")
             return
         # back from another page: the uploader is empty again, the result is not
-        st.caption(f"Showing **{kept['name']}** from earlier; choose a file to analyse another.")
-        data, name = kept["data"], kept["name"]
-    else:
-        data, name = upload.getvalue(), upload.name
+        st.caption(f"Showing **{result['name']}** from earlier; choose a file to analyse another.")
+        _show_result(result, model_name)
+        return
+    name = upload.name
+    try:
+        data = upload.getvalue()
+        check_upload(data, name)
+    except GenreError as exc:
+        st.error(_message(exc, name))
+        return
     key = (hashlib.sha1(data).hexdigest(), model_name)
-    if kept is None or kept["key"] != key:
+    if result is None or result["key"] != key:
         st.session_state.pop(RESULT, None)  # a failed upload must not leave the old result behind
         try:
             prediction, samples = classify(data, name, model_name)
@@ -203,10 +216,24 @@ def upload_page() -> None:
             log.exception("unexpected failure classifying %r", name)
             st.error(f"Something unexpected went wrong with {name}. Try another file; the problem has been logged.")
             return
-        kept = {"key": key, "name": name, "data": data, "model": model_name, "prediction": prediction,
-                "samples": samples}
-        st.session_state[RESULT] = kept
-    show_analysis(kept["prediction"], samples=kept["samples"], audio_bytes=kept["data"], key="upload",
+        result = {"key": key, "name": name, "model": model_name, "prediction": prediction}
+        st.session_state[RESULT] = result
+        keep(RESULT, (key, data, samples), len(data) + samples.nbytes)
+        show_analysis(prediction, samples=samples, audio_bytes=data, key="upload", config=model_config(model_name))
+        return
+    _show_result(result, model_name)
+
+
+def _show_result(result: dict, model_name: str) -> None:
+    """The session's last result, with its audio and pictures while the server's store still keeps them."""
+    heavy = kept(RESULT)
+    if heavy is None or heavy[0] != result["key"]:
+        st.caption("This result's audio was let go to keep the server's memory within its limit: choose the "
+                   "file again to play it and see its pictures.")
+        show_analysis(result["prediction"], key="upload", config=model_config(model_name))
+        return
+    _, data, samples = heavy
+    show_analysis(result["prediction"], samples=samples, audio_bytes=data, key="upload",
                   config=model_config(model_name))
 
 

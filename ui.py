@@ -1,20 +1,32 @@
-"""Streamlit pieces shared by the app's pages: the model cache, the sidebar's model card, and the
+"""Streamlit pieces shared by the app's pages: the model cache, the sidebar's model card, the
 analysis view :func:`show_analysis` (the upload page, the live page's recorded clip and the Library
-page all show a song's result with it).
+page all show a song's result with it), and what keeps the server's memory bounded: the queue of
+analyses (:data:`QUEUE`), the one budget for what sessions keep (:data:`KEPT`), the upload checks
+(:func:`check_upload`, :func:`decode_upload`) and the sweep that frees closed sessions (:func:`start_janitor`).
 
 UI only; everything from bytes to a prediction is in :mod:`codeFeature`.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import ctypes
+import ctypes.util
+import gc
 import hashlib
 import logging
+import os
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterator
 
 import numpy as np
 import streamlit as st
 
 from codeFeature import GENRES, GenreError, load_model, predict_audio
+from codeFeature.audio import DecodedAudio, open_audio
 
 log = logging.getLogger("app.ui")
 
@@ -38,6 +50,435 @@ def genre_colour_scale(labels=GENRES):
     labels = list(labels)
     spare = iter(_SPARE_COLOURS * 4)
     return alt.Scale(domain=labels, range=[GENRE_COLOURS.get(g) or next(spare) for g in labels])
+
+
+# ---------------------------------------------------------------- memory: settings
+
+def _setting(name: str, default: float, *, minimum: float) -> float:
+    """A number from the environment (read by the person who starts the server); a bad value is logged
+    and the default used, so that a typo cannot stop the app."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum:  # also refuses nan
+        log.warning("%s=%r is not a number >= %g; using %g", name, raw, minimum, default)
+        return default
+    return value
+
+
+#: Analyses (decode and classify) run at once in the whole server; others wait their turn. Each holds
+#: its decoded song and the model's working buffers, so this, not the number of visitors, sets the peak.
+ANALYSES_AT_ONCE = int(_setting("CODEFEATURE_APP_ANALYSES", 1, minimum=1))
+#: Visitors that may wait for a turn; one more is told at once that the server is busy.
+MAX_WAITING = int(_setting("CODEFEATURE_APP_QUEUE", 8, minimum=0))
+#: Longest wait for a turn, in seconds, before the visitor is told to try again later.
+MAX_WAIT_SECONDS = _setting("CODEFEATURE_APP_WAIT_SECONDS", 300, minimum=1)
+#: Longest audio the app analyses, in minutes: refused from the header before it is decoded (and, where
+#: the header does not say, as soon as the decoder passes it). Ten minutes of decoded audio is ~53 MB.
+MAX_MINUTES = _setting("CODEFEATURE_APP_MAX_MINUTES", 30, minimum=0.1)
+#: What all sessions together keep between reruns (uploaded bytes, decoded audio, pictures), in MB;
+#: the least recently used goes first.
+KEEP_MB = _setting("CODEFEATURE_APP_KEEP_MB", 512, minimum=1)
+
+
+# ---------------------------------------------------------------- memory: giving it back to the system
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        return libc
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to trim
+        return None
+
+
+_LIBC = _load_libc()
+#: mallopt's option numbers (glibc's malloc.h)
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
+
+
+def tune_malloc() -> None:
+    """Two arenas, and every block of 1 MiB or more in its own mapping, unless the operator chose otherwise
+    (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``).
+
+    Each analysis runs on another script thread; glibc gives threads arenas of their own (up to eight per
+    core) and raises its mmap threshold after each large free, so a song's mid-sized buffers end up spread
+    over many heaps that are never handed back whole. ``bench/bench_load.py`` shows the difference (its
+    figures are in the README); the operator's environment variables win, so it can be measured both ways.
+    """
+    if _LIBC is None:
+        return
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        _LIBC.mallopt(_M_ARENA_MAX, 2)
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+
+
+tune_malloc()
+
+
+def release_memory() -> None:
+    """Collect Python's cycles, then ask glibc to hand its free pages back to the system.
+
+    glibc keeps freed memory in its arenas (one per thread that allocated, up to eight per core) and
+    returns it only from the top of the main heap; ``malloc_trim(0)`` gives back the free pages of every
+    arena. Without it the server's resident size stays at its peak after the visitors leave.
+    """
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+# ---------------------------------------------------------------- memory: the analysis queue
+
+class ServerBusy(GenreError):
+    """The analysis queue is full, or the wait for a turn ran out."""
+
+
+def waiting_message(ahead: int) -> str:
+    """What a waiting visitor reads: how many analyses are before theirs."""
+    others = f"{ahead} other analysis" if ahead == 1 else f"{ahead} other analyses"
+    return (f"Waiting for {others} to finish: the server analyses {ANALYSES_AT_ONCE} song"
+            f"{'' if ANALYSES_AT_ONCE == 1 else 's'} at a time. Yours starts by itself; keep this page open.")
+
+
+class AnalysisQueue:
+    """At most ``slots`` analyses at once in the process, first come first served.
+
+    A visitor beyond ``max_waiting`` waiting ones, or one who waited ``max_wait`` seconds, gets
+    :class:`ServerBusy` with a message in words. Each slot's end gives freed memory back (:func:`release_memory`).
+    """
+
+    def __init__(self, slots: int, *, max_waiting: int, max_wait: float,
+                 release: Callable[[], None] = release_memory):
+        self.slots, self.max_waiting, self.max_wait = slots, max_waiting, max_wait
+        self._release = release
+        self._cond = threading.Condition()
+        self._running = 0
+        self._waiting: collections.deque = collections.deque()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def _wait_for_turn(self, ticket, on_wait) -> None:
+        deadline = time.monotonic() + self.max_wait
+        told = None
+        try:
+            while True:
+                with self._cond:
+                    if self._waiting[0] is ticket and self._running < self.slots:
+                        self._waiting.popleft()
+                        self._running += 1
+                        self._cond.notify_all()
+                        return
+                    ahead = self._running + self._waiting.index(ticket)
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise ServerBusy(f"the server was still busy with {ahead} other "
+                                         f"{'analysis' if ahead == 1 else 'analyses'} after {self.max_wait:g} s; "
+                                         "try again in a few minutes")
+                    if ahead == told:
+                        self._cond.wait(min(left, 0.5))
+                        continue
+                    told = ahead
+                if on_wait is not None:
+                    on_wait(ahead)  # outside the lock: it draws on the page
+        except BaseException:
+            with self._cond:
+                if ticket in self._waiting:
+                    self._waiting.remove(ticket)
+                    self._cond.notify_all()
+            raise
+
+    @contextlib.contextmanager
+    def turn(self, on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
+        """Hold one slot for the ``with`` block. ``on_wait(ahead)`` is called (outside the lock) while
+        waiting, whenever the number of analyses ahead changes."""
+        ticket = object()
+        with self._cond:
+            start_now = self._running < self.slots and not self._waiting
+            if start_now:
+                self._running += 1
+            elif len(self._waiting) >= self.max_waiting:
+                busy = self._running + len(self._waiting)
+                raise ServerBusy(f"the server is busy with {busy} other "
+                                 f"{'analysis' if busy == 1 else 'analyses'} and cannot queue more; "
+                                 "try again in a few minutes")
+            else:
+                self._waiting.append(ticket)
+        if not start_now:
+            self._wait_for_turn(ticket, on_wait)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+            self._release()
+
+
+#: The server's one queue of analyses (every page and session shares it).
+QUEUE = AnalysisQueue(ANALYSES_AT_ONCE, max_waiting=MAX_WAITING, max_wait=MAX_WAIT_SECONDS)
+
+
+# ---------------------------------------------------------------- memory: what sessions keep
+
+class SessionStore:
+    """Heavy objects of every session (uploaded bytes, decoded audio, pictures) under one byte budget.
+
+    Streamlit's session state has no size limit and lives as long as the session (and two minutes
+    more after the tab closes); these objects live here instead, keyed by session id, least recently
+    used first out. A page whose object was let go redraws it or says so. Entries of sessions the
+    server no longer knows go at the next sweep (:func:`sweep_sessions`).
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget = int(budget_bytes)
+        self._lock = threading.Lock()
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._bytes = 0
+
+    def put(self, session: str, name: str, value, nbytes: int) -> bool:
+        """Keep ``value`` (about ``nbytes``) for ``session``; ``False`` if it alone exceeds the budget."""
+        with self._lock:
+            self._pop((session, name))
+            if nbytes > self.budget:
+                return False
+            self._items[(session, name)] = (value, int(nbytes))
+            self._bytes += int(nbytes)
+            while self._bytes > self.budget:
+                self._pop(next(iter(self._items)))
+            return True
+
+    def get(self, session: str, name: str):
+        with self._lock:
+            item = self._items.get((session, name))
+            if item is None:
+                return None
+            self._items.move_to_end((session, name))
+            return item[0]
+
+    def drop(self, session: str, name: str) -> None:
+        with self._lock:
+            self._pop((session, name))
+
+    def keep_only(self, sessions) -> int:
+        """Drop the entries of every session not in ``sessions``; returns the bytes let go."""
+        sessions = set(sessions)
+        with self._lock:
+            before = self._bytes
+            for key in [k for k in self._items if k[0] not in sessions]:
+                self._pop(key)
+            return before - self._bytes
+
+    def _pop(self, key) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._bytes -= item[1]
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def sessions(self) -> set:
+        with self._lock:
+            return {k[0] for k in self._items}
+
+
+#: The server's one store of what sessions keep (see :data:`KEEP_MB`).
+KEPT = SessionStore(int(KEEP_MB * 1e6))
+
+
+def session_id() -> str:
+    """The current session's id (``"no-session"`` outside a Streamlit run)."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return ctx.session_id if ctx is not None else "no-session"
+
+
+def keep(name: str, value, nbytes: int) -> bool:
+    """Keep ``value`` for this session under the server's budget (see :class:`SessionStore`)."""
+    return KEPT.put(session_id(), name, value, nbytes)
+
+
+def kept(name: str):
+    """What this session kept under ``name``, or ``None`` (never kept, or let go for the budget)."""
+    return KEPT.get(session_id(), name)
+
+
+# ---------------------------------------------------------------- memory: sessions that ended
+
+#: How long a closed tab's session may wait for its visitor to come back before it is ended and its
+#: uploads, media and kept objects freed (at most half of Streamlit's ``server.disconnectedSessionTTL``,
+#: so that it is ended before Streamlit drops it without freeing its files).
+SESSION_GRACE_SECONDS = _setting("CODEFEATURE_APP_SESSION_GRACE", 30, minimum=0)
+_SWEEP_SECONDS = 10.0
+
+
+class _Sweeper:
+    def __init__(self):
+        self.gone_since: dict[str, float] = {}
+
+
+_SWEEPER = _Sweeper()
+
+
+def sweep_sessions(runtime=None, *, now: float | None = None) -> tuple[int, int]:
+    """End the sessions whose tab closed more than the grace period ago, drop the kept objects of every
+    session the server no longer knows, and give the memory back. Returns (sessions ended, bytes let go).
+
+    Streamlit keeps a closed tab's session (its state, uploaded files and media) for
+    ``server.disconnectedSessionTTL`` seconds in case the tab reconnects, then forgets it without
+    freeing its uploaded files or media; ending it here, through the session manager on the server's
+    event loop, frees them. Without a running server (``AppTest``) only the kept objects are swept.
+    """
+    from streamlit import config
+    from streamlit.runtime import Runtime
+
+    now = time.monotonic() if now is None else now
+    if runtime is None:
+        if not Runtime.exists():
+            return 0, 0
+        runtime = Runtime.instance()
+    manager = runtime._session_mgr  # no public accessor; the runtime itself ends sessions through it
+    active = {info.session.id for info in manager.list_active_sessions()}
+    known = {info.session.id for info in manager.list_sessions()}
+    grace = min(SESSION_GRACE_SECONDS, config.get_option("server.disconnectedSessionTTL") / 2)
+    ended = 0
+    for sid in known - active:
+        since = _SWEEPER.gone_since.setdefault(sid, now)
+        if now - since >= grace:
+            ended += 1
+            _end_session(runtime, sid)
+    for sid in list(_SWEEPER.gone_since):
+        if sid in active or sid not in known:
+            _SWEEPER.gone_since.pop(sid)
+    freed = KEPT.keep_only(active | (known - {s for s in _SWEEPER.gone_since
+                                              if now - _SWEEPER.gone_since[s] >= grace}))
+    if ended or freed:
+        log.info("ended %d closed sessions; let go %.0f MB they kept", ended, freed / 1e6)
+        release_memory()
+    return ended, freed
+
+
+def _end_session(runtime, sid: str) -> None:
+    manager = runtime._session_mgr
+
+    def end_if_still_closed() -> None:
+        # the visitor may have come back since: only a session still stored (not active) is ended
+        if manager.get_active_session_info(sid) is None and manager.get_session_info(sid) is not None:
+            manager.close_session(sid)
+
+    loop = runtime._get_async_objs().eventloop  # session storage is only touched on the server's loop
+    try:
+        loop.call_soon_threadsafe(end_if_still_closed)
+    except RuntimeError:  # the server is stopping: it ends every session itself
+        pass
+
+
+@st.cache_resource(show_spinner=False)
+def start_janitor() -> threading.Thread:
+    """Start, once per server process, the thread that calls :func:`sweep_sessions` every few seconds."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(_SWEEP_SECONDS)
+            try:
+                sweep_sessions()
+            except Exception:  # a sweep that fails must not end the sweeping; the operator reads the log
+                log.exception("session sweep failed")
+
+    thread = threading.Thread(target=loop, name="session-janitor", daemon=True)
+    thread.start()
+    return thread
+
+
+# ---------------------------------------------------------------- memory: uploads
+
+def max_upload_bytes() -> int:
+    """Streamlit's ``server.maxUploadSize`` (MB of 2^20 bytes, as Streamlit counts them) in bytes."""
+    from streamlit import config
+
+    return int(config.get_option("server.maxUploadSize")) * 1024 * 1024
+
+
+def _minutes(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    return f"{seconds / 60:.0f} minutes" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+class UploadRefused(GenreError):
+    """An upload beyond what this server accepts (size or length)."""
+
+
+def check_upload(data: bytes, name: str, *, limit: int | None = None) -> None:
+    """Refuse an upload larger than the server's limit before anything reads it.
+
+    Streamlit's upload handler already refuses a request body beyond ``server.maxUploadSize`` (from its
+    Content-Length, then while it streams); this is the same limit checked again on the bytes the page
+    actually got, so that a change of the upload path cannot bypass it.
+
+    Raises
+    ------
+    UploadRefused
+        When ``data`` is larger than ``limit`` bytes (default the server's).
+    """
+    limit = max_upload_bytes() if limit is None else limit
+    if len(data) > limit:
+        raise UploadRefused(f"{name} is {len(data) / 2**20:.3g} MB; this server takes files up to "
+                            f"{limit / 2**20:.3g} MB. A compressed copy (mp3, ogg or flac) is smaller")
+
+
+def decode_upload(data: bytes, name: str, *, sample_rate: int, max_seconds: float | None = None) -> DecodedAudio:
+    """Decode an upload as :func:`codeFeature.load_audio` does, refusing audio longer than ``max_seconds``
+    (default :data:`MAX_MINUTES`) from its header before decoding, or, where the header does not say
+    (formats ffmpeg decodes), as soon as the decoder passes the limit: a long file is never decoded whole.
+    """
+    from codeFeature.audio import _collect, _inspect
+
+    max_seconds = MAX_MINUTES * 60 if max_seconds is None else max_seconds
+    check_upload(data, name)
+    limit = int(max_seconds * sample_rate)
+
+    def too_long(seconds: float | None) -> UploadRefused:
+        length = f"{_minutes(seconds)} long" if seconds else f"longer than {_minutes(max_seconds)}"
+        return UploadRefused(f"{name} is {length}; this server analyses up to {_minutes(max_seconds)} of audio. "
+                             "Cut the part you want to hear classified")
+
+    with open_audio(data, sample_rate=sample_rate, filename=name) as stream:
+        if stream.expected_samples is not None and stream.expected_samples > limit:
+            raise too_long(stream.expected_samples / sample_rate)
+        inner = stream._blocks
+
+        def capped():
+            n = 0
+            for block in inner:
+                n += len(block)
+                if n > limit:
+                    raise too_long(None)
+                yield block
+
+        stream._blocks = capped()
+        try:
+            samples = _collect(stream)
+        finally:
+            inner.close()  # the decoder and its temporary file, however the collection ended
+        decoded = DecodedAudio(samples, sample_rate, stream.source_rate, stream.channels, list(stream.warnings))
+    return _inspect(decoded, stream.name)
 
 
 # ---------------------------------------------------------------- the model
@@ -82,7 +523,7 @@ def get_model(name: str):
         raise
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=32)
 def model_card(name: str) -> dict:
     """The model's manifest (cached: read on every rerun of every page)."""
     from codeFeature.model_io import read_manifest, resolve_model_dir
@@ -276,20 +717,20 @@ def _fingerprint(prediction, samples) -> str:
 
 
 def _song_pictures(prediction, samples, config, key: str) -> list[tuple[str, bytes]]:
-    """The whole-song panels as PNGs, drawn once per result and kept in the session: reruns
-    (a slider, a download, another page and back) reuse them."""
+    """The whole-song panels as PNGs, drawn once per result and kept for the session in the server's
+    bounded store: reruns (a slider, a download, another page and back) reuse them while it keeps them."""
     from codeFeature.plots import MAX_PLOT_SECONDS, SONG_WIDTH, song_panels
 
     store = f"{key}__pictures"
     fingerprint = _fingerprint(prediction, samples)
-    kept = st.session_state.get(store)
-    if kept is not None and kept[0] == fingerprint:
-        return kept[1]
+    got = kept(store)
+    if got is not None and got[0] == fingerprint:
+        return got[1]
     shown = samples[: int(MAX_PLOT_SECONDS * config.sample_rate)]
     panels = song_panels(shown, config, width=SONG_WIDTH,
                          boundaries=prediction.starts[prediction.starts < MAX_PLOT_SECONDS])
     pictures = [(panel.title, panel.png()) for panel in panels]
-    st.session_state[store] = (fingerprint, pictures)
+    keep(store, (fingerprint, pictures), sum(len(png) for _, png in pictures))
     return pictures
 
 
