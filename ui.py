@@ -553,7 +553,13 @@ def _time(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
-def probability_chart(labels, probabilities, *, votes=None, winner: str | None = None, title: str | None = None):
+#: What a probability chart's bars are: the song's mean over its segments, or one segment's own.
+SONG_MEAN = "mean probability over the segments"
+ONE_SEGMENT = "this segment's probability"
+
+
+def probability_chart(labels, probabilities, *, votes=None, winner: str | None = None, title: str | None = None,
+                      measure: str = SONG_MEAN):
     """Every label's probability as a horizontal bar, highest first, the winner starred.
 
     Parameters
@@ -564,6 +570,8 @@ def probability_chart(labels, probabilities, *, votes=None, winner: str | None =
         Segments that voted for each label: printed beside its probability.
     winner : str, optional
         The label the verdict chose (marked ★ even when it is not the longest bar).
+    measure : str
+        What the bars are, the axis title: :data:`SONG_MEAN` or :data:`ONE_SEGMENT`.
     """
     import altair as alt
     import pandas as pd
@@ -581,7 +589,7 @@ def probability_chart(labels, probabilities, *, votes=None, winner: str | None =
     bars = base.mark_bar().encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1.35 if votes is not None else 1.15], nice=False),
                 axis=alt.Axis(format="%", values=[0, 0.25, 0.5, 0.75, 1.0]),
-                title="mean probability over the segments"),
+                title=measure),
         y=y,
         color=alt.Color("genre:N", scale=genre_colour_scale(labels), legend=None),
         stroke=alt.condition(alt.datum.genre == (winner or ""), alt.value("black"), alt.value(None)),
@@ -594,10 +602,10 @@ def probability_chart(labels, probabilities, *, votes=None, winner: str | None =
     return chart.properties(title=title) if title else chart
 
 
-def probability_text(labels, probabilities, *, votes=None) -> str:
+def probability_text(labels, probabilities, *, votes=None, measure: str = SONG_MEAN) -> str:
     """The chart in words, highest first (its ``alt`` text, for screen readers): "rock 41% (7 votes), ..."."""
     order = np.argsort(-np.asarray(probabilities, dtype=float), kind="stable")
-    return "Mean probability: " + ", ".join(
+    return measure[0].upper() + measure[1:] + ": " + ", ".join(
         f"{labels[i]} {probabilities[i]:.0%}" + (f" ({int(votes[i])} votes)" if votes is not None else "")
         for i in order)
 
@@ -625,8 +633,7 @@ def show_verdict(prediction) -> None:
                    f"{verdict.confidence:.0%} · {prediction.duration:.1f} s analysed · model {prediction.model}")
         st.caption(f"Rule: {prediction.rule.description}.")
         if verdict.not_sure:
-            top = ", ".join(f"{g} {p:.0%}" for g, p in verdict.top)
-            st.warning("The model is not sure: " + "; ".join(verdict.reasons) + f". Top three: {top}.")
+            st.warning(verdict.explanation)
         tags = prediction.top_tags(5)
         if tags:
             st.markdown("**Sounds like:** " + ", ".join(tag.lower() for tag, _ in tags),
@@ -636,6 +643,21 @@ def show_verdict(prediction) -> None:
         st.altair_chart(probability_chart(prediction.labels, prediction.mean_probabilities, votes=votes,
                                           winner=verdict.genre), width="stretch",
                         alt=probability_text(prediction.labels, prediction.mean_probabilities, votes=votes))
+
+
+def end_label(duration: float) -> str:
+    """The last tick, the song's end, as a player shows it but never rounded up: 29.7 s is "0:29.7", not 30."""
+    whole = int(duration)
+    tenths = int((duration - whole) * 10 + 1e-9)
+    return _time(whole) + (f".{tenths}" if tenths else "")
+
+
+def tick_label_expr(duration: float) -> str:
+    """A Vega expression labelling a timeline tick in m:ss (rounded down, as players count), the song's end
+    with :func:`end_label`."""
+    mmss = ("floor(datum.value / 60) + ':' + (floor(datum.value % 60) < 10 ? '0' : '') + "
+            "floor(datum.value % 60)")
+    return f"datum.value >= {duration - 1e-6!r} ? '{end_label(duration)}' : {mmss}"
 
 
 def timeline_chart(prediction):
@@ -659,8 +681,8 @@ def timeline_chart(prediction):
     # ticks on segment boundaries, thinned to at most ~12 so that the labels fit on a phone
     every = max(1, int(np.ceil(len(table) / 12)))
     ticks = [float(s) for s in starts[::every]] + [float(prediction.duration)]
-    x = alt.X("start:Q", title="time (s)", scale=alt.Scale(domain=[0, float(prediction.duration)], nice=False),
-              axis=alt.Axis(values=ticks, format=".0f" if seg * every >= 1 else ".1f", grid=False))
+    x = alt.X("start:Q", title="time (m:ss)", scale=alt.Scale(domain=[0, float(prediction.duration)], nice=False),
+              axis=alt.Axis(values=ticks, labelExpr=tick_label_expr(float(prediction.duration)), grid=False))
     chart = alt.Chart(table).mark_rect(stroke="white", strokeWidth=0.5 if len(table) < 60 else 0).encode(
         x=x, x2="end:Q",
         y=alt.Y("bottom:Q", scale=alt.Scale(domain=[0, 1]), axis=None), y2="top_edge:Q",
@@ -764,8 +786,8 @@ def _closeup(prediction, samples, config, key: str) -> None:
     with left:
         _show_pictures([(p.title, p.png()) for p in song_panels(piece, config, offset=start, width=CLOSEUP_WIDTH)])
     with right:
-        st.altair_chart(probability_chart(prediction.labels, probs, winner=label), width="stretch",
-                        alt=probability_text(prediction.labels, probs))
+        st.altair_chart(probability_chart(prediction.labels, probs, winner=label, measure=ONE_SEGMENT),
+                        width="stretch", alt=probability_text(prediction.labels, probs, measure=ONE_SEGMENT))
 
 
 def show_plots(prediction, samples, config, *, key: str) -> None:

@@ -110,6 +110,37 @@ def test_segment_slider_changes_the_close_up(app):
     assert any("Segment 3 of 3" in m.value for m in app.markdown)
 
 
+def _chart_specs(at) -> list[dict]:
+    import json
+
+    return [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+
+
+def _axis_titles(spec: dict) -> list[str]:
+    """Every x-axis title in a (layered) Vega-Lite spec."""
+    layers = spec.get("layer", [spec])
+    return [layer["encoding"]["x"].get("title") for layer in layers if "x" in layer.get("encoding", {})]
+
+
+def test_each_chart_says_what_its_bars_are_and_the_timeline_counts_in_minutes(app):
+    """The close-up's bars are one segment's probabilities, not the song's mean; the timeline's ticks are m:ss
+    and its last tick is the song's real end (a 29.7 s song ends at 0:29.7, not 30)."""
+    app.file_uploader[0].set_value(("song.wav", _wav_bytes(29.7), "audio/wav")).run()
+    assert not app.exception
+    titles = [title for spec in _chart_specs(app) for title in _axis_titles(spec) if title]
+    assert titles.count("mean probability over the segments") == 1
+    assert titles.count("this segment's probability") == 1
+    (timeline,) = [spec for spec in _chart_specs(app) if "time (m:ss)" in _axis_titles(spec)]
+    expression = timeline["encoding"]["x"]["axis"]["labelExpr"]
+    assert "'0:29.7'" in expression and "floor(datum.value / 60)" in expression
+
+
+def test_the_end_of_a_song_is_never_rounded_up():
+    import ui
+
+    assert [ui.end_label(d) for d in (29.7, 29.97, 300.0, 3.0, 61.25)] == ["0:29.7", "0:29.9", "5:00", "0:03", "1:01.2"]
+
+
 def test_a_one_segment_song_does_not_say_1_of_1(app):
     app.file_uploader[0].set_value(("short.wav", _wav_bytes(3.5), "audio/wav")).run()
     assert not app.exception
