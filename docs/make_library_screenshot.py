@@ -1,4 +1,4 @@
-"""Take the README's Library page screenshot: start the app, open a scanned database and one file, save PNGs.
+"""Take docs/collection.md's Library page screenshot: start the app, open a scanned database and one file, save PNGs.
 
     python -m codeFeature scan SOME_FOLDER --db /tmp/library.sqlite
     python docs/make_library_screenshot.py /tmp/library.sqlite --open jazz.00000 [--out docs/library.png]

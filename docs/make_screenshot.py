@@ -1,5 +1,5 @@
-"""Take the README's screenshots: start the app, upload a song in headless Chromium, save two PNGs:
-the result (``--out``) and the segment close-up after moving its slider (``--closeup``).
+"""Take the screenshots of the README and docs/usage.md: start the app, upload a song in headless Chromium,
+save two PNGs: the result (``--out``) and the segment close-up after moving its slider (``--closeup``).
 
     python docs/make_screenshot.py SONG [--out docs/screenshot.png] [--closeup docs/closeup.png]
 

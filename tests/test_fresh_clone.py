@@ -1,4 +1,4 @@
-"""The README's retraining commands, run as a new user would: from a clean clone with no ``../shared``
+"""The retraining guide's commands (docs/training.md), run as a new user would: from a clean clone with no ``../shared``
 beside it, on a miniature GTZAN in each public layout (the Kaggle download and marsyas' ``.au`` archive).
 
 The clone is a copy of the repository's files (tracked and new, not ignored) in a temporary folder,
@@ -24,7 +24,7 @@ import soundfile as sf
 from codeFeature.config import GENRES
 
 REPO = Path(__file__).resolve().parent.parent
-README = (REPO / "README.md").read_text()
+GUIDE = (REPO / "docs" / "training.md").read_text()  # the README links to it for retraining
 SECONDS = 3.5  # one 3 s segment of every model that reads audio
 
 
@@ -136,7 +136,7 @@ def test_every_readme_retraining_command_runs_on_both_layouts_without_touching_t
     kaggle, marsyas = str(datasets["kaggle"]), str(datasets["marsyas"])
     assert _status(clone) == ""
     commands = [
-        # the README's Retraining section, in --quick mode, on each layout
+        # docs/training.md's commands, in --quick mode, on each layout
         ("training.train", "--model", "cnn_mfcc_small", "--augment", "--gtzan", kaggle, "--quick"),
         ("training.train", "--model", "cnn_mfcc", "--gtzan", marsyas, "--quick"),
         ("training.train", "--model", "ann_features", "--gtzan", kaggle, "--quick"),
@@ -154,7 +154,7 @@ def test_every_readme_retraining_command_runs_on_both_layouts_without_touching_t
     artists = [f"{t},artist {i // 2}" for i, t in enumerate(_tracks())]  # two tracks an artist
     (clone.parent / "artists.csv").write_text("track,artist\n" + "\n".join(artists) + "\n")
     for module, *args in commands:
-        assert f"python -m {module}" in README, f"the README no longer shows {module}"
+        assert f"python -m {module}" in GUIDE, f"docs/training.md no longer shows {module}"
         run = _run(clone, module, *args)
         assert run.returncode == 0, f"{module} {args}:\n{run.stdout[-1500:]}\n{run.stderr[-3000:]}"
         assert _status(clone) == "", f"{module} changed tracked files:\n{_status(clone)}"

@@ -1,4 +1,4 @@
-"""Print the README's models table from the shipped models' manifests.
+"""Print the models table of docs/models.md from the shipped models' manifests.
 
 Every figure comes from a manifest that the model's own ``reproduce`` command wrote.
 
