@@ -173,9 +173,26 @@ def _message(exc: GenreError, filename: str) -> str:
     return text.rstrip(".") + ". Try another file: wav, flac, ogg and mp3 always work."
 
 
+#: The uploader's key is ``upload_<generation>``; the generation moves on with every file received, so the
+#: uploader is drawn afresh, empty: a refused type's "not allowed" chip and the previous file do not linger
+#: beside the next one, and Streamlit lets go of the previous upload's bytes.
+GENERATION = "upload_generation"
+#: A file just received, waiting for this run to analyse it: (name, bytes).
+PENDING = "upload_pending"
+
+
+def _uploader_key() -> str:
+    return f"upload_{st.session_state.get(GENERATION, 0)}"
+
+
 def _upload_changed() -> None:
-    if st.session_state.get("upload") is None:  # the visitor removed the file: forget its result
+    """A file arrived (or was removed): take it out of the uploader and start a fresh one."""
+    upload = st.session_state.get(_uploader_key())
+    if upload is None:  # the visitor removed the file: forget its result
         st.session_state.pop(RESULT, None)
+        return
+    st.session_state[PENDING] = (upload.name, upload.getvalue())
+    st.session_state[GENERATION] = st.session_state.get(GENERATION, 0) + 1
 
 
 def upload_page() -> None:
@@ -184,21 +201,23 @@ def upload_page() -> None:
              "genres, and the segments vote.")
     model_name = st.session_state["model_name"]
     preload_model(model_name)  # loads while the visitor picks a file
-    upload = st.file_uploader("Song", type=uploaded_types(), key="upload", on_change=_upload_changed,
-                              help="wav, flac, ogg, mp3" + ("; m4a, aac, wma and more via ffmpeg"
-                                                            if find_ffmpeg() else "; install ffmpeg for m4a, aac, wma"))
+    st.file_uploader("Song", type=uploaded_types(), key=_uploader_key(), on_change=_upload_changed,
+                     help="wav, flac, ogg, mp3" + ("; m4a, aac, wma and more via ffmpeg"
+                                                   if find_ffmpeg() else "; install ffmpeg for m4a, aac, wma"))
+    pending = st.session_state.pop(PENDING, None)
     result = st.session_state.get(RESULT)
-    if upload is None:
+    if pending is None and result is not None and result["model"] != model_name:
+        heavy = kept(RESULT)  # another model was chosen: analyse the same file again, if it is still kept
+        pending = (result["name"], heavy[1]) if heavy is not None and heavy[0] == result["key"] else None
+    if pending is None:
         if result is None or result["model"] != model_name:
             st.info("Choose an audio file to begin. Nothing is stored: the file is analysed in memory.")
             return
-        # back from another page: the uploader is empty again, the result is not
-        st.caption(f"Showing **{result['name']}** from earlier; choose a file to analyse another.")
+        st.caption(f"Showing **{result['name']}**; choose a file to analyse another.")
         _show_result(result, model_name)
         return
-    name = upload.name
+    name, data = pending
     try:
-        data = upload.getvalue()
         check_upload(data, name)
     except GenreError as exc:
         st.error(_message(exc, name))
@@ -219,8 +238,10 @@ def upload_page() -> None:
         result = {"key": key, "name": name, "model": model_name, "prediction": prediction}
         st.session_state[RESULT] = result
         keep(RESULT, (key, data, samples), len(data) + samples.nbytes)
+        st.caption(f"Showing **{name}**; choose a file to analyse another.")
         show_analysis(prediction, samples=samples, audio_bytes=data, key="upload", config=model_config(model_name))
         return
+    st.caption(f"Showing **{name}**; choose a file to analyse another.")
     _show_result(result, model_name)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ import soundfile as sf
 import soxr
 
 from .decision import SILENT_RMS
-from .errors import AudioDecodeError, ConfigError, NotRegularFileError, UnsupportedFormatError
+from .errors import AudioDecodeError, AudioTooLongError, ConfigError, NotRegularFileError, UnsupportedFormatError
 from .regular_file import fd_path, open_regular
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ def find_ffmpeg() -> str | None:
         return None
 
 
-def load_audio(source: Source, *, sample_rate: int = 22050, filename: str | None = None) -> DecodedAudio:
+def load_audio(source: Source, *, sample_rate: int = 22050, filename: str | None = None,
+               max_seconds: float | None = None) -> DecodedAudio:
     """Decode ``source`` to float32 mono at ``sample_rate``.
 
     Parameters
@@ -119,6 +121,10 @@ def load_audio(source: Source, *, sample_rate: int = 22050, filename: str | None
         Target rate in Hz; resampling uses soxr (high quality).
     filename : str, optional
         Name used in messages and to guess the format of in-memory input.
+    max_seconds : float, optional
+        Refuse audio longer than this: from its header before decoding where the header gives a length,
+        else as soon as decoding passes it, so a long file is never decoded whole. Default: no limit but
+        :data:`MAX_SECONDS`, past which the rest is cut with a warning.
 
     Returns
     -------
@@ -130,6 +136,8 @@ def load_audio(source: Source, *, sample_rate: int = 22050, filename: str | None
         If the input is not audio any decoder can read, or is empty.
     UnsupportedFormatError
         If the format needs ffmpeg and no ffmpeg binary is available.
+    AudioTooLongError
+        If the audio is longer than ``max_seconds``.
 
     Notes
     -----
@@ -137,9 +145,33 @@ def load_audio(source: Source, *, sample_rate: int = 22050, filename: str | None
     rate outside :data:`SOURCE_RATE_RANGE` is refused, whatever the file's size.
     """
     with open_audio(source, sample_rate=sample_rate, filename=filename) as stream:
-        samples = _collect(stream)
+        limit = None if max_seconds is None else int(max_seconds * sample_rate)
+        if limit is not None and stream.expected_samples is not None and stream.expected_samples > limit:
+            raise _too_long(stream.name, max_seconds, stream.expected_samples / sample_rate)
+        samples = _collect(stream, limit=limit)
+        if samples is None:
+            raise _too_long(stream.name, max_seconds, None)
         decoded = DecodedAudio(samples, sample_rate, stream.source_rate, stream.channels, list(stream.warnings))
     return _inspect(decoded, stream.name)
+
+
+def _span(seconds: int) -> str:
+    """``95`` -> ``"1 min 35 s"``, ``7500`` -> ``"2 h 5 min"``: a length a person reads at a glance."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h" + (f" {minutes} min" if minutes else "")
+    if minutes:
+        return f"{minutes} min" + (f" {secs} s" if secs else "")
+    return f"{secs} s"
+
+
+def _too_long(name: str, max_seconds: float, seconds: float | None) -> AudioTooLongError:
+    # the length rounded up and the limit down, so that the words never make a refused song look short enough
+    limit = _span(math.floor(max_seconds))
+    length = f"{_span(math.ceil(seconds))} long" if seconds else f"longer than {limit}"
+    return AudioTooLongError(f"{name} is {length}; up to {limit} of audio is analysed here. "
+                             "Cut the part you want classified")
 
 
 class AudioStream:
@@ -472,11 +504,14 @@ def _soundfile_blocks(sound: sf.SoundFile, block: np.ndarray, block_frames: int,
                          f"only that part was analysed ({exc})")
 
 
-def _collect(stream: AudioStream) -> np.ndarray:
-    """Every block of ``stream`` in one array, filled in place (no list of pieces to join)."""
+def _collect(stream: AudioStream, *, limit: int | None = None) -> np.ndarray | None:
+    """Every block of ``stream`` in one array, filled in place (no list of pieces to join); ``None`` as soon
+    as more than ``limit`` samples came (the decoder is left to the stream's close)."""
     out = np.empty(stream.expected_samples + 1024 if stream.expected_samples else 1 << 20, np.float32)
     n = 0
     for block in stream:
+        if limit is not None and n + len(block) > limit:
+            return None
         if n + len(block) > len(out):
             grown = np.empty(max(2 * len(out), n + len(block)), np.float32)
             grown[:n] = out[:n]

@@ -25,6 +25,10 @@ class AudioTooShortError(GenreError):
     """The audio is too short to classify."""
 
 
+class AudioTooLongError(GenreError):
+    """The audio is longer than the caller accepts (``load_audio(max_seconds=...)``)."""
+
+
 class ModelError(GenreError):
     """A model folder is missing, malformed, or disagrees with its manifest."""
 

@@ -149,6 +149,13 @@ def test_a_one_segment_song_does_not_say_1_of_1(app):
     assert "The only segment" in text
 
 
+def _back_to_the_upload_page(at):
+    """AppTest.switch_page takes a file, and the upload page is a function (the navigation's default page):
+    select it by its registered page hash, as a browser's click on it does."""
+    at._page_hash = next(h for h, page in at._registered_pages.items() if page["page_name"] == "Upload a song")
+    return at
+
+
 def test_the_result_and_model_survive_a_visit_to_the_live_page(app):
     app.selectbox(key="model_picker").set_value("cnn_mfcc_small").run()
     app.file_uploader[0].set_value(("song.wav", _wav_bytes(4.0), "audio/wav")).run()
@@ -156,11 +163,27 @@ def test_the_result_and_model_survive_a_visit_to_the_live_page(app):
     app.switch_page("webapp/live.py").run()
     assert not app.exception
     assert any("cnn_mfcc_small" in m.value for m in app.markdown)  # the live page uses the same model
-    app.switch_page("app.py").run()
+    _back_to_the_upload_page(app).run()
     assert not app.exception
     assert app.selectbox(key="model_picker").value == "cnn_mfcc_small"
     assert _metric(app, "Genre") == genre
-    assert any("song.wav" in c.value and "from earlier" in c.value for c in app.caption)
+    assert any("Showing **song.wav**" in c.value for c in app.caption)
+
+
+def test_the_uploader_is_fresh_after_each_file_and_a_new_model_analyses_the_same_file(app):
+    """Each file received is taken out of the uploader, which is drawn afresh (a refused type's chip and the
+    previous file do not linger); choosing another model then analyses the same file again."""
+    app.file_uploader[0].set_value(("song.wav", _wav_bytes(4.0), "audio/wav")).run()
+    assert not app.exception and _metric(app, "Genre")
+    assert app.file_uploader[0].value is None  # a new, empty uploader
+    assert any("Showing **song.wav**" in c.value for c in app.caption)
+    app.file_uploader[0].set_value(("fake.mp3", b"<html>not audio</html>" * 20, "audio/mpeg")).run()
+    assert app.error and "fake.mp3" in app.error[0].value and app.file_uploader[0].value is None
+    app.file_uploader[0].set_value(("song.wav", _wav_bytes(4.0), "audio/wav")).run()
+    assert not app.error  # the previous file's message is gone with it
+    app.selectbox(key="model_picker").set_value("cnn_mfcc_small").run()
+    assert not app.exception
+    assert any("model cnn_mfcc_small" in c.value for c in app.caption)
 
 
 def test_the_model_loads_in_the_background_and_a_failed_load_is_retried(monkeypatch):

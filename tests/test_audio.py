@@ -97,3 +97,19 @@ def test_silence_is_a_warning_not_an_error(tmp_path):
     write_audio(tmp_path / "silence.wav", np.zeros(22050 * 4, np.float32))
     decoded = load_audio(tmp_path / "silence.wav")
     assert any("silent" in w for w in decoded.warnings)
+
+
+def test_max_seconds_refuses_long_audio_from_its_header_and_keeps_short_audio_identical(tmp_path):
+    import soundfile as sf
+
+    from codeFeature import load_audio
+    from codeFeature.errors import AudioTooLongError, GenreError
+
+    long_song, short_song = tmp_path / "long.wav", tmp_path / "short.wav"
+    sf.write(long_song, np.zeros(8000 * 95, np.float32), 8000)
+    sf.write(short_song, np.full(8000 * 5, 0.1, np.float32), 8000)
+    with pytest.raises(AudioTooLongError, match="long.wav is 1 min 35 s long; up to 1 min 30 s of audio") as refused:
+        load_audio(long_song, sample_rate=8000, max_seconds=90)
+    assert isinstance(refused.value, GenreError)
+    limited = load_audio(short_song, sample_rate=8000, max_seconds=90)
+    np.testing.assert_array_equal(limited.samples, load_audio(short_song, sample_rate=8000).samples)
