@@ -286,3 +286,39 @@ def test_probe_child_main_says_what_is_wrong(tmp_path, capsys):
     assert model_probe.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("PROBE-ERROR: ")
     assert model_probe.main([]) == 64
+
+
+SHIFT_CHILD = textwrap.dedent("""
+    import numba
+    for i in range(7):  # other compilations first: this process numbers its kernels differently
+        numba.njit(lambda x, i=i: x + i)(1)
+    import librosa.core.audio  # all load from the cache but the zero-crossing kernel, compiled now
+""")
+
+
+def test_probe_survives_a_real_crash_on_a_poisoned_numba_cache(tmp_path, monkeypatch):
+    """Finding 9 end to end: a numba cache whose zero-crossing kernel and its wrapper were written by
+    two different processes (what numba issue 10128's race leaves) makes ann_features' features end
+    the process with SIGSEGV. The real probe child crashes on it; the caller gets the verdict."""
+    import shutil
+
+    good = numba_cache.ensure_ready().kernels
+    assert numba_cache.status().owner == "codeFeature"
+    other, poisoned = tmp_path / "other", tmp_path / "poisoned"
+    shutil.copytree(good, other)
+    for path in other.rglob("*_zc_wrapper*"):
+        path.unlink()
+    env = {k: v for k, v in os.environ.items()}
+    env.update(NUMBA_CACHE_DIR=str(other), PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-c", SHIFT_CHILD], env=env, check=True, timeout=CHILD_TIMEOUT, cwd=tmp_path)
+    shutil.copytree(good, poisoned)
+    wrappers = list(other.rglob("guf-audio._zc_wrapper*"))
+    assert wrappers
+    for path in wrappers:
+        shutil.copy(path, poisoned / path.relative_to(other))
+
+    monkeypatch.setattr(model_probe, "_verdicts", {})
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(poisoned))  # as a user's own, damaged, cache folder
+    result = model_probe.probe_model("ann_features", remember=False)
+    assert not result.ok and result.returncode == -signal.SIGSEGV, result.detail
+    assert "SIGSEGV" in result.message
