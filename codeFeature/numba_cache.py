@@ -53,6 +53,7 @@ plain ``@jit`` kernels, stored in one file each, which the race above does not c
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -399,6 +400,7 @@ def _make_ready(setup: CacheSetup, timeout: float) -> CacheSetup:
         reason = (f"no lock on {setup.lock} within {timeout:g} s" if isinstance(exc, Timeout)
                   else f"cannot use {setup.kernels} ({exc})")
         private = Path(tempfile.mkdtemp(prefix="codeFeature-numba-"))
+        atexit.register(shutil.rmtree, private, ignore_errors=True)
         # this process only: children keep the shared folder and its lock
         _point_numba_at(private, inherit=False)
         return replace(setup, kernels=private, owner="private", filled=True,
