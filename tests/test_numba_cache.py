@@ -28,7 +28,10 @@ CHILD_TIMEOUT = 900
 
 #: A process of the project on a short synthetic signal: ann_features' features (librosa's chroma,
 #: beat and peak kernels, the ones that crashed) and librosa's chroma directly. It waits for a file
-#: to appear before its first librosa call, so that all start compiling at the same instant.
+#: to appear, then for its own delay, before its first librosa call: starts a second or two apart
+#: are what poisons a cache without the lock (a later process loads the kernels an earlier one has
+#: written and compiles the rest with other numbers; seen with this script and numba 0.68.1
+#: without numba_cache: 3 of 6 processes started 2 s apart, and every later one, ended with SIGSEGV).
 FEATURES_CHILD = textwrap.dedent("""
     import hashlib, json, os, sys, time
     import codeFeature, librosa
@@ -39,6 +42,7 @@ FEATURES_CHILD = textwrap.dedent("""
     deadline = time.monotonic() + 600
     while not os.path.exists(go) and time.monotonic() < deadline:
         time.sleep(0.005)
+    time.sleep(float(sys.argv[2]))
     import numpy as np
     from codeFeature.config import FeatureConfig
     from codeFeature.features import segment_features
@@ -87,10 +91,10 @@ def _folder_for(xdg: Path, monkeypatch) -> Path:
     return numba_cache.default_root() / numba_cache.cache_key()
 
 
-def test_processes_started_at_once_on_an_empty_cache_agree(tmp_path, monkeypatch):
-    """Four processes compute ann_features' features at the same instant on an empty cache: one
-    compiles under the lock, the others wait and load; all exit 0 with the same numbers, and a
-    fifth started afterwards only loads them."""
+def test_processes_started_together_on_an_empty_cache_agree(tmp_path, monkeypatch):
+    """Four processes compute ann_features' features on an empty cache, two at the same instant and
+    two 1.5 s and 3 s later: one compiles under the lock, the others wait and load; all exit 0 with
+    the same numbers, and a fifth started afterwards only loads them."""
     xdg = tmp_path / "xdg"
     folder = _folder_for(xdg, monkeypatch)
     # what an interrupted fill (or a poisoned cache) leaves: kernel files without a ready record
@@ -99,8 +103,8 @@ def test_processes_started_at_once_on_an_empty_cache_agree(tmp_path, monkeypatch
     script = tmp_path / "child.py"
     script.write_text(FEATURES_CHILD)
     go = tmp_path / "go"
-    children = [subprocess.Popen([sys.executable, str(script), str(go)], env=_env(xdg), cwd=tmp_path,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    children = [subprocess.Popen([sys.executable, str(script), str(go), delay], env=_env(xdg), cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for delay in ("0", "0", "1.5", "3")]
     time.sleep(0.5)  # not needed for correctness: lets the children reach their wait before the start
     go.touch()
     outputs = []
@@ -113,7 +117,7 @@ def test_processes_started_at_once_on_an_empty_cache_agree(tmp_path, monkeypatch
         for child in children:
             if child.poll() is None:
                 child.kill()
-    later = subprocess.run([sys.executable, str(script), str(go)], env=_env(xdg), cwd=tmp_path,
+    later = subprocess.run([sys.executable, str(script), str(go), "0"], env=_env(xdg), cwd=tmp_path,
                            capture_output=True, timeout=CHILD_TIMEOUT)
     assert later.returncode == 0, later.stderr.decode()[-2000:]
     last = json.loads(later.stdout.decode().strip().splitlines()[-1])
