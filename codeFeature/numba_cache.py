@@ -3,7 +3,7 @@
 Why this exists
 ---------------
 librosa compiles some of its kernels with ``@numba.guvectorize(cache=True)`` and keeps the machine
-code on disk. numba writes each such kernel as two files pairs (``name-N.nbi/.nbc`` for the kernel,
+code on disk. numba writes each such kernel as two pairs of files (``name-N.nbi/.nbc`` for the kernel,
 ``guf-name-N.nbi/.nbc`` for its NumPy wrapper), and the wrapper calls the kernel by a symbol whose
 name carries a counter local to the process that compiled it. When two processes compile the same
 kernel at once, the kernel's files can come from one process and the wrapper's from the other; the
@@ -48,7 +48,9 @@ and shares nothing: slower, never unsafe.
 What is not covered: a process that imported librosa's submodules before :mod:`codeFeature`
 (its kernels are already bound to numba's default cache; :func:`status` says so), and kernels
 first compiled for a type the warm-up did not use (numba compiles those on first call; they are
-plain ``@jit`` kernels, stored in one file each, which the race above does not concern).
+plain ``@jit`` kernels, stored in one file each, which the race above does not concern), and a
+process whose warm-up failed (it goes on with the shared folder unmarked; the next process empties
+and fills it again while the first may still write to it -- a bug in the features, said in the notes).
 """
 
 from __future__ import annotations
