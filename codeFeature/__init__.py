@@ -15,6 +15,13 @@ import os as _os
 # memory with musicnn, for no speed (bench/README.md). Read when TensorFlow starts, so set it here.
 _os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
+# librosa's numba kernels get a cache folder of the project's own, filled by one process at a time
+# (numba issue 10128: processes compiling them at once can leave a cache that crashes every later
+# process). Must come before librosa's kernels are decorated, i.e. before their first use.
+from . import numba_cache as _numba_cache
+
+_numba_cache.configure()
+
 from .config import DEFAULT_CONFIG, GENRES, FeatureConfig
 from .errors import (AudioDecodeError, AudioTooShortError, ConfigError, GenreError, ModelError,
                      UnsupportedFormatError)

@@ -41,6 +41,10 @@ class Classifier:
 
     def __init__(self, spec: ModelSpec):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from .. import numba_cache
+
+        # actors of one node share its cache: the first fills it under the lock, the others load
+        numba_cache.ensure_ready()
         self.spec = spec
         self.model = spec.load()
 
@@ -86,6 +90,10 @@ def run_ray(todo: list[Found], spec: ModelSpec, store: LibraryStore, *, actors: 
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=env,
                      log_to_driver=False)
         started = True
+    from .. import numba_cache
+
+    # this machine's actors then only load librosa's kernels (numba_cache's docstring)
+    numba_cache.ensure_ready()
     stored = 0
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False

@@ -345,6 +345,10 @@ def run_local(todo: list[Found], spec: ModelSpec, store: LibraryStore, *, jobs: 
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from .. import numba_cache
+
+        # librosa's kernels compiled here, once, so the workers only load them (numba_cache's docstring)
+        numba_cache.ensure_ready()
         # spawn, not fork: forking a process that has TensorFlow's threads running is unsafe
         executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_worker_init, initargs=(spec,))
