@@ -61,28 +61,33 @@ def _floats(values, name: str, length: Optional[int] = None) -> tuple[float, ...
 class OutsideRule:
     """When a song is "not one of the ten genres" (or not music), from the model's tags.
 
-    The song's tag profile (its tags averaged over the segments) is standardised by the training
-    songs' per-tag ``mean`` and ``scale``. Its **distance** is the Euclidean distance, in that space,
-    to the nearest of the genres' ``centroids`` (each genre's average training profile), divided by
-    the number of tags' square root (so 1.0 is one standard deviation per tag, on average).
+    The song's tag profile (its tags averaged over the segments; with ``transform`` "logit", their
+    log-odds) is standardised by the training songs' per-tag ``mean`` and ``scale``, giving ``z``.
 
-    * **not music** when the song's profile lies nearer to one of ``not_music`` (reference profiles of
-      non-music sounds, e.g. ``{"speech": [...], "noise": [...]}``) than to every genre centroid and
-      its distance exceeds ``max_distance_not_music``; or when its strongest music tag (the mean of the
-      tags in ``music_tags`` taken at its maximum) is below ``min_music``.
-    * **music outside the ten** when its distance exceeds ``max_distance``.
+    * **outside** when its **outside score**, ``sigmoid(weights . z + bias)`` (a logistic regression
+      fitted to tell training songs from sounds outside them), exceeds ``min_score``; or when its
+      **distance**, the per-tag RMS distance from ``z`` to the nearest of the genres' ``centroids``
+      (each genre's average training profile), exceeds ``max_distance`` (0: off);
+    * or when its strongest music tag (of ``music_tags``) is below ``min_music`` (then not music).
 
-    ``sounds_like`` names up to three of the ``describe`` tags that stand out most above the training
-    songs' typical value (by standardised score, at least ``min_describe``).
+    An outside song is **not music** when its profile lies nearer one of ``not_music`` (reference
+    profiles of non-music sounds, e.g. ``{"speech": [...], "noise": [...]}``) than any genre centroid
+    and any of ``music`` (profiles of music outside the genres), and it "sounds like" that profile's
+    name; otherwise it is music outside the genres and sounds like up to three of the ``describe`` tags
+    that stand out most above the training songs (standardised score at least ``min_describe``).
     """
 
     tags: tuple[str, ...]
     mean: tuple[float, ...]
     scale: tuple[float, ...]
     centroids: tuple[tuple[float, ...], ...]
-    max_distance: float
+    max_distance: float = 0.0
     not_music: tuple[tuple[str, tuple[float, ...]], ...] = ()
-    max_distance_not_music: float = 0.0
+    music: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    transform: str = "none"
+    weights: tuple[float, ...] = ()
+    bias: float = 0.0
+    min_score: float = 0.0
     music_tags: tuple[str, ...] = ()
     min_music: float = 0.0
     describe: tuple[str, ...] = ()
@@ -99,9 +104,12 @@ class OutsideRule:
             centroids = tuple(_floats(c, "centroids", n) for c in spec["centroids"])
             not_music = tuple((str(k), _floats(v, f"not_music[{k!r}]", n))
                               for k, v in dict(spec.get("not_music") or {}).items())
+            music = tuple((str(k), _floats(v, f"music[{k!r}]", n)) for k, v in dict(spec.get("music") or {}).items())
+            weights = _floats(spec["weights"], "weights", n) if spec.get("weights") else ()
             rule = cls(tags=tags, mean=_floats(spec["mean"], "mean", n), scale=_floats(spec["scale"], "scale", n),
-                       centroids=centroids, max_distance=float(spec["max_distance"]), not_music=not_music,
-                       max_distance_not_music=float(spec.get("max_distance_not_music", 0.0)),
+                       centroids=centroids, max_distance=float(spec.get("max_distance", 0.0)), not_music=not_music,
+                       music=music, transform=str(spec.get("transform", "none")), weights=weights,
+                       bias=float(spec.get("bias", 0.0)), min_score=float(spec.get("min_score", 0.0)),
                        music_tags=tuple(str(t) for t in spec.get("music_tags", ())),
                        min_music=float(spec.get("min_music", 0.0)),
                        describe=tuple(str(t) for t in spec.get("describe", ())),
@@ -110,8 +118,14 @@ class OutsideRule:
             raise ConfigError(f"the decision's 'outside' lacks {missing}") from None
         except (TypeError, ValueError) as error:
             raise ConfigError(f"the decision's 'outside' is malformed: {error}") from None
-        if not centroids or min(rule.scale) <= 0 or rule.max_distance <= 0:
-            raise ConfigError("the decision's 'outside' needs centroids, positive scales and max_distance > 0")
+        if not centroids or min(rule.scale) <= 0 or rule.max_distance < 0:
+            raise ConfigError("the decision's 'outside' needs centroids, positive scales and max_distance >= 0")
+        if rule.transform not in ("none", "logit"):
+            raise ConfigError(f"decision outside transform={rule.transform!r}: use 'none' or 'logit'")
+        if not 0.0 <= rule.min_score < 1.0 or (rule.min_score > 0 and not weights):
+            raise ConfigError("decision outside min_score must lie in [0, 1) and needs weights")
+        if rule.max_distance == 0 and rule.min_score == 0 and rule.min_music == 0:
+            raise ConfigError("the decision's 'outside' sets no test (max_distance, min_score or min_music)")
         unknown = [t for t in rule.music_tags + rule.describe if t not in tags]
         if unknown:
             raise ConfigError(f"the decision's 'outside' names tags the model lacks: {', '.join(unknown)}")
@@ -120,17 +134,28 @@ class OutsideRule:
     def to_dict(self) -> dict:
         return {"tags": list(self.tags), "mean": list(self.mean), "scale": list(self.scale),
                 "centroids": [list(c) for c in self.centroids], "max_distance": self.max_distance,
-                "not_music": {k: list(v) for k, v in self.not_music},
-                "max_distance_not_music": self.max_distance_not_music, "music_tags": list(self.music_tags),
+                "not_music": {k: list(v) for k, v in self.not_music}, "music": {k: list(v) for k, v in self.music},
+                "transform": self.transform, "weights": list(self.weights), "bias": self.bias,
+                "min_score": self.min_score, "music_tags": list(self.music_tags),
                 "min_music": self.min_music, "describe": list(self.describe), "min_describe": self.min_describe,
                 "source": self.source}
 
     def standardise(self, profile: np.ndarray) -> np.ndarray:
-        return (np.asarray(profile, np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        x = np.asarray(profile, np.float64)
+        if self.transform == "logit":
+            x = np.clip(x, 1e-4, 1 - 1e-4)
+            x = np.log(x / (1 - x))
+        return (x - np.asarray(self.mean)) / np.asarray(self.scale)
 
     def distance(self, z: np.ndarray, to: Sequence[Sequence[float]]) -> np.ndarray:
         """Per-tag RMS distance from standardised profile ``z`` to each row of ``to``."""
         return np.sqrt(((np.asarray(to, np.float64) - z) ** 2).mean(axis=1))
+
+    def score(self, z: np.ndarray) -> float:
+        """The outside score of standardised profile ``z``, in [0, 1] (0 without weights)."""
+        if not self.weights:
+            return 0.0
+        return float(1.0 / (1.0 + np.exp(-(np.dot(self.weights, z) + self.bias))))
 
     def assess(self, tags: np.ndarray) -> Optional[tuple[str, str, tuple[str, ...]]]:
         """``(kind, reason, sounds_like)`` when the song is outside, else None.
@@ -150,17 +175,24 @@ class OutsideRule:
             if strongest < self.min_music:
                 return ("not music", f"no music tag reaches {percent(self.min_music)} (the strongest has "
                         f"{percent(strongest)})", self._nearest_not_music(z) or ())
-        if self.not_music and self.max_distance_not_music > 0:
+        score = self.score(z)
+        if self.min_score > 0 and score > self.min_score:
+            why = (f"its tags score {score:.2f} for sounding unlike the training songs, above the "
+                   f"{self.min_score:.2f} that few of them reach")
+        elif self.max_distance > 0 and nearest_genre > self.max_distance:
+            why = (f"its tags lie {nearest_genre:.2f} from the nearest genre's typical tags, beyond "
+                   f"the {self.max_distance:.2f} that fits most of the training songs")
+        else:
+            return None
+        if self.not_music:
             gaps = self.distance(z, [v for _, v in self.not_music])
             i = int(np.argmin(gaps))
-            if gaps[i] < nearest_genre and nearest_genre > self.max_distance_not_music:
-                name = self.not_music[i][0]
-                return ("not music", f"its tags are nearer those of {name} ({gaps[i]:.2f}) than those of any "
-                        f"genre ({nearest_genre:.2f}, above {self.max_distance_not_music:.2f})", (name,))
-        if nearest_genre > self.max_distance:
-            return ("music", f"its tags lie {nearest_genre:.2f} from the nearest genre's typical tags, beyond "
-                    f"the {self.max_distance:.2f} that fits most of the training songs", self.sounds_like(z))
-        return None
+            music_gap = min([nearest_genre] + list(self.distance(z, [v for _, v in self.music])) if self.music
+                            else [nearest_genre])
+            if gaps[i] < music_gap:
+                return ("not music", why + f"; they are nearest those of {self.not_music[i][0]}",
+                        (self.not_music[i][0],))
+        return ("music", why, self.sounds_like(z))
 
     def _nearest_not_music(self, z: np.ndarray) -> Optional[tuple[str, ...]]:
         if not self.not_music:

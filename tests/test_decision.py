@@ -163,7 +163,7 @@ def _outside_rule(**overrides) -> OutsideRule:
             # two "genres": rock-ish and mid-everything, in standardised units
             "centroids": [[2.0, -1.0, -1.0, -1.0, -1.0], [0.0, 0.0, 0.0, 0.0, 0.0]],
             "max_distance": 2.0, "not_music": {"speech": [-1.5, -1.5, -1.5, -1.5, 4.0]},
-            "max_distance_not_music": 1.5, "describe": ["rock", "electronic", "House", "dance"], "min_describe": 1.0}
+            "describe": ["rock", "electronic", "House", "dance"], "min_describe": 1.0}
     spec.update(overrides)
     return OutsideRule.from_dict(spec)
 
@@ -191,7 +191,8 @@ def test_each_state_headline_explanation_and_json():
     speech = decide(_two_genre_probs(), labels, rule=rule, tags=np.array([[0.05, 0.05, 0.05, 0.05, 0.6]] * 2))
     assert speech.state == "outside" and speech.outside_kind == "not music" and speech.sounds_like == ("speech",)
     assert speech.headline == "not music: sounds like speech"
-    assert speech.explanation.startswith("The model does not hear music: its tags are nearer those of speech")
+    assert speech.explanation.startswith("The model does not hear music: its tags lie ")
+    assert "nearest those of speech" in speech.explanation
     # silence stays "not sure", whatever the tags say
     silent = decide(_two_genre_probs(), labels, rule=rule, rms=1e-7, tags=np.array([[0.2, 0.9, 0.8, 0.6, 0.2]] * 2))
     assert silent.state == "not_sure" and silent.outside_kind is None
@@ -213,7 +214,7 @@ def test_outside_rule_round_trips_through_the_manifest_and_rejects_bad_specs():
     assert DecisionRule.from_manifest(json.loads(json.dumps({"decision": rule.to_dict()}))) == rule
     good = _outside_rule().to_dict()
     for bad in ({"centroids": [[0.0] * 4]}, {"scale": [0.0] * 5}, {"max_distance": 0},
-                {"describe": ["techno"]}, {"mean": ["x"] * 5}, {"mean": [float("nan")] * 5}):
+                {"describe": ["techno"]}, {"transform": "log"}, {"min_score": 0.5}, {"min_score": 1.5, "weights": [1] * 5}, {"mean": ["x"] * 5}, {"mean": [float("nan")] * 5}):
         with pytest.raises(ConfigError):
             OutsideRule.from_dict({**good, **bad})
     missing = dict(good)
@@ -233,8 +234,13 @@ def _outside_cases(draw):
     n_segments = len(table)
     tags = np.asarray(draw(st.lists(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=5, max_size=5),
                                     min_size=n_segments, max_size=n_segments)))
+    linear = draw(st.booleans())
     outside = _outside_rule(max_distance=draw(st.sampled_from([0.5, 2.0, 4.0])),
-                            min_music=draw(st.sampled_from([0.0, 0.3])), music_tags=["rock", "electronic"])
+                            min_music=draw(st.sampled_from([0.0, 0.3])), music_tags=["rock", "electronic"],
+                            transform=draw(st.sampled_from(["none", "logit"])),
+                            weights=[0.5, 1.0, 1.0, 0.5, 1.0] if linear else [], bias=-3.0,
+                            min_score=0.6 if linear else 0.0,
+                            music={"dance": [0.0, 3.0, 3.0, 3.0, 0.0]} if linear else {})
     rule = DecisionRule(aggregate=rule.aggregate, min_confidence=rule.min_confidence, min_margin=rule.min_margin,
                         outside=outside)
     return table, labels, rule, tags
@@ -255,10 +261,14 @@ def test_the_words_agree_with_the_numbers_in_every_state(case):
         why = verdict.reasons[0]
         assert verdict.explanation.startswith("The model hears music" if verdict.outside_kind == "music"
                                               else "The model does not hear music")
-        if verdict.outside_kind == "music":
-            # "its tags lie D from the nearest genre's typical tags, beyond the M ...": D is the distance, D > M
+        if "no music tag" not in why:
             shown, limit = map(float, re.findall(r"(\d+\.\d+)", why)[:2])
-            assert shown == pytest.approx(nearest, abs=0.006) and nearest > o.max_distance and shown >= limit
+            if " score " in why:  # "its tags score S ..., above the M ...": S is the score, S > M
+                assert shown == pytest.approx(o.score(z), abs=0.006) and o.score(z) > o.min_score
+            else:  # "its tags lie D from the nearest genre's typical tags, beyond the M ...": D > M
+                assert shown == pytest.approx(nearest, abs=0.006) and nearest > o.max_distance
+            assert shown >= limit
+        if verdict.outside_kind == "music":
             words = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"][len(labels) - 2]
             assert verdict.headline.startswith(f"not one of the {words} genres")
             for word in verdict.sounds_like:  # every word named stands out above the training songs
@@ -267,7 +277,7 @@ def test_the_words_agree_with_the_numbers_in_every_state(case):
             assert verdict.headline.startswith("not music")
     else:
         # not outside: the tags are within reach of a genre by the rule's own numbers
-        assert nearest <= o.max_distance
+        assert nearest <= o.max_distance and (o.min_score == 0 or o.score(z) <= o.min_score)
         assert verdict.sounds_like == () and verdict.outside_kind is None
         if verdict.state == "genre":
             assert verdict.headline == verdict.genre
