@@ -4,10 +4,13 @@ With ``--json``, one JSON object per input file is printed on its own line::
 
     {"file", "model", "genre", "confidence", "probabilities": {genre: p, ...},
      "segments": [{"start", "end", "genre", "confidence"}, ...], "seconds",
-     "not_sure", "verdict", "reasons", "top": [{"genre", "probability"}, ...], "vote_share", "rule"}
+     "not_sure", "state", "outside_kind", "sounds_like", "verdict", "reasons",
+     "top": [{"genre", "probability"}, ...], "vote_share", "rule"}
 
 ``genre`` is the model's best guess even when ``not_sure`` is true; ``verdict`` is what a person
-reads ("rock", or "not sure: rock or metal"), the table's answer column (see :mod:`codeFeature.decision`).
+reads ("rock", "not sure: rock or metal", "not one of the ten genres: sounds like electronic, house" or
+"not music: sounds like speech"), the table's answer column; ``state`` is "genre", "not_sure" or
+"outside", ``outside_kind`` "music" or "not music" when outside (see :mod:`codeFeature.decision`).
 
 or ``{"file", "error"}`` for a file that cannot be classified. Every file is tried;
 the exit status is 2 if any failed, 0 otherwise. Files are decoded and classified
@@ -29,7 +32,8 @@ from .model_io import PRECISIONS  # noqa: E402  (numpy and the config only; Tens
 from .native_stderr import filtered_native_stderr  # noqa: E402
 
 
-#: Room for the longest answer, "not sure: classical or country".
+#: Room for the longest hedged answer, "not sure: classical or country"; a longer "not one of the ten
+#: genres: sounds like ..." runs on past it rather than being cut, since its words are the answer.
 ANSWER_WIDTH = 30
 
 

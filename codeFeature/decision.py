@@ -12,7 +12,14 @@ The manifest's ``decision`` object (every key optional)::
      "min_confidence": 0.35,           # not sure when the winner's mean probability is below this
      "min_margin": 0.05,               # not sure when the runner-up's mean probability is this close
      "min_tag": 0.1,                   # not sure when no tag of the model reaches this (not music)
+     "outside": {...},                 # the "not one of the ten" rule (see OutsideRule); absent: never fires
      "source": "chosen on valid by ..."}
+
+A verdict is in one of three states (:attr:`Verdict.state`): ``"genre"`` (one genre, sure),
+``"not_sure"`` (the evidence is too weak to name one) or ``"outside"`` (the song is probably not in
+any of the model's genres: other music, or not music at all, :attr:`Verdict.outside_kind`). Anything
+but ``"genre"`` is hedged, and :attr:`Verdict.not_sure` is True for both, so that a consumer that
+skips hedged answers (tags, filters) skips both.
 
 ``"vote"``: the genre most segments voted for; a tie goes to the higher mean probability.
 ``"mean"``: the genre with the highest probability averaged over the segments. Either way the
@@ -21,7 +28,7 @@ confidence is the winner's mean probability, and silence always makes the answer
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
@@ -32,6 +39,176 @@ AGGREGATES = ("vote", "mean")
 #: RMS (full scale 1.0) below which a song counts as silent: -80 dBFS, the level
 #: :class:`codeFeature.audio.LevelMeter` also calls silent.
 SILENT_RMS = 1e-4
+
+
+STATES = ("genre", "not_sure", "outside")
+OUTSIDE_KINDS = ("music", "not music")
+
+
+def _floats(values, name: str, length: Optional[int] = None) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"decision outside {name} must be a list of numbers") from None
+    if length is not None and len(out) != length:
+        raise ConfigError(f"decision outside {name} has {len(out)} values, expected {length}")
+    if not all(np.isfinite(out)):
+        raise ConfigError(f"decision outside {name} must be finite")
+    return out
+
+
+@dataclass(frozen=True)
+class OutsideRule:
+    """When a song is "not one of the ten genres" (or not music), from the model's tags.
+
+    The song's tag profile (its tags averaged over the segments; with ``transform`` "logit", their
+    log-odds) is standardised by the training songs' per-tag ``mean`` and ``scale``, giving ``z``.
+
+    * **outside** when its **outside score**, ``sigmoid(weights . z + bias)`` (a logistic regression
+      fitted to tell training songs from sounds outside them), exceeds ``min_score``; or when its
+      **distance**, the per-tag RMS distance from ``z`` to the nearest of the genres' ``centroids``
+      (each genre's average training profile), exceeds ``max_distance`` (0: off);
+    * or when its strongest music tag (of ``music_tags``) is below ``min_music`` (then not music).
+
+    An outside song is **not music** when its profile lies nearer one of ``not_music`` (reference
+    profiles of non-music sounds, e.g. ``{"speech": [...], "noise": [...]}``) than any genre centroid
+    and any of ``music`` (profiles of music outside the genres), and it "sounds like" that profile's
+    name; otherwise it is music outside the genres and sounds like up to three of the ``describe`` tags
+    that stand out most above the training songs (standardised score at least ``min_describe``).
+    """
+
+    tags: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    centroids: tuple[tuple[float, ...], ...]
+    max_distance: float = 0.0
+    not_music: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    music: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    transform: str = "none"
+    weights: tuple[float, ...] = ()
+    bias: float = 0.0
+    min_score: float = 0.0
+    music_tags: tuple[str, ...] = ()
+    min_music: float = 0.0
+    describe: tuple[str, ...] = ()
+    min_describe: float = 1.0
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "OutsideRule":
+        if not isinstance(spec, dict):
+            raise ConfigError(f"the decision's 'outside' must be an object, not {type(spec).__name__}")
+        try:
+            tags = tuple(str(t) for t in spec["tags"])
+            n = len(tags)
+            centroids = tuple(_floats(c, "centroids", n) for c in spec["centroids"])
+            not_music = tuple((str(k), _floats(v, f"not_music[{k!r}]", n))
+                              for k, v in dict(spec.get("not_music") or {}).items())
+            music = tuple((str(k), _floats(v, f"music[{k!r}]", n)) for k, v in dict(spec.get("music") or {}).items())
+            weights = _floats(spec["weights"], "weights", n) if spec.get("weights") else ()
+            rule = cls(tags=tags, mean=_floats(spec["mean"], "mean", n), scale=_floats(spec["scale"], "scale", n),
+                       centroids=centroids, max_distance=float(spec.get("max_distance", 0.0)), not_music=not_music,
+                       music=music, transform=str(spec.get("transform", "none")), weights=weights,
+                       bias=float(spec.get("bias", 0.0)), min_score=float(spec.get("min_score", 0.0)),
+                       music_tags=tuple(str(t) for t in spec.get("music_tags", ())),
+                       min_music=float(spec.get("min_music", 0.0)),
+                       describe=tuple(str(t) for t in spec.get("describe", ())),
+                       min_describe=float(spec.get("min_describe", 1.0)), source=str(spec.get("source", "")))
+        except KeyError as missing:
+            raise ConfigError(f"the decision's 'outside' lacks {missing}") from None
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"the decision's 'outside' is malformed: {error}") from None
+        if not centroids or min(rule.scale) <= 0 or rule.max_distance < 0:
+            raise ConfigError("the decision's 'outside' needs centroids, positive scales and max_distance >= 0")
+        if rule.transform not in ("none", "logit"):
+            raise ConfigError(f"decision outside transform={rule.transform!r}: use 'none' or 'logit'")
+        if not 0.0 <= rule.min_score < 1.0 or (rule.min_score > 0 and not weights):
+            raise ConfigError("decision outside min_score must lie in [0, 1) and needs weights")
+        if rule.max_distance == 0 and rule.min_score == 0 and rule.min_music == 0:
+            raise ConfigError("the decision's 'outside' sets no test (max_distance, min_score or min_music)")
+        unknown = [t for t in rule.music_tags + rule.describe if t not in tags]
+        if unknown:
+            raise ConfigError(f"the decision's 'outside' names tags the model lacks: {', '.join(unknown)}")
+        return rule
+
+    def to_dict(self) -> dict:
+        return {"tags": list(self.tags), "mean": list(self.mean), "scale": list(self.scale),
+                "centroids": [list(c) for c in self.centroids], "max_distance": self.max_distance,
+                "not_music": {k: list(v) for k, v in self.not_music}, "music": {k: list(v) for k, v in self.music},
+                "transform": self.transform, "weights": list(self.weights), "bias": self.bias,
+                "min_score": self.min_score, "music_tags": list(self.music_tags),
+                "min_music": self.min_music, "describe": list(self.describe), "min_describe": self.min_describe,
+                "source": self.source}
+
+    def standardise(self, profile: np.ndarray) -> np.ndarray:
+        x = np.asarray(profile, np.float64)
+        if self.transform == "logit":
+            x = np.clip(x, 1e-4, 1 - 1e-4)
+            x = np.log(x / (1 - x))
+        return (x - np.asarray(self.mean)) / np.asarray(self.scale)
+
+    def distance(self, z: np.ndarray, to: Sequence[Sequence[float]]) -> np.ndarray:
+        """Per-tag RMS distance from standardised profile ``z`` to each row of ``to``."""
+        return np.sqrt(((np.asarray(to, np.float64) - z) ** 2).mean(axis=1))
+
+    def score(self, z: np.ndarray) -> float:
+        """The outside score of standardised profile ``z``, in [0, 1] (0 without weights)."""
+        if not self.weights:
+            return 0.0
+        return float(1.0 / (1.0 + np.exp(-(np.dot(self.weights, z) + self.bias))))
+
+    def assess(self, tags: np.ndarray) -> Optional[tuple[str, str, tuple[str, ...]]]:
+        """``(kind, reason, sounds_like)`` when the song is outside, else None.
+
+        Parameters
+        ----------
+        tags : np.ndarray, shape (n_segments, n_tags)
+        """
+        tags = np.asarray(tags, np.float64)
+        if tags.ndim != 2 or tags.shape[1] != len(self.tags) or not len(tags):
+            return None
+        profile = tags.mean(axis=0)
+        z = self.standardise(profile)
+        nearest_genre = float(self.distance(z, self.centroids).min())
+        if self.music_tags and self.min_music > 0:
+            strongest = max(float(profile[self.tags.index(t)]) for t in self.music_tags)
+            if strongest < self.min_music:
+                return ("not music", f"no music tag reaches {percent(self.min_music)} (the strongest has "
+                        f"{percent(strongest)})", self._nearest_not_music(z) or ())
+        score = self.score(z)
+        if self.min_score > 0 and score > self.min_score:
+            why = (f"its tags score {score:.2f} for sounding unlike the training songs, above the "
+                   f"{self.min_score:.2f} that few of them reach")
+        elif self.max_distance > 0 and nearest_genre > self.max_distance:
+            why = (f"its tags lie {nearest_genre:.2f} from the nearest genre's typical tags, beyond "
+                   f"the {self.max_distance:.2f} that fits most of the training songs")
+        else:
+            return None
+        if self.not_music:
+            gaps = self.distance(z, [v for _, v in self.not_music])
+            i = int(np.argmin(gaps))
+            music_gap = min([nearest_genre] + list(self.distance(z, [v for _, v in self.music])) if self.music
+                            else [nearest_genre])
+            if gaps[i] < music_gap:
+                return ("not music", why + f"; they are nearest those of {self.not_music[i][0]}",
+                        (self.not_music[i][0],))
+        return ("music", why, self.sounds_like(z))
+
+    def _nearest_not_music(self, z: np.ndarray) -> Optional[tuple[str, ...]]:
+        if not self.not_music:
+            return None
+        gaps = self.distance(z, [v for _, v in self.not_music])
+        return (self.not_music[int(np.argmin(gaps))][0],)
+
+    def sounds_like(self, z: np.ndarray) -> tuple[str, ...]:
+        """Up to three ``describe`` tags, lower-case, that stand out most above the training songs'."""
+        scored = sorted(((float(z[self.tags.index(t)]), t) for t in self.describe), reverse=True)
+        words: list[str] = []
+        for score, tag in scored:
+            word = tag.lower()
+            if score >= self.min_describe and word not in words:
+                words.append(word)
+        return tuple(words[:3])
 
 
 @dataclass(frozen=True)
@@ -46,6 +223,7 @@ class DecisionRule:
     min_margin: float = 0.0
     min_tag: float = 0.0
     source: str = "default: no thresholds in the manifest"
+    outside: Optional[OutsideRule] = None
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
@@ -62,10 +240,16 @@ class DecisionRule:
         if not isinstance(spec, dict):
             raise ConfigError(f"the manifest's 'decision' must be an object, not {type(spec).__name__}")
         known = {k: spec[k] for k in ("aggregate", "min_confidence", "min_margin", "min_tag", "source") if k in spec}
+        if spec.get("outside") is not None:
+            known["outside"] = OutsideRule.from_dict(spec["outside"])
         return cls(**known)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The manifest's ``decision`` object for this rule (``from_manifest`` reads it back unchanged)."""
+        out = {k: getattr(self, k) for k in ("aggregate", "min_confidence", "min_margin", "min_tag", "source")}
+        if self.outside is not None:
+            out["outside"] = self.outside.to_dict()
+        return out
 
     @property
     def description(self) -> str:
@@ -89,12 +273,19 @@ class Verdict:
     vote_share : float
         Fraction of segments whose top genre is :attr:`genre`.
     not_sure : bool
-        True when the evidence is too weak to name one genre; :attr:`reasons` says why.
+        True whenever the answer is not one sure genre (:attr:`state` ``"not_sure"`` or ``"outside"``);
+        :attr:`reasons` says why.
     reasons : tuple of str
         Plain-language reasons for :attr:`not_sure` (empty when sure).
     top : tuple of (str, float)
         Up to three genres by mean probability, highest first.
     rule : DecisionRule
+    outside_kind : str or None
+        ``"music"`` (music in none of the genres) or ``"not music"`` when :attr:`state` is ``"outside"``.
+    sounds_like : tuple of str
+        A few words from the model's tags saying what an outside song sounds like (may be empty).
+    n_genres : int or None
+        How many genres the model knows ("not one of the ten genres").
     """
 
     genre: str
@@ -104,14 +295,42 @@ class Verdict:
     reasons: tuple[str, ...]
     top: tuple[tuple[str, float], ...]
     rule: DecisionRule = field(default_factory=DecisionRule)
+    outside_kind: Optional[str] = None
+    sounds_like: tuple[str, ...] = ()
+    n_genres: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.outside_kind not in (None,) + OUTSIDE_KINDS:
+            raise ConfigError(f"outside_kind={self.outside_kind!r}: use None or one of {', '.join(OUTSIDE_KINDS)}")
+        if self.outside_kind is not None and not self.not_sure:
+            raise ConfigError("an outside verdict is always hedged (not_sure=True)")
+
+    @property
+    def state(self) -> str:
+        """``"genre"`` (sure of one genre), ``"not_sure"`` or ``"outside"`` (none of the model's genres)."""
+        if self.outside_kind is not None:
+            return "outside"
+        return "not_sure" if self.not_sure else "genre"
 
     @property
     def headline(self) -> str:
-        """``"rock"``, or ``"not sure: rock or metal"`` (the two likeliest genres)."""
+        """``"rock"``, ``"not sure: rock or metal"`` (the two likeliest genres), ``"not one of the ten genres:
+        sounds like electronic, house"`` or ``"not music: sounds like speech"``."""
+        if self.outside_kind is not None:
+            head = "not music" if self.outside_kind == "not music" else f"not one of the {self.genre_count_words} genres"
+            return head + (": sounds like " + ", ".join(self.sounds_like) if self.sounds_like else "")
         if not self.not_sure:
             return self.genre
         names = [self.genre] + [name for name, _ in self.top if name != self.genre]
         return "not sure: " + " or ".join(names[:2])
+
+    @property
+    def genre_count_words(self) -> str:
+        """How many genres the model knows, in words ("ten"), for "not one of the ten genres"."""
+        n = self.n_genres if self.n_genres is not None else len(self.top)
+        words = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                 "twelve")
+        return words[n] if n < len(words) else str(n)
 
     @property
     def top_text(self) -> str:
@@ -124,12 +343,21 @@ class Verdict:
         warning and the CLI's notes say, so that no surface words it differently."""
         if not self.not_sure:
             return ""
-        return "The model is not sure: " + "; ".join(self.reasons) + ". Top three " + self.top_text + "."
+        if self.outside_kind == "not music":
+            lead = "The model does not hear music: "
+        elif self.outside_kind == "music":
+            lead = f"The model hears music outside its {self.genre_count_words} genres: "
+        else:
+            lead = "The model is not sure: "
+        return lead + "; ".join(self.reasons) + ". Top three " + self.top_text + "."
 
     def to_dict(self) -> dict:
         """The JSON keys a verdict adds to a prediction's record."""
         return {
             "not_sure": self.not_sure,
+            "state": self.state,
+            "outside_kind": self.outside_kind,
+            "sounds_like": list(self.sounds_like),
             "verdict": self.headline,
             "reasons": list(self.reasons),
             "top": [{"genre": name, "probability": round(p, 4)} for name, p in self.top],
@@ -193,7 +421,8 @@ def decide(probabilities: np.ndarray, labels: Sequence[str], *, rule: Optional[D
         The song's RMS level (full scale 1.0); below :data:`SILENT_RMS` the answer is not sure.
     tags : np.ndarray, shape (n_segments, n_tags), optional
         The model's tag outputs (musicnn's 50 tags); when no tag's mean reaches ``rule.min_tag``
-        the signal is not music to the model.
+        the signal is not music to the model. With ``rule.outside``, they also decide whether the song
+        lies outside the model's genres (state ``"outside"``; silence stays ``"not_sure"``).
 
     Returns
     -------
@@ -229,5 +458,14 @@ def decide(probabilities: np.ndarray, labels: Sequence[str], *, rule: Optional[D
         strongest = float(np.asarray(tags, dtype=np.float64).mean(axis=0).max())
         if strongest < rule.min_tag:
             reasons.append("it does not sound like music to the model (no tag is strong)")
+    kind, sounds_like = None, ()
+    silent = rms is not None and rms < SILENT_RMS
+    if rule.outside is not None and tags is not None and not silent:
+        found = rule.outside.assess(tags)
+        if found is not None:
+            kind, why, sounds_like = found
+            # the outside reason first: it is the answer; the genre reasons stay as further detail
+            reasons.insert(0, why)
     return Verdict(genre=str(labels[best]), confidence=float(mean[best]), vote_share=share,
-                   not_sure=bool(reasons), reasons=tuple(reasons), top=top, rule=rule)
+                   not_sure=bool(reasons), reasons=tuple(reasons), top=top, rule=rule,
+                   outside_kind=kind, sounds_like=tuple(sounds_like), n_genres=len(labels))

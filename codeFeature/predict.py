@@ -184,7 +184,8 @@ class Prediction:
 
     def to_dict(self) -> dict:
         """The CLI's JSON object (see ``python -m codeFeature --help``): the original keys, then the
-        verdict's (``not_sure``, ``verdict``, ``reasons``, ``top``, ``vote_share``, ``rule``)."""
+        verdict's (``not_sure``, ``state``, ``outside_kind``, ``sounds_like``, ``verdict``, ``reasons``, ``top``,
+        ``vote_share``, ``rule``)."""
         verdict = self.verdict
         return {
             "file": self.file,

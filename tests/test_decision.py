@@ -149,3 +149,137 @@ def test_a_vote_against_the_mean_is_said_as_such_not_as_a_tie():
                                "(56% against 26%)",)
     assert "tied" not in verdict.explanation
     assert percent(0.255) == "26%" or percent(0.255) == "25%"
+
+
+# --- the third state: outside the model's genres ---
+
+from codeFeature.decision import OutsideRule, Verdict
+
+_TAGS = ("rock", "electronic", "House", "dance", "speechy")
+
+
+def _outside_rule(**overrides) -> OutsideRule:
+    spec = {"tags": list(_TAGS), "mean": [0.2] * 5, "scale": [0.1] * 5,
+            # two "genres": rock-ish and mid-everything, in standardised units
+            "centroids": [[2.0, -1.0, -1.0, -1.0, -1.0], [0.0, 0.0, 0.0, 0.0, 0.0]],
+            "max_distance": 2.0, "not_music": {"speech": [-1.5, -1.5, -1.5, -1.5, 4.0]},
+            "describe": ["rock", "electronic", "House", "dance"], "min_describe": 1.0}
+    spec.update(overrides)
+    return OutsideRule.from_dict(spec)
+
+
+def _two_genre_probs():
+    return np.asarray([[0.8, 0.2], [0.7, 0.3]])
+
+
+def test_each_state_headline_explanation_and_json():
+    rule = DecisionRule(outside=_outside_rule())
+    labels = ("rock", "other")
+    sure = decide(_two_genre_probs(), labels, rule=rule, tags=np.array([[0.4, 0.1, 0.1, 0.1, 0.1]] * 2))
+    assert sure.state == "genre" and not sure.not_sure and sure.headline == "rock" and sure.explanation == ""
+    assert sure.to_dict()["state"] == "genre" and sure.to_dict()["outside_kind"] is None
+    # electronic / house / dance far above the training songs: music outside the genres
+    dance = decide(_two_genre_probs(), labels, rule=rule, tags=np.array([[0.2, 0.9, 0.8, 0.6, 0.2]] * 2))
+    assert dance.state == "outside" and dance.outside_kind == "music" and dance.not_sure
+    assert dance.sounds_like == ("electronic", "house", "dance")
+    assert dance.headline == "not one of the two genres: sounds like electronic, house, dance"
+    assert dance.explanation.startswith("The model hears music outside its two genres: its tags lie ")
+    record = dance.to_dict()
+    assert (record["state"], record["outside_kind"], record["sounds_like"], record["verdict"]) == (
+        "outside", "music", ["electronic", "house", "dance"], dance.headline)
+    # nearer the speech profile than any genre, and far from them: not music
+    speech = decide(_two_genre_probs(), labels, rule=rule, tags=np.array([[0.05, 0.05, 0.05, 0.05, 0.6]] * 2))
+    assert speech.state == "outside" and speech.outside_kind == "not music" and speech.sounds_like == ("speech",)
+    assert speech.headline == "not music: sounds like speech"
+    assert speech.explanation.startswith("The model does not hear music: its tags lie ")
+    assert "nearest those of speech" in speech.explanation
+    # silence stays "not sure", whatever the tags say
+    silent = decide(_two_genre_probs(), labels, rule=rule, rms=1e-7, tags=np.array([[0.2, 0.9, 0.8, 0.6, 0.2]] * 2))
+    assert silent.state == "not_sure" and silent.outside_kind is None
+    # no outside rule (every model without the key): the same tags never make the answer "outside"
+    plain = decide(_two_genre_probs(), labels, tags=np.array([[0.2, 0.9, 0.8, 0.6, 0.2]] * 2))
+    assert plain.state == "genre"
+
+
+def test_min_music_says_not_music_and_the_figures_match():
+    rule = DecisionRule(outside=_outside_rule(music_tags=["rock", "electronic"], min_music=0.3))
+    v = decide(_two_genre_probs(), ("rock", "other"), rule=rule, tags=np.array([[0.25, 0.1, 0.2, 0.2, 0.2]] * 3))
+    assert v.outside_kind == "not music" and v.reasons[0] == "no music tag reaches 30% (the strongest has 25%)"
+
+
+def test_outside_rule_round_trips_through_the_manifest_and_rejects_bad_specs():
+    rule = DecisionRule(min_margin=0.1, min_tag=0.05, outside=_outside_rule())
+    assert DecisionRule.from_manifest({"decision": rule.to_dict()}) == rule
+    import json
+    assert DecisionRule.from_manifest(json.loads(json.dumps({"decision": rule.to_dict()}))) == rule
+    good = _outside_rule().to_dict()
+    for bad in ({"centroids": [[0.0] * 4]}, {"scale": [0.0] * 5}, {"max_distance": 0},
+                {"describe": ["techno"]}, {"transform": "log"}, {"min_score": 0.5}, {"min_score": 1.5, "weights": [1] * 5}, {"mean": ["x"] * 5}, {"mean": [float("nan")] * 5}):
+        with pytest.raises(ConfigError):
+            OutsideRule.from_dict({**good, **bad})
+    missing = dict(good)
+    del missing["centroids"]
+    with pytest.raises(ConfigError):
+        OutsideRule.from_dict(missing)
+    with pytest.raises(ConfigError):
+        DecisionRule.from_manifest({"decision": {"outside": [1, 2]}})
+    with pytest.raises(ConfigError):  # an outside verdict is always hedged
+        Verdict(genre="rock", confidence=0.9, vote_share=1.0, not_sure=False, reasons=(), top=(("rock", 0.9),),
+                outside_kind="music")
+
+
+@st.composite
+def _outside_cases(draw):
+    table, labels, rule = draw(_tables())
+    n_segments = len(table)
+    tags = np.asarray(draw(st.lists(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=5, max_size=5),
+                                    min_size=n_segments, max_size=n_segments)))
+    linear = draw(st.booleans())
+    outside = _outside_rule(max_distance=draw(st.sampled_from([0.5, 2.0, 4.0])),
+                            min_music=draw(st.sampled_from([0.0, 0.3])), music_tags=["rock", "electronic"],
+                            transform=draw(st.sampled_from(["none", "logit"])),
+                            weights=[0.5, 1.0, 1.0, 0.5, 1.0] if linear else [], bias=-3.0,
+                            min_score=0.6 if linear else 0.0,
+                            music={"dance": [0.0, 3.0, 3.0, 3.0, 0.0]} if linear else {})
+    rule = DecisionRule(aggregate=rule.aggregate, min_confidence=rule.min_confidence, min_margin=rule.min_margin,
+                        outside=outside)
+    return table, labels, rule, tags
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(_outside_cases())
+def test_the_words_agree_with_the_numbers_in_every_state(case):
+    table, labels, rule, tags = case
+    verdict = decide(table, labels, rule=rule, tags=tags)
+    o = rule.outside
+    z = o.standardise(tags.mean(axis=0))
+    nearest = float(o.distance(z, o.centroids).min())
+    record = verdict.to_dict()
+    assert record["state"] == verdict.state and record["verdict"] == verdict.headline
+    assert verdict.not_sure == (verdict.state != "genre")
+    if verdict.state == "outside":
+        why = verdict.reasons[0]
+        assert verdict.explanation.startswith("The model hears music" if verdict.outside_kind == "music"
+                                              else "The model does not hear music")
+        if "no music tag" not in why:
+            shown, limit = map(float, re.findall(r"(\d+\.\d+)", why)[:2])
+            if " score " in why:  # "its tags score S ..., above the M ...": S is the score, S > M
+                assert shown == pytest.approx(o.score(z), abs=0.006) and o.score(z) > o.min_score
+            else:  # "its tags lie D from the nearest genre's typical tags, beyond the M ...": D > M
+                assert shown == pytest.approx(nearest, abs=0.006) and nearest > o.max_distance
+            assert shown >= limit
+        if verdict.outside_kind == "music":
+            words = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"][len(labels) - 2]
+            assert verdict.headline.startswith(f"not one of the {words} genres")
+            for word in verdict.sounds_like:  # every word named stands out above the training songs
+                assert z[[t.lower() for t in o.tags].index(word)] >= o.min_describe
+        else:
+            assert verdict.headline.startswith("not music")
+    else:
+        # not outside: the tags are within reach of a genre by the rule's own numbers
+        assert nearest <= o.max_distance and (o.min_score == 0 or o.score(z) <= o.min_score)
+        assert verdict.sounds_like == () and verdict.outside_kind is None
+        if verdict.state == "genre":
+            assert verdict.headline == verdict.genre
+        else:
+            assert verdict.headline.startswith("not sure: ")

@@ -82,7 +82,8 @@ def test_cli_json_contract_and_exit_codes(tiny_model_dir, audio_dir):
     assert [r["file"] for r in records] == [str(good), str(bad), str(empty), str(audio_dir / "chord.wav")]
     ok = records[0]
     assert set(ok) == {"file", "model", "genre", "confidence", "probabilities", "segments", "seconds",
-                       "not_sure", "verdict", "reasons", "top", "vote_share", "rule"}
+                       "not_sure", "state", "outside_kind", "sounds_like", "verdict", "reasons", "top",
+                       "vote_share", "rule"}
     assert isinstance(ok["not_sure"], bool) and (ok["verdict"] == ok["genre"] or ok["not_sure"])
     assert ok["top"][0]["probability"] == max(ok["probabilities"].values())
     assert ok["model"] == "tiny" and ok["genre"] in GENRES
