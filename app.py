@@ -19,6 +19,7 @@ import streamlit as st
 
 from codeFeature import GenreError, SUPPORTED_EXTENSIONS, predict_audio
 from codeFeature.audio import FFMPEG_EXTENSIONS, find_ffmpeg
+from codeFeature.errors import ModelError
 from codeFeature.decision import DecisionRule
 from codeFeature.engines import plan
 from codeFeature.model_io import default_model_name, list_models
@@ -164,7 +165,7 @@ def classify(data: bytes, filename: str, model_name: str):
 def _message(exc: GenreError, filename: str) -> str:
     """The library's message, naming the file once, with what to try."""
     text = str(exc)
-    if isinstance(exc, ServerBusy):  # not the file's fault: no other file would fare better
+    if isinstance(exc, (ServerBusy, ModelError)):  # not the file's fault: no other file would fare better
         return text[:1].upper() + text[1:].rstrip(".") + "."
     if filename not in text:
         text = f"{filename}: {text}"

@@ -456,7 +456,18 @@ def decode_upload(data: bytes, name: str, *, sample_rate: int, max_seconds: floa
 
 def _load_and_warm(name: str):
     """Load a model and warm it up with one throw-away segment: librosa's numba kernels compile
-    and TensorFlow traces the forward pass here, not during the user's first upload or live window."""
+    and TensorFlow traces the forward pass here, not during the user's first upload or live window.
+
+    A child process tries the model first (:func:`codeFeature.model_probe.probe_model`, remembered once
+    it passed): a model whose native code crashes is refused with a message instead of ending the server
+    for every visitor."""
+    from codeFeature.errors import ModelError
+    from codeFeature.model_probe import probe_model
+
+    verdict = probe_model(name)
+    if not verdict.ok:
+        log.error("model %s failed its trial run: %s", name, verdict.detail)
+        raise ModelError(verdict.message)
     model = load_model(name)
     noise = np.random.default_rng(0).normal(0, 0.01, model.config.segment_samples).astype(np.float32)
     predict_audio(noise, model=model)
