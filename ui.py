@@ -601,7 +601,12 @@ def show_verdict(prediction) -> None:
     left, right = st.columns([1, 2])
     with left:
         rule_help = "How the segments became one answer: " + prediction.rule.description + "."
-        if verdict.not_sure:
+        if verdict.state == "outside":
+            # the third state: what it sounds like under it, as the two genres are under "Not sure"
+            big = "Not music" if verdict.outside_kind == "not music" else f"Not one of the {verdict.genre_count_words}"
+            st.metric("Genre", big, delta=("sounds like " + ", ".join(verdict.sounds_like)) if verdict.sounds_like
+                      else None, delta_color="off", delta_arrow="off", help=rule_help)
+        elif verdict.not_sure:
             # "Not sure" big, the two likeliest genres under it: a metric's value never wraps, and
             # "Not sure: classical or country" would be cut off in a half-width column
             st.metric("Genre", "Not sure", delta=verdict.headline.split(": ", 1)[1], delta_color="off",
@@ -614,7 +619,9 @@ def show_verdict(prediction) -> None:
         st.caption(f"**{voted} of {_segments_word(n)}** voted {verdict.genre} · mean probability "
                    f"{verdict.confidence:.0%} · {prediction.duration:.1f} s analysed · model {prediction.model}")
         st.caption(f"Rule: {prediction.rule.description}.")
-        if verdict.not_sure:
+        if verdict.state == "outside":
+            st.info(verdict.explanation)
+        elif verdict.not_sure:
             st.warning(verdict.explanation)
         tags = prediction.top_tags(5)
         if tags:

@@ -90,6 +90,35 @@ def test_the_not_sure_rule_of_the_manifest_reaches_the_headline(tmp_path, monkey
     assert any("12 valid tracks" in c.value for c in at.sidebar.caption)
 
 
+def test_the_outside_state_reaches_the_headline(tmp_path, monkeypatch):
+    """A musicnn model whose manifest's outside rule always fires (no music tag can reach 100 %): the headline
+    says "Not music", what it sounds like under it, and the explanation is the verdict's own words."""
+    import json
+    import shutil
+
+    from codeFeature import model_io
+
+    source = model_io.resolve_model_dir("musicnn_genre")
+    models = tmp_path / "models"
+    shutil.copytree(source, models / "strict")
+    manifest = json.loads((models / "strict" / "manifest.json").read_text())
+    tags = list(manifest["extra_outputs"][0]["labels"])
+    manifest["name"] = "strict"
+    manifest["decision"]["outside"] = {"tags": tags, "mean": [0.0] * len(tags), "scale": [1.0] * len(tags),
+                                       "centroids": [[0.0] * len(tags)], "music_tags": [tags[0]], "min_music": 1.0,
+                                       "not_music": {"speech": [5.0] * len(tags)}, "source": "a test's rule"}
+    (models / "strict" / "manifest.json").write_text(json.dumps(manifest))
+    (models / "default.txt").write_text("strict\n")
+    monkeypatch.setattr(model_io, "MODELS_DIR", models)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.file_uploader[0].set_value(("song.wav", _wav_bytes(4.0), "audio/wav")).run()
+    assert not at.exception and not at.warning
+    genre = next(m for m in at.metric if m.label == "Genre")
+    assert genre.value == "Not music" and genre.delta == "sounds like speech"
+    assert any(i.value.startswith("The model does not hear music: no music tag reaches 100%") for i in at.info)
+
+
 def test_bad_upload_shows_a_message_and_the_app_keeps_serving(app):
     app.file_uploader[0].set_value(("fake.mp3", b"<html>not audio</html>" * 20, "audio/mpeg")).run()
     assert not app.exception
