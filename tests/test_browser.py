@@ -220,7 +220,7 @@ def test_upload_shows_the_clis_answer_a_close_up_that_stays_and_state_across_pag
             timeout=RESULT_TIMEOUT_MS)
         _shot(page, tmp_path, "3-live")
         page.get_by_role("link", name="Upload a song").first.click()
-        page.get_by_text(re.compile(rf"Showing\s+{re.escape(song.name)}\s+from earlier")).wait_for(
+        page.get_by_text(re.compile(rf"Showing\s+{re.escape(song.name)};")).wait_for(
             timeout=RESULT_TIMEOUT_MS)
         page.locator('[data-testid="stMetric"]').filter(has_text="Genre").first.wait_for(timeout=RESULT_TIMEOUT_MS)
         _assert_matches(page, song, expected)
