@@ -198,6 +198,13 @@ def test_console_command_lists_the_shipped_models_and_models_folder_can_be_repla
     assert [line[2:].split()[0] for line in run.stdout.splitlines() if line.startswith("* ")] == ["only_this"]
 
 
+def test_console_command_and_python_m_reach_every_subcommand(installed):
+    for argv in ([installed["command"], "--help"], [installed["python"], "-m", "codeFeature", "--help"],
+                 [installed["command"], "scan", "--help"], [installed["command"], "export", "--help"]):
+        run = _run(installed, *argv)
+        assert run.returncode == 0 and "usage:" in run.stdout, (argv, run.stderr[-2000:])
+
+
 def test_console_command_lists_models_without_tensorflow_or_an_extra(installed):
     run = _run(installed, installed["python"], "-X", "importtime", installed["command"], "--list-models")
     assert run.returncode == 0, run.stderr[-2000:]
