@@ -14,9 +14,9 @@ Each round starts fresh processes, interleaved so that the machine's load hits e
 The report gives medians over ``--rounds`` rounds, with the 1-minute load average beside each row, and
 the CLI's margin over the bare TensorFlow import (the issue's target: at most 2 s).
 
-    python bench/bench_cold.py                       # 3 rounds, musicnn_genre, 30 s wav and 5-min mp3
-    python bench/bench_cold.py --rounds 5 --json cold.json
-    python bench/bench_cold.py --models musicnn_genre cnn_mfcc_small
+    python -m bench.bench_cold                       # 3 rounds, musicnn_genre, 30 s wav and 5-min mp3
+    python -m bench.bench_cold --rounds 5 --json cold.json
+    python -m bench.bench_cold --models musicnn_genre cnn_mfcc_small
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
 #: The phase probe: run with ``python -c`` in a fresh process; prints one JSON object of phase seconds.
 #: It calls the same functions, in the same order, as ``python -m codeFeature SONG``.
@@ -81,10 +79,10 @@ def load() -> float:
 
 
 def make_songs(folder: Path) -> dict[str, Path]:
-    from songs import write_mp3
+    from bench.songs import write_mp3
 
     import soundfile as sf
-    from songs import SR, music_like
+    from bench.songs import SR, music_like
 
     folder.mkdir(parents=True, exist_ok=True)
     wav = folder / "clip30.wav"

@@ -1,7 +1,7 @@
 """What the integrity check at opening costs: a library database of N rows (musicnn-sized rows: ten
 genres, ten segments with 50 tags each), opened with and without ``PRAGMA quick_check``.
 
-    python bench/bench_db_check.py [--rows 10000]
+    python -m bench.bench_db_check [--rows 10000]
 
 Prints the database's size, the best of five openings each way, and the CPU. The file lives in a
 temporary folder (page cache warm: a first opening after a reboot reads the whole file from disk).
@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from codeFeature import engines  # noqa: E402
-from codeFeature.library.store import COLUMNS, JSON_COLUMNS, LibraryStore, pack_segments  # noqa: E402
+from codeFeature import engines
+from codeFeature.library.store import COLUMNS, JSON_COLUMNS, LibraryStore, pack_segments
 
 
 def make(db: Path, rows: int) -> None:

@@ -1,8 +1,8 @@
 """Benchmark the music library scan: cold rate once warm, peak memory, rescan, Ray, and a 2-hour file.
 
-    python bench/bench_library.py                       # everything, 500 songs
-    python bench/bench_library.py --songs 200 --only cold,rescan
-    python bench/bench_library.py --only pools --songs 60   # threads against processes
+    python -m bench.bench_library                       # everything, 500 songs
+    python -m bench.bench_library --songs 200 --only cold,rescan
+    python -m bench.bench_library --only pools --songs 60   # threads against processes
 
 The songs are real GTZAN 30 s tracks (``../shared/data/gtzan/genres``, or ``--data``): the 31 there
 are copied again and again under new names (``blues.00007-copy012.wav``) up to ``--songs``, so the
@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from codeFeature import engines  # noqa: E402  (the CPU's name; no TensorFlow: the scans run in child processes)
 

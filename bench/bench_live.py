@@ -1,6 +1,6 @@
 """Live latency: from a window's last frame being fed to its genre being available.
 
-    python bench/bench_live.py [--models musicnn_genre cnn_mfcc_small] [--windows 12] [--rate 48000]
+    python -m bench.bench_live [--models musicnn_genre cnn_mfcc_small] [--windows 12] [--rate 48000]
 
 Synthetic 48 kHz stereo int16 audio is fed through :class:`codeFeature.stream.StreamClassifier`
 in 20 ms frames (what a browser sends over WebRTC), at full speed rather than in real time. For each
@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Server memory under several visitors at once, and whether it comes back when they leave (issue 29).
 
-    python bench/bench_load.py [--sessions 6] [--seconds 100] [--settle 60] [--big-mb 0]
+    python -m bench.bench_load [--sessions 6] [--seconds 100] [--settle 60] [--big-mb 0]
 
 Starts ``streamlit run app.py`` on a free 127.0.0.1 port and drives it with headless Chromium (Debian's
 ``chromium`` and the ``playwright`` package, as the browser tests do; nothing downloads a browser):
@@ -37,7 +37,6 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from codeFeature import engines  # noqa: E402
 

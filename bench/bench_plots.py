@@ -1,6 +1,6 @@
 """How long the whole-song plots take after the genre is known, for a 5-minute song.
 
-    python bench/bench_plots.py [--seconds 300] [--repeats 3]
+    python -m bench.bench_plots [--seconds 300] [--repeats 3]
 
 The app shows the genre first and then draws the waveform, the mel spectrogram and what the
 model sees (:func:`codeFeature.plots.song_panels`, rendered to PNG). This measures that step
@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from codeFeature import engines  # noqa: E402
-from codeFeature.config import FeatureConfig  # noqa: E402
-from codeFeature.model_io import read_manifest, resolve_model_dir  # noqa: E402
-from codeFeature.plots import CLOSEUP_WIDTH, SONG_WIDTH, song_panels  # noqa: E402
+from codeFeature import engines
+from codeFeature.config import FeatureConfig
+from codeFeature.model_io import read_manifest, resolve_model_dir
+from codeFeature.plots import CLOSEUP_WIDTH, SONG_WIDTH, song_panels
 
 
 def song(seconds: float, rate: int) -> np.ndarray:

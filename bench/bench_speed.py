@@ -1,9 +1,9 @@
 """Speed and memory benchmark of issue 5: every figure of its table, in one run.
 
-    python bench/bench_speed.py                 # full run (~10 min on the 2-core machine)
-    python bench/bench_speed.py --quick         # fewer repeats, shorter long files, no browser
-    python bench/bench_speed.py --json out.json # also save every measurement
-    python bench/bench_speed.py --only warm batch --isa AVX512_CORE_BF16   # the issue 14 rows, as on a CPU without AMX
+    python -m bench.bench_speed                 # full run (~10 min on the 2-core machine)
+    python -m bench.bench_speed --quick         # fewer repeats, shorter long files, no browser
+    python -m bench.bench_speed --json out.json # also save every measurement
+    python -m bench.bench_speed --only warm batch --isa AVX512_CORE_BF16   # the issue 14 rows, as on a CPU without AMX
 
 The songs are generated in a temporary folder (``bench/songs.py``: synthetic music-like
 44.1 kHz stereo mp3 written by soundfile; long files and the 100 batch songs are made
@@ -28,8 +28,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
 
@@ -95,7 +93,7 @@ def seed_style_predict(path: Path, keras_model, config, workdir: Path) -> np.nda
     import librosa
     from pydub import AudioSegment
 
-    from songs import ffmpeg_exe
+    from bench.songs import ffmpeg_exe
 
     exe = ffmpeg_exe()
     AudioSegment.converter = exe
@@ -174,7 +172,7 @@ def worker_memory(model_name: str, path: str, chunk: str = "", graph: str = "") 
     model = cf.load_model(model_name)
     if graph == "1":
         model = graph_model(model)
-    from songs import music_like
+    from bench.songs import music_like
 
     # warm the model and librosa on 10 s of audio so the figure is about the song, not the first call
     cf.predict_audio(music_like(10.0, sr=44100)[:, 0], model=model, sample_rate=44100)
@@ -215,7 +213,7 @@ RSS_CAP_MB = float(os.environ.get("BENCH_RSS_CAP_MB", 8000))
 
 def run_worker(args: list[str], timeout: float = 1200, cap_mb: float | None = None) -> dict:
     """Run a worker in a new process, sampling its RSS; stop it past ``RSS_CAP_MB``."""
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--_worker", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bench_speed", "--_worker", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     import threading
 
@@ -403,7 +401,7 @@ def main(argv=None) -> int:
         {"memory": worker_memory, "apptest": worker_apptest}[kind](*rest)
         return 0
 
-    import songs as S
+    from bench import songs as S
 
     quick = args.quick
     reps_warm = 3 if quick else 5

@@ -1,6 +1,6 @@
 """Candidate speed-ups for warm ``predict_file``, tried by monkeypatch or scratch code, never in the library.
 
-    python bench/experiments.py [SONG] [--repeats 5] [--only decode features forward env cold]
+    python -m bench.experiments [SONG] [--repeats 5] [--only decode features forward env cold]
 
 For each candidate: the median time of the stage it touches (with the 1-minute load
 average before the runs), and what it does to the output: the maximum absolute
@@ -22,8 +22,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
 
@@ -237,7 +235,6 @@ def exp_forward(song, models, reps):
 
 _ENV_CHILD = r"""
 import os, sys, time, json, statistics, numpy as np
-sys.path.insert(0, %(repo)r)
 import tensorflow as tf
 intra, inter = %(intra)r, %(inter)r
 if intra: tf.config.threading.set_intra_op_parallelism_threads(intra)
@@ -272,9 +269,9 @@ def exp_env(models, reps):
             return
         for graph in (False, True):
             for label, env, intra, inter in variants:
-                code = _ENV_CHILD % {"repo": str(REPO), "intra": intra, "inter": inter, "name": name, "x": str(x),
+                code = _ENV_CHILD % {"intra": intra, "inter": inter, "name": name, "x": str(x),
                                      "ref": str(ref), "reps": reps, "graph": graph}
-                proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                                       env={**os.environ, **env}, timeout=900)
                 line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
                 if not line:
@@ -288,7 +285,6 @@ def exp_env(models, reps):
 _COLD_CHILD = r"""
 import os, sys, time, json
 t0 = time.perf_counter()
-sys.path.insert(0, %(repo)r)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import codeFeature as cf
 t1 = time.perf_counter()
@@ -311,10 +307,10 @@ print(json.dumps({"import codeFeature": t1-t0, "import keras+tensorflow": t2-t1,
 def exp_cold(song, models):
     print("cold start breakdown (a new process each)")
     for name in models:
-        code = _COLD_CHILD % {"repo": str(REPO), "name": name, "song": str(song)}
+        code = _COLD_CHILD % {"name": name, "song": str(song)}
         load = round(os.getloadavg()[0], 1)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=900)
         wall = time.perf_counter() - t0
         r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
         print(f"  {name} (load {load}): process wall {wall:.2f} s; " + "; ".join(
@@ -336,7 +332,7 @@ def main(argv=None) -> int:
     tmp = None
     song = args.song
     if song is None:
-        import songs
+        from bench import songs
 
         tmp = tempfile.TemporaryDirectory(prefix="codefeature-exp-")
         song = songs.write_mp3(Path(tmp.name) / "song_5min.mp3", 300.0, seed=1)

@@ -5,8 +5,8 @@ process gives a clean peak-memory figure). For each it prints milliseconds per s
 of several passes over 64 random inputs, after a warm-up pass), the process's peak resident memory,
 and the largest difference in output from float32 with the library's settings::
 
-    python bench/forward_options.py                       # musicnn_genre
-    python bench/forward_options.py --model cnn_mfcc_small
+    python -m bench.forward_options                       # musicnn_genre
+    python -m bench.forward_options --model cnn_mfcc_small
 
 Options:
 
@@ -49,7 +49,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 MARK = "RESULT "
 N_SEGMENTS = 64
 
@@ -192,7 +191,7 @@ def main(argv=None) -> int:
     for i, (name, (env, options)) in enumerate(OPTIONS.items()):
         if i and args.only and not any(text in name for text in args.only):
             continue
-        command = [sys.executable, str(Path(__file__).resolve()), "--model", args.model,
+        command = [sys.executable, "-m", "bench.forward_options", "--model", args.model,
                    "--_worker", json.dumps(options), "-" if i == 0 else str(reference)]
         result = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "FORWARD_REFERENCE": str(reference),

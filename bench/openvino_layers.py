@@ -1,9 +1,9 @@
 """Where the OpenVINO forward pass spends its time, layer by layer (OpenVINO's ``PERF_COUNT``).
 
-    python bench/openvino_layers.py                              # musicnn_genre as load_model runs it here
-    python bench/openvino_layers.py --isa AVX512_CORE_BF16       # the same, capped to a CPU without AMX
-    python bench/openvino_layers.py --model musicnn_genre_lr --top 20
-    python bench/openvino_layers.py --isa AVX512_CORE_BF16 --rows-as-columns on   # the AMX rewrite without AMX
+    python -m bench.openvino_layers                              # musicnn_genre as load_model runs it here
+    python -m bench.openvino_layers --isa AVX512_CORE_BF16       # the same, capped to a CPU without AMX
+    python -m bench.openvino_layers --model musicnn_genre_lr --top 20
+    python -m bench.openvino_layers --isa AVX512_CORE_BF16 --rows-as-columns on   # the AMX rewrite without AMX
 
 The model is loaded as ``load_model`` loads it (its OpenVINO conversion, int8 where the folder's valid check
 allows), then compiled once more with per-layer counters on one thread, one stream (so that each layer's time
@@ -23,10 +23,6 @@ import collections
 import os
 import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,12 @@
 """Where warm ``predict_file`` spends its time, per model (cProfile; py-spy optional).
 
-    python bench/profile_predict.py [SONG] [--models musicnn_genre cnn_mfcc_small] [--top 25]
+    python -m bench.profile_predict [SONG] [--models musicnn_genre cnn_mfcc_small] [--top 25]
 
 Without SONG a 5-minute 44.1 kHz stereo mp3 is synthesised in a temporary folder.
 Prints the stage split that ``Prediction.timings`` reports (median of runs) and the
 top functions by own time and by cumulative time of one profiled warm run.
 For a native-level view (TensorFlow kernels, libsndfile, soxr), run py-spy on the
-same script: ``py-spy record --native -o prof.svg -- python bench/profile_predict.py``.
+same script: ``py-spy record --native -o prof.svg -- python -m bench.profile_predict``.
 """
 
 from __future__ import annotations
@@ -17,15 +17,11 @@ import io
 import os
 import pstats
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
 
 def main(argv=None) -> int:
@@ -40,7 +36,7 @@ def main(argv=None) -> int:
     tmp = None
     song = args.song
     if song is None:
-        import songs
+        from bench import songs
 
         tmp = tempfile.TemporaryDirectory(prefix="codefeature-prof-")
         song = songs.write_mp3(Path(tmp.name) / "song_5min.mp3", 300.0, seed=1)

@@ -15,6 +15,7 @@ import os
 import platform
 import threading
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,18 @@ WEIGHTS_FILE = "model.weights.h5"
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 
-#: Shipped models live in ``models/`` beside the package; ``CODEFEATURE_MODELS`` overrides it.
-MODELS_DIR = Path(os.environ.get("CODEFEATURE_MODELS", Path(__file__).resolve().parent.parent / "models"))
+
+def shipped_models_dir() -> Path:
+    """The shipped models: ``codeFeature/models`` in an installed package (the wheel carries the
+    repository's ``models/`` there), else ``models/`` beside the package in a source checkout."""
+    installed = resources.files(__package__).joinpath("models")
+    if isinstance(installed, Path) and installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+#: Shipped models (:func:`shipped_models_dir`); ``CODEFEATURE_MODELS`` overrides it.
+MODELS_DIR = Path(os.environ.get("CODEFEATURE_MODELS") or shipped_models_dir())
 #: Environment variable naming extra folders of model folders (``os.pathsep``-separated), searched
 #: after :data:`MODELS_DIR` by :func:`list_models` and :func:`resolve_model_dir`.
 MODEL_PATH_ENV = "CODEFEATURE_MODEL_PATH"

@@ -33,7 +33,11 @@ from typing import Optional, Sequence
 PROBE_TIMEOUT = 600.0
 #: What a child's output keeps for the log (its last characters: the error is at the end).
 _TAIL = 2000
+#: The folder holding the codeFeature package: the repository in a source checkout, site-packages
+#: when installed.
 _REPO = Path(__file__).resolve().parents[1]
+#: Run from a source checkout (``pyproject.toml`` beside the package) rather than an installed package.
+_CHECKOUT = (_REPO / "pyproject.toml").is_file()
 
 
 @dataclass(frozen=True)
@@ -170,13 +174,16 @@ def probe_model(name_or_dir: str | os.PathLike, *, timeout: float = PROBE_TIMEOU
 
 
 def _run_child(model: str, folder: Path, timeout: float, command: Optional[Sequence[str]]) -> ProbeResult:
-    argv = list(command) if command is not None else [sys.executable, "-m", "codeFeature.model_probe", str(folder)]
+    # The child imports this same codeFeature: from a checkout, ``-m`` finds it in the child's working
+    # folder, the repository; an installed one is on the interpreter's own path, and ``-P`` keeps a
+    # codeFeature folder in the caller's working folder from shadowing it.
+    own = [sys.executable, "-m"] if _CHECKOUT else [sys.executable, "-P", "-m"]
+    argv = list(command) if command is not None else [*own, "codeFeature.model_probe", str(folder)]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO), env.get("PYTHONPATH")) if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env,
-                              cwd=str(_REPO))
+                              cwd=str(_REPO) if _CHECKOUT else None)
         returncode: Optional[int] = done.returncode
         output = (done.stdout + done.stderr).decode("utf-8", "replace")
     except subprocess.TimeoutExpired as exc:  # run() has killed the child

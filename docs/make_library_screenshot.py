@@ -1,7 +1,7 @@
 """Take docs/collection.md's Library page screenshot: start the app, open a scanned database and one file, save PNGs.
 
     python -m codeFeature scan SOME_FOLDER --db /tmp/library.sqlite
-    python docs/make_library_screenshot.py /tmp/library.sqlite --open jazz.00000 [--out docs/library.png]
+    python -m docs.make_library_screenshot /tmp/library.sqlite --open jazz.00000 [--out docs/library.png]
 
 Needs Chromium (Debian: ``apt install chromium``) and ``pip install playwright`` (no browser download).
 """
@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from docs.make_screenshot import CHROMIUM_ARGS, free_port, start_app
 
-from docs.make_screenshot import CHROMIUM_ARGS, free_port, start_app  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def main(argv=None) -> int:

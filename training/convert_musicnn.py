@@ -9,8 +9,8 @@ package's licence as ``models/LICENSE-musicnn.txt``.
 
 Usage (from the repository root)::
 
-    python training/convert_musicnn.py                    # pip-downloads the wheel to a temp dir
-    python training/convert_musicnn.py --wheel musicnn-0.1.0-py3-none-any.whl
+    python -m training.convert_musicnn                    # pip-downloads the wheel to a temp dir
+    python -m training.convert_musicnn --wheel musicnn-0.1.0-py3-none-any.whl
 
 Parity with the original TF1 graph is checked by ``tests/test_musicnn.py``
 against ``tests/fixtures/musicnn_reference.npz`` (see
@@ -29,17 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from codeFeature.config import FeatureConfig  # noqa: E402
-from codeFeature.model_io import load_model, save_model  # noqa: E402
-from codeFeature.musicnn import (  # noqa: E402
+from codeFeature.config import FeatureConfig
+from codeFeature.model_io import load_model, save_model
+from codeFeature.musicnn import (
     MSD_TAGS, MTT_TAGS, MUSICNN_HOP, MUSICNN_N_FFT, MUSICNN_N_MELS, MUSICNN_SAMPLE_RATE,
     BFLOAT16_LAYERS, FRONTEND_BLOCKS, PREPROCESSING, build_musicnn, fold_frontend_signs)
 
 WHEEL_NAME = "musicnn-0.1.0-py3-none-any.whl"
-REPRODUCE = "python training/convert_musicnn.py"
+REPRODUCE = "python -m training.convert_musicnn"
+#: The repository: the converted folders go to its models/.
+REPO = Path(__file__).resolve().parent.parent
 
 #: Keras layer of the port -> variable scope in the TF1 checkpoint. The TF1 names
 #: are the auto-numbered tf.compat.v1.layers names, in musicnn/models.py's build order.

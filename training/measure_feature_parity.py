@@ -24,7 +24,7 @@ refreshes the tracked report).
 
 Usage::
 
-    python training/measure_feature_parity.py [--data ../shared/data/gtzan] [--out runs/feature_parity.json]
+    python -m training.measure_feature_parity [--data ../shared/data/gtzan] [--out runs/feature_parity.json]
 """
 
 from __future__ import annotations
@@ -37,12 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from codeFeature.gtzan_features import FEATURE_COLUMNS, gtzan_features
+from codeFeature.spectrogram_image import PLOT_AREA, render_spectrogram_image
 
-from codeFeature.gtzan_features import FEATURE_COLUMNS, gtzan_features  # noqa: E402
-from codeFeature.spectrogram_image import PLOT_AREA, render_spectrogram_image  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Columns whose reference values are ~0, so relative error is not meaningful.
 NEAR_ZERO_COLUMNS = ("harmony_mean", "perceptr_mean")
