@@ -7,7 +7,7 @@ the model actually sees (its input features, computed by the very function that 
 Figures are built with ``matplotlib.figure.Figure`` (never pyplot's global state), so several
 app sessions can draw at once. Whole-song pictures are drawn at screen resolution (about
 :data:`DISPLAY_COLUMNS` time columns), not one column per STFT frame: a 5-minute song takes
-a few hundred milliseconds (``python bench/bench_plots.py``).
+a few hundred milliseconds (``python -m bench.bench_plots``).
 """
 
 from __future__ import annotations

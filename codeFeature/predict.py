@@ -338,7 +338,7 @@ def default_jobs() -> int:
     Each file is decoded on its own thread while the network runs on the engine's streams; with only one
     file per core, every file can be waiting on the network at the same moment and a core then idles.
     On 2 cores, the batch CLI kept 95 % of the CPU busy with 2 files at once and 99 % with 3, 4 or 6
-    (``python bench/bench_speed.py --only batch`` prints the share beside its figure).
+    (``python -m bench.bench_speed --only batch`` prints the share beside its figure).
     """
     return min(8, usable_cores() + 2)
 

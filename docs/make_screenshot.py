@@ -1,7 +1,7 @@
 """Take the screenshots of the README and docs/usage.md: start the app, upload a song in headless Chromium,
 save two PNGs: the result (``--out``) and the segment close-up after moving its slider (``--closeup``).
 
-    python docs/make_screenshot.py SONG [--out docs/screenshot.png] [--closeup docs/closeup.png]
+    python -m docs.make_screenshot SONG [--out docs/screenshot.png] [--closeup docs/closeup.png]
 
 Needs Chromium (Debian: ``apt install chromium``) and ``pip install playwright``
 (no browser download: the system Chromium is used).

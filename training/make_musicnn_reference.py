@@ -19,7 +19,7 @@ needs Keras 2 for ``tf.compat.v1.layers``. Use a throwaway virtualenv::
     /tmp/musicnn-venv/bin/pip install tf_keras
     pip download musicnn==0.1.0 --no-deps -d /tmp/mwheel
     /tmp/musicnn-venv/bin/pip install --no-deps /tmp/mwheel/musicnn-0.1.0-py3-none-any.whl
-    TF_USE_LEGACY_KERAS=1 /tmp/musicnn-venv/bin/python training/make_musicnn_reference.py
+    TF_USE_LEGACY_KERAS=1 /tmp/musicnn-venv/bin/python -m training.make_musicnn_reference
 
 (with TensorFlow 2.21, librosa 0.11 and numpy 2.4 the original code runs
 unpatched in TF1 graph mode). The signals are kept quiet enough that the
