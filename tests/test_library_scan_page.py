@@ -244,7 +244,7 @@ def test_the_genre_chart_counts_whole_files(tmp_path, tiny_model_dir, tiny_model
     at = _page()
     import json
 
-    specs = [json.loads(c.proto.spec) for c in at.get("arrow_vega_lite_chart")]
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     axes = [s["encoding"]["x"].get("axis", {}) for s in specs if s.get("encoding", {}).get("x", {}).get("field")
             == "files"]
     assert axes and all(a.get("tickMinStep") == 1 and a.get("format") == "d" for a in axes), axes
