@@ -34,12 +34,13 @@ target file as well; and its bytes must still match the stored fingerprint of th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat as stat_module
 import sys
 from typing import Iterable, Mapping, Optional, Sequence
 
-from .store import fingerprint
+from .store import FINGERPRINT_EDGE
 
 #: The environment variable naming library databases (``os.pathsep``-separated).
 ENV_VAR = "CODEFEATURE_LIBRARY"
@@ -193,6 +194,35 @@ def open_inside(path: str | bytes | os.PathLike, roots: Iterable[str | bytes | o
     raise NotServable(CHANGED_OR_MOVED)
 
 
+def fingerprint_of_descriptor(fd: int, size: int) -> str:
+    """:func:`~.store.fingerprint` (blake2b of the size and the first and last MiB) of an open regular file,
+    read with ``pread`` so the descriptor's offset is neither used nor moved.
+
+    :func:`~.store.fingerprint` opens a path; this reads the descriptor that was proven to be the scanned
+    file, so no path is looked up again between the checks and the read. A test holds the two equal.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(size.to_bytes(8, "little"))
+
+    def read(offset: int, count: int) -> bytes:
+        chunks = []
+        while count > 0:
+            chunk = os.pread(fd, count, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+            count -= len(chunk)
+        return b"".join(chunks)
+
+    digest.update(read(0, FINGERPRINT_EDGE))
+    if size > 2 * FINGERPRINT_EDGE:
+        digest.update(read(size - FINGERPRINT_EDGE, FINGERPRINT_EDGE))
+    elif size > FINGERPRINT_EDGE:
+        digest.update(read(FINGERPRINT_EDGE, size - FINGERPRINT_EDGE))
+    return digest.hexdigest()
+
+
 def _same_stat(info: os.stat_result, row: Mapping) -> bool:
     return stat_module.S_ISREG(info.st_mode) and (info.st_size, info.st_mtime_ns) == (row["size"], row["mtime_ns"])
 
@@ -220,9 +250,8 @@ def read_scanned(row: Mapping, roots: Iterable[str | bytes | os.PathLike], *, ma
         os.set_blocking(fd, True)
         if not _same_stat(os.fstat(fd), row):
             raise NotServable(CHANGED_OR_MOVED)
-        # the fingerprint reads a duplicate of this very descriptor (never the path again); reads below use
-        # pread, so the offset the two share does not matter
-        if fingerprint(os.dup(fd), row["size"]) != row["fingerprint"]:
+        # the fingerprint of this very descriptor (never the path again)
+        if fingerprint_of_descriptor(fd, row["size"]) != row["fingerprint"]:
             raise NotServable(CHANGED_OR_MOVED)
         if row["size"] > max_bytes:
             return None
