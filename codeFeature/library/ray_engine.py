@@ -81,11 +81,30 @@ def one_time_token() -> Iterator[bool]:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    _reload_ray_auth()
     try:
         yield True
     finally:
         for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
             os.environ.pop(name, None)
+        _reload_ray_auth()
+
+
+def _reload_ray_auth() -> None:
+    """Make Ray read its authentication variables again.
+
+    Ray copies them into its C++ configuration and caches the token it found (or that there was none)
+    once; Ray itself refreshes both the same way when it turns token authentication on for a local
+    instance (``ray._private.authentication.authentication_token_setup``). Without this, a process that
+    had imported Ray earlier would still see "disabled" and no token, and Ray would write a new one to
+    ``~/.ray/auth_token``.
+    """
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # a Ray without token authentication: nothing to refresh
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def run_ray(todo: list[Found], spec: ModelSpec, store: LibraryStore, *, actors: int = 1,
