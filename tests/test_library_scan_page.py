@@ -248,3 +248,21 @@ def test_the_genre_chart_counts_whole_files(tmp_path, tiny_model_dir, tiny_model
     axes = [s["encoding"]["x"].get("axis", {}) for s in specs if s.get("encoding", {}).get("x", {}).get("field")
             == "files"]
     assert axes and all(a.get("tickMinStep") == 1 and a.get("format") == "d" for a in axes), axes
+
+
+def test_a_scan_that_cannot_run_says_why_in_words(tmp_path, tiny_model_dir, monkeypatch):
+    gone = tmp_path / "unplugged drive"  # allowed by the server, but not there now
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"SQLite format 3\x00" + os.urandom(8000))
+    music = _music(tmp_path / "music")
+    for db, folder, words in ((tmp_path / "lib.sqlite", gone, "is not there now"),
+                              (damaged, music, "could not run")):
+        _serve(monkeypatch, tiny_model_dir, db, [gone, music])
+        at = _page()
+        at.selectbox(key="lib_scan_folder").set_value(str(folder))
+        _start(at)
+        status = _finished(db)
+        assert status.state == "failed" and words in status.message, status.message
+        at.run()
+        assert not at.exception and any(words in e.value for e in at.error)
+        assert "Traceback" not in str([e.value for e in at.error])
