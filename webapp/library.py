@@ -223,6 +223,13 @@ def scan_progress(db: str) -> None:
         st.warning(f"The scan of {status.folder} was stopped; the files finished so far are kept.")
     else:
         st.success(f"The scan of {status.folder} is finished.")
+    if not (status.lines or status.error_files):
+        return
+    with st.expander("What the last scan did", expanded=False):
+        _scan_details(status)
+
+
+def _scan_details(status) -> None:
     if status.lines:
         st.text("\n".join(status.lines))
     if status.error_files:
@@ -269,8 +276,9 @@ def scan_panel(db: str) -> None:
                 st.warning(str(exc))
             else:
                 st.rerun()
-        # refreshed every second while a scan runs, without rerunning the whole page
-        st.fragment(scan_progress, run_every=1.0 if running else None)(db)
+    # outside the expander, so that progress and the outcome show without opening it; refreshed every
+    # second while a scan runs, without rerunning the whole page
+    st.fragment(scan_progress, run_every=1.0 if running else None)(db)
 
 
 def choose_library() -> str | None:
@@ -305,7 +313,11 @@ def main() -> None:
     try:
         models = models_in(db, stamp)
     except LibraryError as exc:
-        st.info(str(exc))
+        job = background.current(db)
+        if job is not None and job.running:  # a first scan is creating the database at this very moment
+            st.info("A scan is filling this library; its files appear here when the scan ends.")
+        else:
+            st.info(str(exc))
         return
     if not models:
         st.info("The library is empty: scan a folder into it first"
