@@ -252,6 +252,24 @@ def test_exports_and_genre_folders(audio_dir, tmp_path, spec, tiny_model):
     first = next(r for r in frame if r["status"] == "ok")
     assert len(first["segment_probabilities"][0]) == 10 and first["p_blues"] == pytest.approx(
         next(r for r in ok if r["path_text"] == first["path"])["probabilities"][0])
+    # scanned_at: the database's epoch seconds, exported as the same instant in UTC (ISO 8601 text; Parquet's
+    # own timestamp type with time zone UTC)
+    import datetime as dt
+    import re
+
+    with LibraryStore(db, readonly=True) as store:
+        stored_at = {r["path_text"]: r["scanned_at"] for r in store.rows(with_segments=False)}
+    iso = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    for row in table + lines:
+        assert iso.match(row["scanned_at"]), row["scanned_at"]
+        moment = dt.datetime.fromisoformat(row["scanned_at"].replace("Z", "+00:00"))
+        assert moment.utcoffset() == dt.timedelta(0)
+        assert abs(moment.timestamp() - stored_at[row["path"]]) < 1e-3
+    parquet_type = pq.read_schema(tmp_path / "out.parquet").field("scanned_at").type
+    assert str(parquet_type.tz) == "UTC"
+    for row in frame:
+        assert row["scanned_at"].tzinfo is not None
+        assert abs(row["scanned_at"].timestamp() - stored_at[row["path"]]) < 1e-3
     links = [p for p in (tmp_path / "genres").rglob("*")if p.is_symlink()]
     assert len(links) == len(ok)
     assert all(p.resolve().parent == audio_dir.resolve() for p in links)
@@ -424,3 +442,69 @@ def test_a_scan_runs_the_path_the_cli_would_pick(monkeypatch, level, precision):
     manifest = json.loads((Path(spec.folder) / "manifest.json").read_text())
     assert engines.plan(manifest).precision == spec.precision  # what load_model(auto) plans, named explicitly
     assert engines.plan(manifest, precision=spec.precision) == engines.plan(manifest)
+
+
+def test_a_database_inside_the_scanned_folder_is_not_counted_and_counts_are_in_good_english(tmp_path, spec,
+                                                                                          tiny_model):
+    from codeFeature.__main__ import main
+
+    root = tmp_path / "music"
+    root.mkdir()
+    write_audio(root / "one.wav", chord(4.0))
+    (root / "cover.jpg").write_bytes(b"jpeg")
+    db = root / "library.sqlite"
+    (root / "library.sqlite-tag.lock").write_bytes(b"")  # left by a tag run
+    with LibraryStore(db) as store:
+        first = scan(root, store, spec, jobs=1, model=tiny_model, progress=False)
+        again = scan(root, store, spec, jobs=1, model=tiny_model, progress=False)
+    for summary in (first, again):
+        # the cover only: the database, its -wal / -shm and the tag lock are the scan's own files
+        assert summary.walk.other_files == 1 and summary.walk.own_files >= 3
+    assert first.lines()[0].startswith("1 audio file found in 1 folder (1 other file left alone); 0 unchanged, "
+                                       "0 earlier errors kept")
+    assert "1 classified now (0 errors)" in first.lines()[0]
+    assert again.lines()[0].startswith("1 audio file found in 1 folder (1 other file left alone); 1 unchanged")
+    # the CLI prints those lines
+    (root / "two.wav").write_bytes(b"")
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["scan", str(root), "--db", str(db), "--quiet", "--model", spec.folder,
+                     "--precision", "float32"]) == 0
+    assert "2 audio files found in 1 folder (1 other file left alone)" in err.getvalue()
+    assert "(1 error)" in err.getvalue() and "folders" not in err.getvalue()
+
+
+def test_a_stop_flag_ends_a_scan_keeping_finished_files_and_the_next_scan_goes_on(tmp_path, spec, tiny_model):
+    import threading
+
+    root = tmp_path / "music"
+    root.mkdir()
+    for i in range(6):
+        write_audio(root / f"s{i}.wav", chord(4.0, seed=i))
+    stop = threading.Event()
+    # set during the walk: nothing stored, nothing pruned, not even a root
+    stop.set()
+    with LibraryStore(tmp_path / "lib.sqlite") as store:
+        early = scan(root, store, spec, jobs=1, model=tiny_model, progress=False, stop=stop, prune=True)
+        assert early.interrupted and early.stopped_early and store.count() == 0
+        assert early.lines() == ["stopped before any file was classified (0 audio files found so far); nothing "
+                                 "was changed"]
+    # set after the second stored row: the rest is not started, what finished is kept
+    stop = threading.Event()
+    seen = []
+
+    def on_record(record):
+        seen.append(record["path"])
+        if len(seen) == 2:
+            stop.set()
+
+    with LibraryStore(tmp_path / "lib.sqlite") as store:
+        stopped = scan(root, store, spec, jobs=1, model=tiny_model, progress=False, stop=stop, on_record=on_record)
+        assert stopped.interrupted and stopped.stopped and 2 <= stopped.stored < 6
+        assert store.count() == stopped.stored == len(seen)
+        assert any(line.startswith("stopped: ") and "run the same command" in line for line in stopped.lines())
+        rest = scan(root, store, spec, jobs=1, model=tiny_model, progress=False)
+        assert rest.unchanged == stopped.stored and rest.stored == 6 - stopped.stored and store.count() == 6

@@ -17,6 +17,7 @@ import stat
 import sys
 import threading
 
+import numpy as np
 import pytest
 
 from codeFeature.library import serve
@@ -446,3 +447,20 @@ def test_configured_libraries_come_from_the_command_line_and_the_environment(tmp
     assert configured_libraries(["--libraryx", "y", "--lib", "z"], {}) == []  # no abbreviations, no look-alikes
     monkeypatch.setenv("HOME", "/h")
     assert configured_libraries(["--library", "~/m.sqlite"], {}) == ["/h/m.sqlite"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, (1 << 20) - 1, 1 << 20, (1 << 20) + 7, 2 << 20, (2 << 20) + 1,
+                                  (3 << 20) + 5])
+def test_the_pages_fingerprint_of_a_descriptor_is_the_scans_fingerprint(tmp_path, size):
+    from codeFeature.library.serve import fingerprint_of_descriptor
+    from codeFeature.library.store import fingerprint
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.lseek(fd, 5 if size > 5 else 0, os.SEEK_SET)  # the offset is neither used nor moved
+        assert fingerprint_of_descriptor(fd, size) == fingerprint(path, size)
+        assert os.lseek(fd, 0, os.SEEK_CUR) == (5 if size > 5 else 0)
+    finally:
+        os.close(fd)

@@ -9,7 +9,7 @@ import pytest
 
 from codeFeature.library.scan import ModelSpec, scan
 from codeFeature.library.store import LibraryStore, load_prediction
-from tests.conftest import REPO, chord, write_audio
+from tests.conftest import REPO, chord, write_audio  # noqa: F401
 
 ray = pytest.importorskip("ray", reason="ray[data] is in requirements.txt; install it to run the Ray engine")
 
@@ -27,8 +27,9 @@ def test_ray_engine_gives_the_local_engines_results(tmp_path, tiny_model_dir, ti
     with LibraryStore(tmp_path / "local.sqlite") as store:
         scan(root, store, spec, jobs=2, model=tiny_model, progress=False)
         local = {r["path"]: r for r in store.rows()}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    import codeFeature
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"py_modules": [codeFeature]})
     try:
         with LibraryStore(tmp_path / "ray.sqlite") as store:
             summary = scan(root, store, spec, jobs=1, engine="ray", progress=False)
@@ -47,3 +48,31 @@ def test_ray_engine_gives_the_local_engines_results(tmp_path, tiny_model_dir, ti
             np.testing.assert_allclose(theirs.probabilities, ours.probabilities, rtol=0, atol=1e-6)
             np.testing.assert_array_equal(theirs.starts, ours.starts)
             assert theirs.verdict.genre == ours.verdict.genre and theirs.verdict.not_sure == ours.verdict.not_sure
+
+
+def test_the_cli_ray_scan_is_quiet_and_writes_nothing_to_the_home_folder(tmp_path, tiny_model_dir):
+    """``scan --engine ray`` from a folder other than the repository, with a fresh home folder: the workers get
+    the package from Ray's runtime_env (no PYTHONPATH), Ray's local instance gets a one-time token instead of
+    writing ``~/.ray/auth_token``, and no error-level core_worker line reaches the terminal."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "music"
+    root.mkdir()
+    for i in range(2):
+        write_audio(root / f"song{i}.wav", chord(4.0, seed=i))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "PYTHONPATH"}
+    # the driver finds the package through its own PYTHONPATH only; the workers must get it from Ray
+    env.update(HOME=str(home), PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "codeFeature", "scan", str(root), "--db", str(tmp_path / "r.sqlite"),
+                           "--engine", "ray", "--jobs", "1", "--model", str(tiny_model_dir), "--precision", "float32"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "2 audio files found in 1 folder" in done.stderr and "2 classified now (0 errors)" in done.stderr
+    assert not any("core_worker" in line and " E " in line for line in done.stderr.splitlines()), done.stderr
+    assert not (home / ".ray").exists(), list((home / ".ray").iterdir())
+    assert "auth_token" not in done.stderr
+    with LibraryStore(tmp_path / "r.sqlite", readonly=True) as store:
+        assert store.count() == 2 and all(r["status"] == "ok" for r in store.rows(with_segments=False))

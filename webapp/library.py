@@ -1,13 +1,15 @@
-"""Library: browse a scanned music collection, hear any file, open its analysis from the stored results.
+"""Library: scan the allowed folders, browse the collection, hear any file, open its analysis from the stored results.
 
-A page of the multipage app started by ``streamlit run app.py -- --library DATABASE``. UI only: the
-database is written by ``python -m codeFeature scan`` (:mod:`codeFeature.library`) and only read here; a
-file's analysis is rebuilt from its stored row (:func:`codeFeature.library.store.load_prediction`),
+A page of the multipage app started by ``streamlit run app.py -- --library DATABASE [--scan-folder FOLDER]``.
+UI only: the database is written by a scan (``python -m codeFeature scan``, or the same scan started here
+and run by :mod:`codeFeature.library.background` in a thread of the server); the page itself only reads
+it. A file's analysis is rebuilt from its stored row (:func:`codeFeature.library.store.load_prediction`),
 never classified again. The audio is decoded only for the pictures and the player.
 
 A visitor never names a path: the databases are the ones the server was started with
-(:func:`codeFeature.library.serve.configured_libraries`), and a file's bytes come only from
-:func:`codeFeature.library.serve.read_scanned` (inside a scanned root, unchanged since the scan).
+(:func:`codeFeature.library.serve.configured_libraries`), the folders a visitor may scan are the ones it
+was started with (:func:`codeFeature.library.serve.configured_scan_folders`), and a file's bytes come only
+from :func:`codeFeature.library.serve.read_scanned` (inside a scanned root, unchanged since the scan).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import streamlit as st
 
 from codeFeature import GenreError, load_audio
 from codeFeature.config import FeatureConfig
-from codeFeature.library.serve import NO_ROOTS, NotServable, configured_libraries, read_scanned
+from codeFeature.library import background
+from codeFeature.library.serve import (NO_ROOTS, NotServable, configured_libraries, configured_scan_folders,
+                                       read_scanned)
 from codeFeature.library.store import LibraryError, LibraryStore, load_prediction
-from codeFeature.model_io import list_models, read_manifest, resolve_model_dir
+from codeFeature.model_io import default_model_name, list_models, read_manifest, resolve_model_dir
 import ui
 
 log = logging.getLogger("app.library")
@@ -32,10 +36,16 @@ log = logging.getLogger("app.library")
 PICTURE_MAX_SECONDS = 20 * 60
 #: Files larger than this are neither sent to the browser's player nor decoded for the pictures.
 PLAYER_MAX_BYTES = 200 * 1024 * 1024
-HOW_TO_START = ("No library was given to this app. Whoever starts the server chooses the libraries it shows: scan "
-                "a folder with `python -m codeFeature scan FOLDER --db library.sqlite`, then start the app with "
-                "`streamlit run app.py -- --library library.sqlite` (repeat `--library` for several), or set "
-                "`CODEFEATURE_LIBRARY` to the database's path (several separated by `" + os.pathsep + "`).")
+HOW_TO_START = ("No library was given to this app. Whoever starts the server chooses the libraries it shows and "
+                "the folders this page may scan: start the app with `streamlit run app.py -- --library "
+                "library.sqlite --scan-folder ~/Music` (repeat either option for several), or set "
+                "`CODEFEATURE_LIBRARY` and `CODEFEATURE_SCAN_FOLDERS` (several separated by `" + os.pathsep + "`). "
+                "A folder can also be scanned in a terminal: `python -m codeFeature scan FOLDER --db library.sqlite`.")
+HOW_TO_ALLOW_SCANS = ("Scanning from this page is off: whoever starts the server chooses the folders it may scan, "
+                      "with `--scan-folder FOLDER` after `--` (repeatable) or `CODEFEATURE_SCAN_FOLDERS`. Meanwhile, "
+                      "scan in a terminal: `python -m codeFeature scan FOLDER --db DATABASE`.")
+#: Error rows listed under a finished scan (all of them are in the table: "errors only").
+ERRORS_SHOWN = 50
 
 
 def _stamp(path: str) -> tuple:
@@ -96,7 +106,8 @@ def genre_chart(table: pd.DataFrame):
     counts = ok.groupby(["genre", "not sure"]).size().reset_index(name="files")
     counts["answer"] = counts["not sure"].map({False: "sure", True: "not sure"})
     return alt.Chart(counts).mark_bar().encode(
-        x=alt.X("files:Q", title="files"),
+        # whole files only: without these the axis of a small library reads 0.5, 1.5
+        x=alt.X("files:Q", title="files", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("genre:N", sort="-x", title=None, axis=alt.Axis(labelOverlap=False)),
         color=alt.Color("genre:N", scale=ui.genre_colour_scale(), legend=None),
         opacity=alt.Opacity("answer:N", scale=alt.Scale(domain=["sure", "not sure"], range=[1.0, 0.4]),
@@ -167,6 +178,109 @@ def show_file(db: str, model: str, raw_path: bytes) -> None:
                      sample_rate=config.sample_rate if config else None, config=config)
 
 
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+SCAN_STATE_WORDS = {"starting": "Starting the scan…", "walking": "Looking through the folder and loading the model…",
+                    "classifying": "Classifying", "stopping": "Stopping: the files in progress are finishing…"}
+
+
+def scan_progress(db: str) -> None:
+    """The running (or last) scan of ``db``: progress, Stop, then its summary and errors in words."""
+    job = background.current(db)
+    if job is None:
+        return
+    status = job.status()
+    if status.running:
+        st.session_state["lib_scan_watching"] = status.id
+        words = SCAN_STATE_WORDS[status.state]
+        if status.total is None:
+            st.progress(0.0, text=f"{words} ({status.folder})")
+        else:
+            fraction = status.done / status.total if status.total else 1.0
+            text = f"{words}: {status.done} / {status.total} files"
+            if status.rate:
+                text += f", {status.rate:.2f} files/s, about {_clock(status.eta)} left"
+            if status.errors:
+                text += f", {status.errors} could not be classified"
+            st.progress(min(fraction, 1.0), text=text)
+        if status.state != "stopping" and st.button("Stop", key="lib_scan_stop",
+                                                    help="No new file is started; the files being classified "
+                                                         "finish and are kept. Scan again to go on."):
+            job.stop()
+            st.caption(SCAN_STATE_WORDS["stopping"])
+        return
+    if st.session_state.pop("lib_scan_watching", None) == status.id:
+        st.rerun()  # the scan has just ended: the whole page again, so the table shows the new rows
+    if status.state == "failed":
+        st.error(status.message)
+    elif status.state == "stopped":
+        st.warning(f"The scan of {status.folder} was stopped; the files finished so far are kept.")
+    else:
+        st.success(f"The scan of {status.folder} is finished.")
+    if not (status.lines or status.error_files):
+        return
+    with st.expander("What the last scan did", expanded=False):
+        _scan_details(status)
+
+
+def _scan_details(status) -> None:
+    if status.lines:
+        st.text("\n".join(status.lines))
+    if status.error_files:
+        st.caption(f"{status.errors} file(s) could not be classified"
+                   + (f"; the first {ERRORS_SHOWN} are listed" if len(status.error_files) > ERRORS_SHOWN else "")
+                   + " (the table's “errors only” shows them all):")
+        st.dataframe(pd.DataFrame(status.error_files[:ERRORS_SHOWN], columns=["file", "why"]), hide_index=True,
+                     width="stretch", key="lib_scan_errors")
+
+
+def scan_panel(db: str) -> None:
+    """Scan, rescan or prune one of the folders the server allows, into ``db``, in the background."""
+    folders = configured_scan_folders()
+    if not folders:
+        st.caption(HOW_TO_ALLOW_SCANS)
+        return
+    job = background.current(db)
+    running = job is not None and job.running
+    with st.expander("Scan a folder into this library", expanded=running):
+        # drawn the same way during a scan too: a widget left out of a run, or disabled, loses the visitor's choice
+        if st.session_state.get("lib_scan_folder") not in folders:
+            st.session_state.pop("lib_scan_folder", None)  # only a folder this server offers
+        folder = st.selectbox("Folder", folders, key="lib_scan_folder",
+                              help="The folders whoever started this server allowed.")
+        models = list_models(task="genre")
+        default = default_model_name()
+        if st.session_state.get("lib_scan_model") not in models:
+            st.session_state.pop("lib_scan_model", None)
+        model = st.selectbox("Model", models, index=models.index(default) if default in models else 0,
+                             key="lib_scan_model", help="The model that classifies the files.") \
+            if len(models) > 1 else (models[0] if models else None)
+        prune = st.checkbox("Forget the files that are no longer on disk", key="lib_scan_prune",
+                            help="Removes the stored results of files under this folder that were deleted or "
+                                 "moved (never when the folder holds no audio at all: an unplugged drive "
+                                 "looks like that).")
+        retry = st.checkbox("Try again the files that failed before", key="lib_scan_retry")
+        st.caption("Only new and changed files are classified; a scan that is stopped goes on where it "
+                   "stopped. The same scan as `python -m codeFeature scan FOLDER --db DATABASE`.")
+        if st.button("Scan", key="lib_scan_start", type="primary", disabled=running):
+            try:
+                # the values are checked again there: a widget can hand back a value that only looks offered
+                background.start_scan(db, folder, model=model, prune=prune, retry_errors=retry)
+            except background.ScanRefused as exc:
+                st.warning(str(exc))
+            else:
+                st.rerun()
+    # outside the expander, so that progress and the outcome show without opening it; refreshed every
+    # second while a scan runs, without rerunning the whole page
+    st.fragment(scan_progress, run_every=1.0 if running else None)(db)
+
+
 def choose_library() -> str | None:
     """The database to show: one of those the server was started with, never a path from the visitor."""
     allowed = configured_libraries()
@@ -188,19 +302,26 @@ def choose_library() -> str | None:
 
 def main() -> None:
     st.title("Library")
-    st.write("A music collection scanned with `python -m codeFeature scan FOLDER --db library.sqlite`: "
-             "every file's genre, how sure the model is, and any file's full analysis from the stored results.")
+    st.write("A music collection scanned into a database, here or with `python -m codeFeature scan FOLDER --db "
+             "library.sqlite`: every file's genre, how sure the model is, and any file's full analysis from the "
+             "stored results.")
     db = choose_library()
     if db is None:
         return
+    scan_panel(db)
     stamp = _stamp(db)
     try:
         models = models_in(db, stamp)
     except LibraryError as exc:
-        st.info(str(exc))
+        job = background.current(db)
+        if job is not None and job.running:  # a first scan is creating the database at this very moment
+            st.info("A scan is filling this library; its files appear here when the scan ends.")
+        else:
+            st.info(str(exc))
         return
     if not models:
-        st.info("The library is empty: scan a folder into it first.")
+        st.info("The library is empty: scan a folder into it first"
+                + (" (above)." if configured_scan_folders() else "."))
         return
     names = [name for name, _ in models]
     model = st.selectbox("Model", names, key="lib_model",

@@ -146,10 +146,16 @@ def _scan(args, store) -> int:
         raise ValueError("--jobs must be at least 1")
     if args.address and args.engine != "ray":
         raise ValueError("--address needs --engine ray")
+    from ..native_stderr import filtered_native_stderr
+
     spec = ModelSpec.resolve(args.model, args.precision)
     try:
-        summary = scan(args.root, store, spec, jobs=args.jobs, retry_errors=args.retry_errors, engine=args.engine,
-                       pool=args.pool, address=args.address, progress=not args.quiet, prune=args.prune)
+        # native libraries' known noise (TensorFlow's banners, mpg123's notes, one Ray Data message) stays
+        # off the terminal, as for the classify command
+        with filtered_native_stderr():
+            summary = scan(args.root, store, spec, jobs=args.jobs, retry_errors=args.retry_errors,
+                           engine=args.engine, pool=args.pool, address=args.address, progress=not args.quiet,
+                           prune=args.prune)
     except sqlite3.DatabaseError as exc:  # another writer outlasted --wait, mid-scan
         store.close()  # first: naming the writer opens the database's lock files
         print(f"error: {_database_trouble(args, exc)}; the files finished so far are kept", file=sys.stderr)

@@ -1,7 +1,10 @@
 """The library for other tools: CSV, Parquet and JSON lines, and folders of symlinks per genre.
 
 Every format has the same columns: the file (``path``), what classified it, the verdict, one
-``p_<genre>`` column per mean probability, and the error for files that failed. Parquet and
+``p_<genre>`` column per mean probability, and the error for files that failed. ``scanned_at`` is the
+time the file was classified, in UTC: ISO 8601 text (``2025-03-01T12:34:56.789Z``) in CSV and JSON
+lines, a timestamp with time zone UTC (millisecond precision) in Parquet, which every Parquet reader
+shows as a date and time (the database keeps seconds since the epoch). Parquet and
 JSON lines also carry the per-segment evidence (``segment_starts``, ``segment_probabilities``);
 CSV stays flat (one row per file) for spreadsheets.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +32,7 @@ def flat_rows(store: LibraryStore, *, model: Optional[str] = None, segments: boo
     for row in store.rows(model, with_segments=segments):
         out = {c: row.get(c) for c in BASE_COLUMNS}
         out["path"] = row["path_text"]
+        out["scanned_at"] = iso_time(row.get("scanned_at"))
         out["reasons"] = "; ".join(row.get("reasons") or [])
         out["top_tags"] = ", ".join(tag for tag, _ in (row.get("top_tags") or []))
         if row["status"] == "ok":
@@ -40,6 +45,14 @@ def flat_rows(store: LibraryStore, *, model: Optional[str] = None, segments: boo
             else:
                 out["segment_starts"] = out["segment_probabilities"] = None
         yield out
+
+
+def iso_time(epoch: Optional[float]) -> Optional[str]:
+    """Seconds since the epoch as ISO 8601 in UTC to the millisecond, ``Z`` for UTC; None stays None."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(float(epoch), tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def export(store: LibraryStore, out: str | os.PathLike, *, model: Optional[str] = None) -> int:
@@ -73,7 +86,11 @@ def export(store: LibraryStore, out: str | os.PathLike, *, model: Optional[str] 
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows], schema=_schema(labels))
+        records = [{c: row.get(c) for c in columns} for row in rows]
+        for record in records:
+            if record["scanned_at"] is not None:
+                record["scanned_at"] = datetime.fromisoformat(record["scanned_at"].replace("Z", "+00:00"))
+        table = pa.Table.from_pylist(records, schema=_schema(labels))
         pq.write_table(table, out)
     return len(rows)
 
@@ -83,7 +100,7 @@ def _schema(labels: list[str]):
 
     types = {"confidence": pa.float64(), "vote_share": pa.float64(), "not_sure": pa.bool_(),
              "duration": pa.float64(), "n_segments": pa.int64(), "size": pa.int64(), "mtime_ns": pa.int64(),
-             "scanned_at": pa.float64()}
+             "scanned_at": pa.timestamp("ms", tz="UTC")}
     fields = [pa.field(c, types.get(c, pa.string())) for c in BASE_COLUMNS]
     fields += [pa.field(label, pa.float64()) for label in labels]
     fields += [pa.field("segment_starts", pa.list_(pa.float64())),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import stat as stat_module
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -73,10 +74,30 @@ class WalkStats:
     loops_avoided: int = 0
     same_file_twice: int = 0
     unreadable_folders: list = field(default_factory=list)
+    #: The library database's own files met in the walk (``x.sqlite``, ``-wal``, ``-shm``, ``-journal``,
+    #: ``-tag.lock``): neither audio nor "other files left alone".
+    own_files: int = 0
+
+
+#: Files SQLite and the ``tag`` command keep beside a database, by suffix of its name.
+DATABASE_COMPANIONS = (b"", b"-wal", b"-shm", b"-journal", b"-tag.lock")
+
+
+def database_files(db: str | os.PathLike) -> Optional[tuple[tuple[int, int], frozenset]]:
+    """``((st_dev, st_ino) of the database's folder, {its file names})``, to tell :func:`walk` which files
+    are the database's own; None when its folder cannot be looked at."""
+    path = os.fsencode(os.path.abspath(os.fspath(db)))
+    folder, name = os.path.split(path)
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino), frozenset(name + suffix for suffix in DATABASE_COMPANIONS)
 
 
 def walk(root: str | bytes | os.PathLike, *, stats: Optional[WalkStats] = None,
-         extensions: Iterable[str] = AUDIO_EXTENSIONS) -> Iterator[Found]:
+         extensions: Iterable[str] = AUDIO_EXTENSIONS,
+         own_files: Optional[tuple[tuple[int, int], frozenset]] = None) -> Iterator[Found]:
     """The audio-looking files under ``root`` (or ``root`` itself when it is a file), in sorted order.
 
     Parameters
@@ -86,6 +107,9 @@ def walk(root: str | bytes | os.PathLike, *, stats: Optional[WalkStats] = None,
         Filled with counts of what was seen and left alone.
     extensions : iterable of str
         Lower-case extensions with the dot.
+    own_files : tuple, optional
+        :func:`database_files` of the library database: when the database lies inside ``root``, its
+        files are counted as ``stats.own_files``, never as audio or as other files.
 
     Yields
     ------
@@ -97,7 +121,10 @@ def walk(root: str | bytes | os.PathLike, *, stats: Optional[WalkStats] = None,
     seen_folders: set = set()
     seen_files: set = set()
 
-    def entry(path: bytes, name: bytes) -> Optional[Found]:
+    def entry(path: bytes, name: bytes, folder_key=None) -> Optional[Found]:
+        if own_files is not None and folder_key == own_files[0] and name in own_files[1]:
+            stats.own_files += 1
+            return None
         if os.path.splitext(name)[1].lower() not in wanted:
             stats.other_files += 1
             return None
@@ -120,7 +147,7 @@ def walk(root: str | bytes | os.PathLike, *, stats: Optional[WalkStats] = None,
     except OSError as exc:
         raise FileNotFoundError(f"{os.fsdecode(top)}: {exc.strerror or exc}") from exc
     if not stat_module.S_ISDIR(info.st_mode):
-        found = entry(top, os.path.basename(top))
+        found = entry(top, os.path.basename(top))  # a file named on purpose is scanned, whatever it is
         if found is not None:
             yield found
         return
@@ -149,7 +176,7 @@ def walk(root: str | bytes | os.PathLike, *, stats: Optional[WalkStats] = None,
             if is_dir:
                 subfolders.append(item.path)
                 continue
-            found = entry(item.path, item.name)
+            found = entry(item.path, item.name, key)
             if found is not None:
                 yield found
         stack.extend(reversed(subfolders))
@@ -182,16 +209,28 @@ class ModelSpec:
         return load_model(self.folder, precision=self.precision)
 
 
+class Stopped(Exception):
+    """The scan's ``stop`` flag was set before the classification began."""
+
+
 def plan(found: Iterable[Found], store: LibraryStore, spec: ModelSpec, *, retry_errors: bool = False,
-         counts: Optional[dict] = None) -> list[Found]:
+         counts: Optional[dict] = None, stop: Optional[threading.Event] = None) -> list[Found]:
     """The files that need classifying: new, changed, classified by another version of the model,
-    or failed before (with ``retry_errors``)."""
+    or failed before (with ``retry_errors``).
+
+    Raises
+    ------
+    Stopped
+        When ``stop`` is set (checked before each file: each one may be read for its fingerprint).
+    """
     counts = counts if counts is not None else {}
     counts.setdefault("unchanged", 0)
     counts.setdefault("errors_kept", 0)
     known = store.known(spec.name)
     todo = []
     for item in found:
+        if stop is not None and stop.is_set():
+            raise Stopped
         row = known.get(item.path)
         if row is not None and row[0] == item.size and row[1] == item.mtime_ns and row[3] == spec.model_hash \
                 and row[4] == spec.precision:
@@ -329,11 +368,14 @@ def _worker_classify(item: Found) -> dict:
 
 
 def run_local(todo: list[Found], spec: ModelSpec, store: LibraryStore, *, jobs: int, pool: str = "threads",
-              on_record: Optional[Callable[[dict], None]] = None, model=None) -> int:
+              on_record: Optional[Callable[[dict], None]] = None, model=None,
+              stop: Optional[threading.Event] = None) -> int:
     """Classify ``todo`` with ``jobs`` workers, storing each row as it finishes; returns rows stored.
 
     At most ``2 * jobs`` files are in flight, so a two-hour file occupies one worker while the
-    others keep finishing short ones, and memory does not grow with the library.
+    others keep finishing short ones, and memory does not grow with the library. Once ``stop`` is
+    set, no new file is started; the files already being classified finish and are stored (their
+    work is done by then), and it returns.
     """
     if pool == "threads":
         # one model shared by the threads: its traced graph is thread-safe, and decoding, features and
@@ -360,14 +402,20 @@ def run_local(todo: list[Found], spec: ModelSpec, store: LibraryStore, *, jobs: 
     items = iter(todo)
     try:
         while True:
-            while len(pending) < 2 * jobs:
+            stopping = stop is not None and stop.is_set()
+            if stopping:
+                # queued files are dropped; a running one cannot be cancelled and is waited for
+                for future in [f for f in pending if f.cancel()]:
+                    del pending[future]
+            while not stopping and len(pending) < 2 * jobs:
                 item = next(items, None)
                 if item is None:
                     break
                 pending[submit(item)] = item
             if not pending:
                 break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            # a timeout, so that a stop is seen while long files are still being classified
+            done, _ = wait(pending, timeout=0.5 if stop is not None else None, return_when=FIRST_COMPLETED)
             for future in done:
                 record = _result_or_error(future, pending.pop(future), spec)
                 store.put(record)
@@ -390,6 +438,11 @@ def _result_or_error(future, item: Found, spec: ModelSpec) -> dict:
                             error=f"the worker failed on this file ({type(exc).__name__}: {exc})")
 
 
+def plural(n: int, one: str, many: Optional[str] = None) -> str:
+    """``"1 folder"``, ``"2 folders"``, ``"0 folders"``."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 @dataclass
 class ScanSummary:
     found: int = 0
@@ -400,38 +453,54 @@ class ScanSummary:
     errors_kept: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    #: Set with ``interrupted`` when the ``stop`` flag (not Ctrl-C) ended the scan.
+    stopped: bool = False
+    #: The stop came during the walk or the planning: nothing was classified, nothing pruned.
+    stopped_early: bool = False
     gone: int = 0
     pruned: int = 0
     prune_refused: bool = False
     walk: WalkStats = field(default_factory=WalkStats)
 
-    def lines(self) -> list[str]:
+    def lines(self, *, again: str = "run the same command to go on") -> list[str]:
+        """The summary in words; ``again`` says how to resume after an interruption."""
         w = self.walk
-        out = [f"{self.found} audio files found in {w.folders} folders ({w.other_files} other files left alone); "
-               f"{self.unchanged} unchanged, {self.errors_kept} earlier errors kept (--retry-errors retries them), "
-               f"{self.stored} classified now ({self.errors} errors) in {self.seconds:.1f} s"]
+        if self.stopped_early:
+            return [f"stopped before any file was classified ({plural(self.found, 'audio file')} found so far); "
+                    "nothing was changed"]
+        out = [f"{plural(self.found, 'audio file')} found in {plural(w.folders, 'folder')} "
+               f"({plural(w.other_files, 'other file')} left alone); "
+               f"{self.unchanged} unchanged, {plural(self.errors_kept, 'earlier error')} kept (--retry-errors retries "
+               f"{'it' if self.errors_kept == 1 else 'them'}), {self.stored} classified now "
+               f"({plural(self.errors, 'error')}) in {self.seconds:.1f} s"]
         if w.loops_avoided:
-            out.append(f"{w.loops_avoided} folder(s) reached again through a symlink were not entered twice")
+            out.append(f"{plural(w.loops_avoided, 'folder')} reached again through a symlink "
+                       f"{'was' if w.loops_avoided == 1 else 'were'} not entered twice")
         if w.same_file_twice:
-            out.append(f"{w.same_file_twice} file(s) reached under a second name were classified once")
+            out.append(f"{plural(w.same_file_twice, 'file')} reached under a second name "
+                       f"{'was' if w.same_file_twice == 1 else 'were'} classified once")
         for folder, reason in w.unreadable_folders:
             out.append(f"could not open folder {os.fsdecode(folder)!r}: {reason}")
         if self.prune_refused:
-            out.append(f"no audio was found under the folder, so the {self.gone} stored file(s) under it were kept "
-                       "(is the drive mounted?)")
+            out.append(f"no audio was found under the folder, so the {plural(self.gone, 'stored file')} under it "
+                       f"{'was' if self.gone == 1 else 'were'} kept (is the drive mounted?)")
         elif self.pruned:
-            out.append(f"{self.gone} file(s) no longer on disk: their {self.pruned} stored row(s) were removed")
+            out.append(f"{plural(self.gone, 'file')} no longer on disk: {'its' if self.gone == 1 else 'their'} "
+                       f"{plural(self.pruned, 'stored row')} {'was' if self.pruned == 1 else 'were'} removed")
         elif self.gone:
-            out.append(f"{self.gone} stored file(s) are no longer on disk; --prune removes their rows")
+            out.append(f"{plural(self.gone, 'stored file')} {'is' if self.gone == 1 else 'are'} no longer on disk; "
+                       f"--prune removes {'its row' if self.gone == 1 else 'their rows'}")
         if self.interrupted:
-            out.append(f"interrupted: {self.stored} finished files are kept; run the same command to go on "
-                       f"({self.todo - self.stored} left)")
+            out.append(f"{'stopped' if self.stopped else 'interrupted'}: {plural(self.stored, 'finished file')} "
+                       f"{'is' if self.stored == 1 else 'are'} kept; {again} ({self.todo - self.stored} left)")
         return out
 
 
 def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs: Optional[int] = None,
          retry_errors: bool = False, engine: str = "local", pool: str = "threads", address: Optional[str] = None,
-         progress: bool = True, progress_stream=None, model=None, prune: bool = False) -> ScanSummary:
+         progress: bool = True, progress_stream=None, model=None, prune: bool = False,
+         stop: Optional[threading.Event] = None, on_record: Optional[Callable[[dict], None]] = None,
+         on_planned: Optional[Callable[["ScanSummary"], None]] = None) -> ScanSummary:
     """Scan ``root`` into ``store`` with the model ``spec``.
 
     Parameters
@@ -453,38 +522,65 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
     prune : bool
         Delete the stored rows (every model's) of files under ``root`` that are no longer on disk; never
         when the walk found no audio at all under ``root`` (an unmounted drive looks like that).
+    stop : threading.Event, optional
+        Set it (from another thread) to end the scan early: during the walk or the planning nothing is
+        stored or pruned; during the classification no new file is started, the files in progress are
+        finished and stored. The summary then has ``interrupted`` and ``stopped`` set. The next scan
+        goes on where this one stopped, as after Ctrl-C.
+    on_record : callable, optional
+        Called with each row (a dict, as stored) right after it is stored.
+    on_planned : callable, optional
+        Called with the summary once the files to classify are known (``todo``) and the model is
+        loaded, just before the classification starts.
 
     Returns
     -------
     ScanSummary
-        ``interrupted`` is set when Ctrl-C stopped it (finished files are kept).
+        ``interrupted`` is set when Ctrl-C (or ``stop``) stopped it (finished files are kept).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
     summary = ScanSummary()
     t0 = time.perf_counter()
-    found = list(walk(root, stats=summary.walk))
+
+    def stopped_early() -> ScanSummary:
+        summary.interrupted = summary.stopped = summary.stopped_early = True
+        summary.seconds = time.perf_counter() - t0
+        return summary
+
+    found = []
+    for item in walk(root, stats=summary.walk, own_files=database_files(store.path)):
+        if stop is not None and stop.is_set():
+            return stopped_early()  # a partial walk must never decide which files are gone
+        found.append(item)
     summary.found = len(found)
     top = os.fsencode(os.path.abspath(os.fsdecode(root)))
     store.add_root(top)  # the app serves only files inside a scanned root
     gone = sorted(p for p in store.paths_under(top) - {f.path for f in found} if not os.path.lexists(p))
     summary.gone = len(gone)
+    counts: dict = {}
+    try:
+        todo = plan(found, store, spec, retry_errors=retry_errors, counts=counts, stop=stop)
+    except Stopped:
+        return stopped_early()
     if prune and gone:
         if found:
             summary.pruned = store.forget(gone)
         else:
             summary.prune_refused = True
-    counts: dict = {}
-    todo = plan(found, store, spec, retry_errors=retry_errors, counts=counts)
     summary.unchanged, summary.errors_kept, summary.todo = counts["unchanged"], counts["errors_kept"], len(todo)
     if todo and engine == "local" and pool == "threads" and model is None:
         model = spec.load()  # before the clock starts: the rate and ETA are the classification's
     bar = Progress(len(todo), stream=progress_stream, enabled=progress)
+    if on_planned is not None:
+        on_planned(summary)
 
-    def on_record(record: dict) -> None:
+    def stored(record: dict) -> None:
         summary.stored += 1
         summary.errors += record["status"] == "error"
         bar.update(record)
+        if on_record is not None:
+            on_record(record)
 
     if jobs is None:
         from ..predict import default_jobs, usable_cores
@@ -492,14 +588,16 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
         jobs = default_jobs() if engine == "local" and pool == "threads" else min(4, usable_cores())
     try:
         if todo and engine == "local":
-            run_local(todo, spec, store, jobs=jobs, pool=pool, on_record=on_record, model=model)
+            run_local(todo, spec, store, jobs=jobs, pool=pool, on_record=stored, model=model, stop=stop)
         elif todo:
             from .ray_engine import run_ray
 
-            run_ray(todo, spec, store, actors=jobs, address=address, on_record=on_record)
+            run_ray(todo, spec, store, actors=jobs, address=address, on_record=stored, stop=stop)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t0
+    if stop is not None and stop.is_set() and summary.stored < summary.todo:
+        summary.interrupted = summary.stopped = True
     return summary

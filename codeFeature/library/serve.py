@@ -1,5 +1,11 @@
 """What the app may read of a music library: the databases the server was started with, and only the
-scanned files inside a scanned root, unchanged since the scan.
+scanned files inside a scanned root, unchanged since the scan; and which folders the app may scan.
+
+Scanning from the app: the person who starts the server names the folders a visitor may scan
+(:func:`configured_scan_folders`: ``--scan-folder FOLDER``, repeatable, and
+``CODEFEATURE_SCAN_FOLDERS``). The rule is simple: every named folder may be scanned into every
+configured library database (run a second server for libraries that must not share folders). A
+visitor picks one of those folders and a library; the page never takes a path.
 
 Anyone who can reach the app's port is a visitor, and a visitor never names a path. The person who
 starts the server names the library databases (:func:`configured_libraries`); a scan records the
@@ -28,17 +34,22 @@ target file as well; and its bytes must still match the stored fingerprint of th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat as stat_module
 import sys
 from typing import Iterable, Mapping, Optional, Sequence
 
-from .store import fingerprint
+from .store import FINGERPRINT_EDGE
 
 #: The environment variable naming library databases (``os.pathsep``-separated).
 ENV_VAR = "CODEFEATURE_LIBRARY"
 #: The app's own command-line option (after ``--`` on ``streamlit run app.py -- --library PATH``).
 OPTION = "--library"
+#: The environment variable naming the folders the app may scan (``os.pathsep``-separated).
+SCAN_ENV_VAR = "CODEFEATURE_SCAN_FOLDERS"
+#: The app's option naming a folder it may scan (repeatable).
+SCAN_OPTION = "--scan-folder"
 
 #: The one message for every file the page will not read: missing, outside the scanned roots, behind a
 #: symbolic link, not a regular file, or different from the scanned file. One message for all of them,
@@ -60,6 +71,34 @@ class NotServable(Exception):
     """The file is not read; ``str(exc)`` is the message for the visitor."""
 
 
+def _option_values(argv: Sequence[str], option: str) -> list[str]:
+    """The values of ``option VALUE`` and ``option=VALUE`` in ``argv``, in order."""
+    given: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == option and i + 1 < len(argv):
+            given.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith(option + "="):
+            given.append(arg[len(option) + 1:])
+        i += 1
+    return given
+
+
+def _absolute(paths: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for path in paths:
+        path = path.strip()
+        if not path:
+            continue
+        path = os.path.abspath(os.path.expanduser(path))
+        if path not in out:
+            out.append(path)
+    return out
+
+
 def configured_libraries(argv: Optional[Sequence[str]] = None,
                          environ: Optional[Mapping[str, str]] = None) -> list[str]:
     """The library databases the server was started with, as absolute paths, in order, without repeats.
@@ -70,27 +109,22 @@ def configured_libraries(argv: Optional[Sequence[str]] = None,
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
-    given: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == OPTION and i + 1 < len(argv):
-            given.append(argv[i + 1])
-            i += 2
-            continue
-        if arg.startswith(OPTION + "="):
-            given.append(arg[len(OPTION) + 1:])
-        i += 1
-    given.extend(environ.get(ENV_VAR, "").split(os.pathsep))
-    out: list[str] = []
-    for path in given:
-        path = path.strip()
-        if not path:
-            continue
-        path = os.path.abspath(os.path.expanduser(path))
-        if path not in out:
-            out.append(path)
-    return out
+    return _absolute(_option_values(argv, OPTION) + environ.get(ENV_VAR, "").split(os.pathsep))
+
+
+def configured_scan_folders(argv: Optional[Sequence[str]] = None,
+                            environ: Optional[Mapping[str, str]] = None) -> list[str]:
+    """The folders the app may scan, as absolute paths (``~`` expanded, symbolic links kept, as the CLI
+    names its root), in order, without repeats.
+
+    From ``--scan-folder FOLDER`` / ``--scan-folder=FOLDER`` (any number) in ``argv`` (default
+    ``sys.argv[1:]``), then from :data:`SCAN_ENV_VAR` (``os.pathsep``-separated). Each may be scanned into
+    any of :func:`configured_libraries`; with no library configured, none is offered. Nothing is opened
+    or checked here.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    return _absolute(_option_values(argv, SCAN_OPTION) + environ.get(SCAN_ENV_VAR, "").split(os.pathsep))
 
 
 def _below(path: bytes, root: bytes) -> Optional[tuple[bytes, list[bytes]]]:
@@ -160,6 +194,35 @@ def open_inside(path: str | bytes | os.PathLike, roots: Iterable[str | bytes | o
     raise NotServable(CHANGED_OR_MOVED)
 
 
+def fingerprint_of_descriptor(fd: int, size: int) -> str:
+    """:func:`~.store.fingerprint` (blake2b of the size and the first and last MiB) of an open regular file,
+    read with ``pread`` so the descriptor's offset is neither used nor moved.
+
+    :func:`~.store.fingerprint` opens a path; this reads the descriptor that was proven to be the scanned
+    file, so no path is looked up again between the checks and the read. A test holds the two equal.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(size.to_bytes(8, "little"))
+
+    def read(offset: int, count: int) -> bytes:
+        chunks = []
+        while count > 0:
+            chunk = os.pread(fd, count, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+            count -= len(chunk)
+        return b"".join(chunks)
+
+    digest.update(read(0, FINGERPRINT_EDGE))
+    if size > 2 * FINGERPRINT_EDGE:
+        digest.update(read(size - FINGERPRINT_EDGE, FINGERPRINT_EDGE))
+    elif size > FINGERPRINT_EDGE:
+        digest.update(read(FINGERPRINT_EDGE, size - FINGERPRINT_EDGE))
+    return digest.hexdigest()
+
+
 def _same_stat(info: os.stat_result, row: Mapping) -> bool:
     return stat_module.S_ISREG(info.st_mode) and (info.st_size, info.st_mtime_ns) == (row["size"], row["mtime_ns"])
 
@@ -187,9 +250,8 @@ def read_scanned(row: Mapping, roots: Iterable[str | bytes | os.PathLike], *, ma
         os.set_blocking(fd, True)
         if not _same_stat(os.fstat(fd), row):
             raise NotServable(CHANGED_OR_MOVED)
-        # the fingerprint reads a duplicate of this very descriptor (never the path again); reads below use
-        # pread, so the offset the two share does not matter
-        if fingerprint(os.dup(fd), row["size"]) != row["fingerprint"]:
+        # the fingerprint of this very descriptor (never the path again)
+        if fingerprint_of_descriptor(fd, row["size"]) != row["fingerprint"]:
             raise NotServable(CHANGED_OR_MOVED)
         if row["size"] > max_bytes:
             return None
