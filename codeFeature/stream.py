@@ -492,7 +492,7 @@ class StreamClassifier:
                 if tail:
                     self._pending.append(_Pending(_wrap_pad(self._partial[:tail].copy(), seg), fed_at))
                     if n_full == 0:
-                        notes.append(_padding_note(total / self.sample_rate, self.config))
+                        notes += _padding_note(total / self.sample_rate, self.config)
                 self._partial_fill = 0
                 batch, self._pending = self._pending, []
                 first = len(self._windows)
