@@ -167,8 +167,42 @@ class Plan:
         return f"{name}, {what} ({describe_isa(self.isa)})"
 
 
-def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[str] = None) -> Plan:
+#: The paths ``auto`` may pick, per :func:`isa_level`, fastest first; :func:`plan` takes the first this
+#: model and machine allow. Every one keeps valid's answers: OpenVINO float32 is float32 (within 1e-5 of
+#: TensorFlow's), bfloat16 is judged in the manifest's metrics, int8 by the folder's ``valid_check``.
+#: Measured with ``bench/forward_options.py`` (``bench/README.md``, ``bench/results/``):
+#:
+#: * AMX, AVX512-BF16, AVX512-VNNI: OpenVINO's int8 heavy convolutions first (4.2 against 6.8 ms a segment for
+#:   TensorFlow's bfloat16 with AMX, 7.4 against 14.3 on a Zen 4); without a judged calibration, TensorFlow's
+#:   bfloat16 heavy layers where bfloat16 is native.
+#: * AVX-512 without VNNI, AVX2 with or without AVX-VNNI, and below: OpenVINO float32 (on a Zen 3, 25.7
+#:   against 66 ms a segment for TensorFlow's float32, the same answers to 9e-6). int8 is left out there:
+#:   without VNNI the u8 x s8 products are summed in pairs into saturating 16-bit lanes, so OpenVINO's int8
+#:   convolutions do not compute the int8 sums (:data:`INT8_EXACT_LEVELS`), and with AVX-VNNI it was no faster.
+#: * TensorFlow float32 last: always there.
+AUTO_PATHS = {
+    "amx": (("openvino", "int8"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")),
+    "avx512_bf16": (("openvino", "int8"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")),
+    "avx512_vnni": (("openvino", "int8"), ("openvino", "float32"), ("tensorflow", "float32")),
+    "avx512": (("openvino", "float32"), ("tensorflow", "float32")),
+    "avx2_vnni": (("openvino", "float32"), ("tensorflow", "float32")),
+    "avx2": (("openvino", "float32"), ("tensorflow", "float32")),
+    "baseline": (("openvino", "float32"), ("tensorflow", "float32")),
+}
+#: Levels whose int8 convolutions sum u8 x s8 products in 32 bits (VNNI, AMX), so that OpenVINO's int8 result
+#: is the exact int8 convolution. Below them (``vpmaddubsw``) pairs of products saturate at 16 bits: a tall
+#: kernel on several input channels (:func:`_polyphase_int8`) was off by 8 % on some outputs.
+INT8_EXACT_LEVELS = ("amx", "avx512_bf16", "avx512_vnni", "avx2_vnni")
+#: Levels whose bfloat16 is native (elsewhere it is emulated, slower than float32, or refused).
+BFLOAT16_LEVELS = ("amx", "avx512_bf16")
+
+
+def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[str] = None,
+         level: Optional[str] = None, openvino: Optional[bool] = None) -> Plan:
     """The fastest honest way to run a model here.
+
+    A pure function of the model's manifest, the choices asked for and the machine's facts (``level``,
+    ``openvino``), which default to this machine's.
 
     Parameters
     ----------
@@ -179,18 +213,19 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
         Default ``CODEFEATURE_PRECISION`` or ``"auto"``.
     engine : {"auto", "tensorflow", "openvino"}, optional
         Default ``CODEFEATURE_ENGINE`` or ``"auto"``.
+    level : str, optional
+        One of :data:`ISA_LEVELS` (default :func:`isa_level`, this CPU's, capped by ``ONEDNN_MAX_CPU_ISA``).
+    openvino : bool, optional
+        Whether the OpenVINO engine is installed (default :func:`openvino_available`).
 
     Returns
     -------
     Plan
-        ``"auto"`` picks, by :func:`isa_level`: on CPUs with AVX-512 VNNI (AMX such as Sapphire Rapids,
-        AVX512-BF16 such as Zen 4, AVX512-VNNI such as Ice Lake), OpenVINO's int8 heavy convolutions where
-        the model folder carries its int8 calibration (the manifest's ``int8_calibration``), valid judged
-        it to keep the answers (its ``valid_check.passed``) and OpenVINO is installed, else TensorFlow's
-        bfloat16 heavy layers (AMX, AVX512-BF16) or float32; elsewhere TensorFlow float32.
-        ``bench/forward_options.py`` measures each. An explicit ``"float32"`` or ``"bfloat16"`` with
-        engine ``"auto"`` means TensorFlow's; an explicit ``"int8"`` without calibration rounds the
-        kernels plainly.
+        ``"auto"`` takes the first of :data:`AUTO_PATHS`'s paths for ``level`` that the model and machine
+        allow: OpenVINO int8 needs OpenVINO and a folder carrying its int8 calibration (the manifest's
+        ``int8_calibration``) that valid judged to keep the answers (its ``valid_check.passed``); OpenVINO
+        float32 needs OpenVINO. An explicit ``"float32"`` or ``"bfloat16"`` with engine ``"auto"`` means
+        TensorFlow's; an explicit ``"int8"`` without calibration rounds the kernels plainly.
     """
     from .model_io import PRECISIONS
 
@@ -202,41 +237,47 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
         raise ConfigError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
     if engine not in ENGINES:
         raise ConfigError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
+    level = isa_level() if level is None else level
+    if level not in ISA_LEVELS:
+        raise ValueError(f"level={level!r}: use one of {', '.join(ISA_LEVELS)}")
+    has_openvino = openvino_available() if openvino is None else bool(openvino)
+    if engine == "openvino" and not has_openvino:
+        raise ConfigError("engine='openvino' needs the openvino package: pip install openvino")
     if engine == "auto" and precision in ("float32", "bfloat16"):
         engine = "tensorflow"  # an explicit precision without an engine: TensorFlow's, as before engines
-    level = isa_level()
-    heavy = bool(manifest.get("bfloat16_layers"))
-    if engine == "openvino" and not openvino_available():
-        raise ConfigError("engine='openvino' needs the openvino package: pip install openvino")
-    bf16_level = level in ("amx", "avx512_bf16")
-    vnni_level = level in ("amx", "avx512_bf16", "avx512_vnni", "avx2_vnni")
-    # OpenVINO's int8 heavy convolutions were the fastest path measured with AVX-512 VNNI, AMX included
-    # (bench/README.md: 7.4 against 14.3 ms a segment for TensorFlow's bfloat16 on a Zen 4 EPYC, 4.2
-    # against 6.8 with AMX on a Sapphire Rapids). Plainly rounded they changed one of the default model's
-    # 98 valid tracks, GPTQ-rounded against the folder's calibration none, so only a calibrated folder
-    # gets them automatically, and only where valid judged that calibration to keep its answers
-    # (training.int8_calibration)
+    if not manifest.get("bfloat16_layers"):
+        return Plan("openvino" if engine == "openvino" else "tensorflow", "float32", level)
+    # OpenVINO's int8 heavy convolutions, plainly rounded, changed one of the default model's 98 valid
+    # tracks, GPTQ-rounded against the folder's calibration none: only a calibrated folder that valid
+    # judged to keep its answers gets them automatically (training.int8_calibration)
     calibration = manifest.get("int8_calibration") or {}
     int8_ready = bool(calibration.get("layers")) and (calibration.get("valid_check") or {}).get("passed") is True
-    # AVX2 + AVX-VNNI: int8 was no faster than TensorFlow float32 (44 against 42 ms a segment, emulated)
-    automatic_int8 = precision == "auto" and int8_ready and level in ("amx", "avx512_bf16", "avx512_vnni")
-    use_openvino = engine == "openvino" or (engine == "auto" and heavy and openvino_available()
-                                            and (precision == "int8" or automatic_int8))
-    if not heavy:
-        return Plan("openvino" if engine == "openvino" else "tensorflow", "float32", level)
-    if use_openvino:
-        if precision == "auto":
-            precision = ("int8" if vnni_level and (int8_ready or level != "amx")
-                         else "bfloat16" if level == "amx" else "float32")
-        if precision == "bfloat16" and not bf16_level:
-            precision = "float32"  # OpenVINO refuses a bfloat16 hint on CPUs without it
-        return Plan("openvino", precision, level)
+
+    def allowed(path: tuple[str, str]) -> bool:
+        engine_, precision_ = path
+        if engine not in ("auto", engine_) or precision not in ("auto", precision_):
+            return False
+        if engine_ == "openvino" and not has_openvino:
+            return False
+        if precision_ == "int8":
+            return int8_ready
+        return precision_ != "bfloat16" or level in BFLOAT16_LEVELS
+
     if precision == "auto":
-        precision = "bfloat16" if bf16_level else "float32"
+        chosen = next((path for path in AUTO_PATHS[level] if allowed(path)), None)
+        if chosen is not None:
+            return Plan(*chosen, level)
+        if engine == "openvino":  # asked for OpenVINO: its float32 (bfloat16 where native and nothing else fits)
+            return Plan("openvino", "bfloat16" if level == "amx" and not int8_ready else "float32", level)
+        return Plan("tensorflow", "bfloat16" if level in BFLOAT16_LEVELS else "float32", level)
     if precision == "int8":
-        raise ConfigError("precision='int8' runs on the OpenVINO engine: pip install openvino, or use "
-                          "float32 / bfloat16")
-    return Plan("tensorflow", precision, level)
+        if engine == "tensorflow" or not has_openvino:
+            raise ConfigError("precision='int8' runs on the OpenVINO engine: pip install openvino, or use "
+                              "float32 / bfloat16")
+        return Plan("openvino", "int8", level)
+    if precision == "bfloat16" and level not in BFLOAT16_LEVELS and engine == "openvino":
+        precision = "float32"  # OpenVINO refuses a bfloat16 hint on CPUs without it
+    return Plan(engine, precision, level)
 
 
 def cache_dir() -> Optional[Path]:
