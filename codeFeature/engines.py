@@ -299,7 +299,8 @@ def _folder_key(folder: Path, plan_: Plan, heavy: list[str], moments: dict[str, 
     for layer in sorted(moments):
         digest.update(layer.encode() + np.ascontiguousarray(moments[layer], np.float64).tobytes())
     digest.update(repr((plan_.precision, sorted(heavy), LOGMEL_RANGE, openvino.__version__,
-                        _CONVERSION_VERSION, _transposes_rows(plan_))).encode())
+                        _CONVERSION_VERSION, _transposes_rows(plan_),
+                        int8_input_codes(plan_.isa) if plan_.precision == "int8" else None)).encode())
     return digest.hexdigest()[:24]
 
 
@@ -308,8 +309,29 @@ def _transposes_rows(plan_: Plan) -> bool:
     return plan_.precision == "int8" and plan_.isa in TRANSPOSE_ROW_KERNELS_ON
 
 
+def int8_input_codes(level: str) -> int:
+    """The largest u8 code the int8 input uses at ``level``: 255 where VNNI or AMX sums u8 x s8 products in 32
+    bits (:data:`INT8_EXACT_LEVELS`), else 127. Without VNNI two products are added into a saturating 16-bit
+    lane (``vpmaddubsw``): ``255 * 127 * 2`` overflows it, ``127 * 127 * 2 = 32258`` does not, so 7-bit input
+    keeps every sum exact there."""
+    return 255 if level in INT8_EXACT_LEVELS else 127
+
+
+def _quantise_input(source: Any, low: float, step: float, codes: int) -> Any:
+    """``source`` fake-quantised to the u8 codes ``0..codes`` of ``low + k * step`` (clipped to that range).
+
+    The quantiser keeps OpenVINO's 256 levels, so that its low-precision transformations run the
+    convolution in u8; below 255 codes a clamp keeps the values on the lower ``codes + 1`` of them."""
+    from openvino import opset13 as ops
+
+    low, high = np.float32(low), np.float32(low + 255 * step)
+    if codes < 255:
+        source = ops.clamp(source, float(low), float(low + codes * step))
+    return ops.fake_quantize(source, low, high, low, high, 256)
+
+
 def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: list[str],
-                                moments: Optional[dict[str, np.ndarray]] = None) -> int:
+                                moments: Optional[dict[str, np.ndarray]] = None, *, input_codes: int = 255) -> int:
     """Run the heavy convolutions of an OpenVINO model in int8, in place.
 
     The layers are ``layer_names`` and every layer ``moments`` calibrates (the model folder's int8
@@ -317,8 +339,9 @@ def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: li
     convolutions). Each is found by its weights: the OpenVINO ``Convolution`` whose constant kernel
     equals the named Keras ``Conv2D``'s (transposed to OIHW). Its input is quantised per tensor to 256
     levels over the image of :data:`LOGMEL_RANGE` by the model's ``input_bn`` batch norm (0 included:
-    the time padding), its kernel symmetrically per output channel to 255 levels; OpenVINO's
-    low-precision transformations then run it as u8 x s8 with int32 accumulation. A calibrated layer
+    the time padding; ``input_codes + 1`` levels, :func:`int8_input_codes`), its kernel symmetrically per
+    output channel to 255 levels; OpenVINO's low-precision transformations then run it as u8 x s8 with
+    int32 accumulation. A calibrated layer
     has its kernel rounded by GPTQ (:func:`codeFeature.quantise.gptq_round`), the others by plain
     rounding. A tall one-column kernel on one input channel (musicnn's temporal convolutions) is
     rewritten polyphase first (:func:`_polyphase_int8`), which int8 kernels run far better.
@@ -343,9 +366,8 @@ def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: li
             kernels[name] = np.transpose(np.asarray(layer.kernel.numpy(), np.float32), (3, 2, 0, 1))
     low, high = _input_range(keras_model)
     # the time padding's zeros must stay exact: put 0 on the u8 grid
-    step = (high - low) / 255.0
+    step = (high - low) / input_codes
     low = -round(-low / step) * step
-    high = low + 255.0 * step
     done = 0
     for op in ov_model.get_ordered_ops():
         if op.get_type_name() != "Convolution":
@@ -358,12 +380,11 @@ def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: li
         if name is None:
             continue
         rounded = gptq_round(data, moments[name]) if name in moments else data  # GPTQ's taps are on the grid
-        if _polyphase_int8(ov_model, op, rounded, (low, high)):
+        if _polyphase_int8(ov_model, op, rounded, (low, low + input_codes * step), input_codes=input_codes):
             done += 1
             continue
         source, rounded = _stack_rows(op, rounded)
-        fq = ops.fake_quantize(source, np.float32(low), np.float32(high), np.float32(low), np.float32(high), 256)
-        op.input(0).replace_source_output(fq.output(0))
+        op.input(0).replace_source_output(_quantise_input(source, low, step, input_codes).output(0))
         amax = kernel_scales(rounded).reshape(-1, 1, 1, 1)
         fqw = ops.fake_quantize(ops.constant(rounded), -amax, amax, -amax, amax, 255)
         op.input(1).replace_source_output(fqw.output(0))
@@ -473,7 +494,8 @@ def _rows_as_columns(ov_model: Any) -> int:
 POLYPHASE = 4
 
 
-def _polyphase_int8(ov_model: Any, conv: Any, kernel: np.ndarray, input_range: tuple[float, float]) -> bool:
+def _polyphase_int8(ov_model: Any, conv: Any, kernel: np.ndarray, input_range: tuple[float, float], *,
+                    input_codes: int = 255) -> bool:
     """Rewrite ``conv -> Add(bias) [-> Relu] -> MaxPool over every column`` as an int8 polyphase
     convolution, in place, when ``conv`` has a tall ``(k, 1)`` kernel on one input channel.
 
@@ -550,12 +572,12 @@ def _polyphase_int8(ov_model: Any, conv: Any, kernel: np.ndarray, input_range: t
     def const(values, dtype=np.int64):
         return ops.constant(np.asarray(values, dtype))
 
-    low, high = (np.float32(v) for v in input_range)
+    low, high = input_range
     x = ops.pad(conv.input(0).get_source_output(), const([0, 0, pad_before, 0]),
                 const([0, 0, blocks_in * phases - rows - pad_before, 0]), "constant")
     x = ops.reshape(x, const([-1, blocks_in, phases, columns]), False)
     x = ops.transpose(x, const([0, 2, 1, 3]))  # (n, phase j, block, column)
-    x = ops.fake_quantize(x, low, high, low, high, 256)
+    x = _quantise_input(x, low, (high - low) / input_codes, input_codes)
     amax = np.tile(kernel_scales(kernel), phases).reshape(-1, 1, 1, 1)
     w_q = ops.fake_quantize(ops.constant(poly), -amax, amax, -amax, amax, 255)
     y = ops.convolution(x, w_q, [1, 1], [0, 0], [0, 0], [1, 1])  # (n, r * out + c, block, column)
@@ -733,7 +755,8 @@ def convert_openvino(keras_model: Any, cached: Optional[Path], input_shape: tupl
     function = tf.function(lambda x: keras_model(x, training=False),
                            input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
     ov_model = ov.convert_model(function.get_concrete_function())
-    if plan_.precision == "int8" and not quantise_heavy_convolutions(ov_model, keras_model, heavy, moments):
+    if plan_.precision == "int8" and not quantise_heavy_convolutions(ov_model, keras_model, heavy, moments,
+                                                                     input_codes=int8_input_codes(plan_.isa)):
         raise RuntimeError("no heavy convolution found to quantise")
     if _transposes_rows(plan_):
         _rows_as_columns(ov_model)
