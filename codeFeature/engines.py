@@ -117,6 +117,22 @@ def describe_isa(level: Optional[str] = None) -> str:
     return words
 
 
+def isa_provenance() -> str:
+    """Whether figures measured now are native or capped, for benchmarks to print beside them.
+
+    ``ONEDNN_MAX_CPU_ISA`` caps TensorFlow's and OpenVINO's oneDNN kernels alike (OpenVINO 2026.4 picks its
+    ``jit_avx2_I8`` / ``brgconv_avx2_f32`` primitives under ``AVX2`` on an AVX-512 CPU): the lower level's
+    real code paths and answers, at this CPU's speed, which is not an older CPU's. Under ``qemu-x86_64
+    -cpu <model>`` the kernels follow the emulated CPU's cpuid while ``/proc/cpuinfo`` is still the host's:
+    set ``ONEDNN_MAX_CPU_ISA`` to the emulated level there too, and read no speed from it."""
+    hardware, level = hardware_isa_level(), isa_level()
+    if level == hardware:
+        return f"native ({describe_isa(level)})"
+    return (f"capped by ONEDNN_MAX_CPU_ISA: {describe_isa(level).split(';')[0]} kernels on a "
+            f"{describe_isa(hardware).split(';')[0]} CPU "
+            "(the lower level's code paths at this CPU's speed, not an older CPU's)")
+
+
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The CPU's model name from ``/proc/cpuinfo`` with its family and model numbers, which tell the generation
     where a virtual machine shows only a generic name (``"Intel(R) Xeon(R) Processor (family 6, model 207)"``);
