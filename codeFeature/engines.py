@@ -7,17 +7,19 @@ truth: every engine starts from the Keras model :func:`codeFeature.model_io.load
   convolutions) in bfloat16 under Keras's ``mixed_bfloat16`` policy.
 * **OpenVINO** (the ``openvino`` wheel, optional at run time): the float32 Keras model converted at load
   time (``openvino.convert_model`` of the traced forward), cached in :func:`cache_dir` under a key of
-  the folder's bytes and the OpenVINO version; ``auto`` uses it on CPUs with AVX-512 VNNI but no AMX
-  (Zen 4, Ice Lake), in float32 with the heavy convolutions (the manifest's ``bfloat16_layers`` that
-  are convolutions) in int8: their input is fake-quantised per tensor over a fixed range and their
+  the folder's bytes and the OpenVINO version, so that a cached conversion runs without TensorFlow.
+  ``auto`` runs it in float32 on every level without native bfloat16 (the same answers as TensorFlow's
+  float32, faster), and with the heavy convolutions (the manifest's ``bfloat16_layers`` that are
+  convolutions) in int8 where VNNI or AMX sums int8 exactly and the folder's calibration was judged on
+  valid (:data:`AUTO_PATHS`): their input is fake-quantised per tensor over a fixed range and their
   kernels per output channel, GPTQ-rounded against the folder's int8 calibration
   (:func:`quantise_heavy_convolutions`, :mod:`codeFeature.quantise`), which OpenVINO runs as u8 x s8
-  (AVX512-VNNI / AVX-VNNI / AMX-INT8 where present).
+  (AVX512-VNNI / AVX-VNNI / AMX-INT8 where present; 7-bit input below, :func:`int8_input_codes`).
 
 :func:`isa_level` reads the CPU's flags once per process and honours ``ONEDNN_MAX_CPU_ISA`` (which both
 TensorFlow's and OpenVINO's oneDNN obey), so a lower CPU can be emulated and every branch exercised;
-:func:`plan` picks the engine and precision; ``CODEFEATURE_ENGINE`` and ``CODEFEATURE_PRECISION``
-override it.
+:func:`plan` picks the engine and precision from those facts (a pure function of them, so that every
+level's choice is tested); ``CODEFEATURE_ENGINE`` and ``CODEFEATURE_PRECISION`` override it.
 """
 
 from __future__ import annotations
