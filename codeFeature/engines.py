@@ -195,8 +195,9 @@ class Plan:
 #:   bfloat16 heavy layers where bfloat16 is native.
 #: * AVX-512 without VNNI, AVX2 with or without AVX-VNNI, and below: OpenVINO float32 (on a Zen 3, 25.7
 #:   against 66 ms a segment for TensorFlow's float32, the same answers to 9e-6). int8 is left out there:
-#:   without VNNI the u8 x s8 products are summed in pairs into saturating 16-bit lanes, so OpenVINO's int8
-#:   convolutions do not compute the int8 sums (:data:`INT8_EXACT_LEVELS`), and with AVX-VNNI it was no faster.
+#:   with AVX-VNNI it was no faster; without VNNI it is exact only with 7-bit input
+#:   (:func:`int8_input_codes`), which the shipped folders' ``valid_check`` did not judge (it was run at
+#:   8 bits on a VNNI CPU), and it is not yet measured on a real AVX2-only CPU.
 #: * TensorFlow float32 last: always there.
 AUTO_PATHS = {
     "amx": (("openvino", "int8"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")),
