@@ -42,7 +42,7 @@ def cpu_line() -> str:
     flags = sorted(engines.cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
                                           "amx_int8", "amx_tile"})
     return (f"{engines.cpu_model()}, {os.cpu_count()} CPUs, computing at {engines.describe_isa()}; "
-            f"flags {' '.join(flags)}")
+            f"flags {' '.join(flags)}; figures {engines.isa_provenance()}")
 
 
 def load1() -> float:

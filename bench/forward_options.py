@@ -187,6 +187,7 @@ def main(argv=None) -> int:
     print(f"{args.model}: forward pass over {N_SEGMENTS} random inputs, best of 5, each option in a new process; "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"CPU: {engines.cpu_model()}, {os.cpu_count()} CPUs, computing at {engines.describe_isa()}")
+    print(f"figures: {engines.isa_provenance()}")
     print(f"{'option':50s} {'ms/segment':>10s} {'cpu ms':>7s} {'batch':>5s} {'peak MB':>8s} {'max |diff|':>10s}  path")
     for i, (name, (env, options)) in enumerate(OPTIONS.items()):
         if i and args.only and not any(text in name for text in args.only):

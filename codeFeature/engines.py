@@ -7,17 +7,19 @@ truth: every engine starts from the Keras model :func:`codeFeature.model_io.load
   convolutions) in bfloat16 under Keras's ``mixed_bfloat16`` policy.
 * **OpenVINO** (the ``openvino`` wheel, optional at run time): the float32 Keras model converted at load
   time (``openvino.convert_model`` of the traced forward), cached in :func:`cache_dir` under a key of
-  the folder's bytes and the OpenVINO version; ``auto`` uses it on CPUs with AVX-512 VNNI but no AMX
-  (Zen 4, Ice Lake), in float32 with the heavy convolutions (the manifest's ``bfloat16_layers`` that
-  are convolutions) in int8: their input is fake-quantised per tensor over a fixed range and their
+  the folder's bytes and the OpenVINO version, so that a cached conversion runs without TensorFlow.
+  ``auto`` runs it in float32 on every level without native bfloat16 (the same answers as TensorFlow's
+  float32, faster), and with the heavy convolutions (the manifest's ``bfloat16_layers`` that are
+  convolutions) in int8 where VNNI or AMX sums int8 exactly and the folder's calibration was judged on
+  valid (:data:`AUTO_PATHS`): their input is fake-quantised per tensor over a fixed range and their
   kernels per output channel, GPTQ-rounded against the folder's int8 calibration
   (:func:`quantise_heavy_convolutions`, :mod:`codeFeature.quantise`), which OpenVINO runs as u8 x s8
-  (AVX512-VNNI / AVX-VNNI / AMX-INT8 where present).
+  (AVX512-VNNI / AVX-VNNI / AMX-INT8 where present; 7-bit input below, :func:`int8_input_codes`).
 
 :func:`isa_level` reads the CPU's flags once per process and honours ``ONEDNN_MAX_CPU_ISA`` (which both
 TensorFlow's and OpenVINO's oneDNN obey), so a lower CPU can be emulated and every branch exercised;
-:func:`plan` picks the engine and precision; ``CODEFEATURE_ENGINE`` and ``CODEFEATURE_PRECISION``
-override it.
+:func:`plan` picks the engine and precision from those facts (a pure function of them, so that every
+level's choice is tested); ``CODEFEATURE_ENGINE`` and ``CODEFEATURE_PRECISION`` override it.
 """
 
 from __future__ import annotations
@@ -117,6 +119,22 @@ def describe_isa(level: Optional[str] = None) -> str:
     return words
 
 
+def isa_provenance() -> str:
+    """Whether figures measured now are native or capped, for benchmarks to print beside them.
+
+    ``ONEDNN_MAX_CPU_ISA`` caps TensorFlow's and OpenVINO's oneDNN kernels alike (OpenVINO 2026.4 picks its
+    ``jit_avx2_I8`` / ``brgconv_avx2_f32`` primitives under ``AVX2`` on an AVX-512 CPU): the lower level's
+    real code paths and answers, at this CPU's speed, which is not an older CPU's. Under ``qemu-x86_64
+    -cpu <model>`` the kernels follow the emulated CPU's cpuid while ``/proc/cpuinfo`` is still the host's:
+    set ``ONEDNN_MAX_CPU_ISA`` to the emulated level there too, and read no speed from it."""
+    hardware, level = hardware_isa_level(), isa_level()
+    if level == hardware:
+        return f"native ({describe_isa(level)})"
+    return (f"capped by ONEDNN_MAX_CPU_ISA: {describe_isa(level).split(';')[0]} kernels on a "
+            f"{describe_isa(hardware).split(';')[0]} CPU "
+            "(the lower level's code paths at this CPU's speed, not an older CPU's)")
+
+
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The CPU's model name from ``/proc/cpuinfo`` with its family and model numbers, which tell the generation
     where a virtual machine shows only a generic name (``"Intel(R) Xeon(R) Processor (family 6, model 207)"``);
@@ -167,8 +185,43 @@ class Plan:
         return f"{name}, {what} ({describe_isa(self.isa)})"
 
 
-def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[str] = None) -> Plan:
+#: The paths ``auto`` may pick, per :func:`isa_level`, fastest first; :func:`plan` takes the first this
+#: model and machine allow. Every one keeps valid's answers: OpenVINO float32 is float32 (within 1e-5 of
+#: TensorFlow's), bfloat16 is judged in the manifest's metrics, int8 by the folder's ``valid_check``.
+#: Measured with ``bench/forward_options.py`` (``bench/README.md``, ``bench/results/``):
+#:
+#: * AMX, AVX512-BF16, AVX512-VNNI: OpenVINO's int8 heavy convolutions first (4.2 against 6.8 ms a segment for
+#:   TensorFlow's bfloat16 with AMX, 7.4 against 14.3 on a Zen 4); without a judged calibration, TensorFlow's
+#:   bfloat16 heavy layers where bfloat16 is native.
+#: * AVX-512 without VNNI, AVX2 with or without AVX-VNNI, and below: OpenVINO float32 (on a Zen 3, 25.7
+#:   against 66 ms a segment for TensorFlow's float32, the same answers to 9e-6). int8 is left out there:
+#:   with AVX-VNNI it was no faster; without VNNI it is exact only with 7-bit input
+#:   (:func:`int8_input_codes`), which the shipped folders' ``valid_check`` did not judge (it was run at
+#:   8 bits on a VNNI CPU), and it is not yet measured on a real AVX2-only CPU.
+#: * TensorFlow float32 last: always there.
+AUTO_PATHS = {
+    "amx": (("openvino", "int8"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")),
+    "avx512_bf16": (("openvino", "int8"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")),
+    "avx512_vnni": (("openvino", "int8"), ("openvino", "float32"), ("tensorflow", "float32")),
+    "avx512": (("openvino", "float32"), ("tensorflow", "float32")),
+    "avx2_vnni": (("openvino", "float32"), ("tensorflow", "float32")),
+    "avx2": (("openvino", "float32"), ("tensorflow", "float32")),
+    "baseline": (("openvino", "float32"), ("tensorflow", "float32")),
+}
+#: Levels whose int8 convolutions sum u8 x s8 products in 32 bits (VNNI, AMX), so that OpenVINO's int8 result
+#: is the exact int8 convolution. Below them (``vpmaddubsw``) pairs of products saturate at 16 bits: a tall
+#: kernel on several input channels (:func:`_polyphase_int8`) was off by 8 % on some outputs.
+INT8_EXACT_LEVELS = ("amx", "avx512_bf16", "avx512_vnni", "avx2_vnni")
+#: Levels whose bfloat16 is native (elsewhere it is emulated, slower than float32, or refused).
+BFLOAT16_LEVELS = ("amx", "avx512_bf16")
+
+
+def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[str] = None,
+         level: Optional[str] = None, openvino: Optional[bool] = None) -> Plan:
     """The fastest honest way to run a model here.
+
+    A pure function of the model's manifest, the choices asked for and the machine's facts (``level``,
+    ``openvino``), which default to this machine's.
 
     Parameters
     ----------
@@ -179,18 +232,19 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
         Default ``CODEFEATURE_PRECISION`` or ``"auto"``.
     engine : {"auto", "tensorflow", "openvino"}, optional
         Default ``CODEFEATURE_ENGINE`` or ``"auto"``.
+    level : str, optional
+        One of :data:`ISA_LEVELS` (default :func:`isa_level`, this CPU's, capped by ``ONEDNN_MAX_CPU_ISA``).
+    openvino : bool, optional
+        Whether the OpenVINO engine is installed (default :func:`openvino_available`).
 
     Returns
     -------
     Plan
-        ``"auto"`` picks, by :func:`isa_level`: on CPUs with AVX-512 VNNI (AMX such as Sapphire Rapids,
-        AVX512-BF16 such as Zen 4, AVX512-VNNI such as Ice Lake), OpenVINO's int8 heavy convolutions where
-        the model folder carries its int8 calibration (the manifest's ``int8_calibration``), valid judged
-        it to keep the answers (its ``valid_check.passed``) and OpenVINO is installed, else TensorFlow's
-        bfloat16 heavy layers (AMX, AVX512-BF16) or float32; elsewhere TensorFlow float32.
-        ``bench/forward_options.py`` measures each. An explicit ``"float32"`` or ``"bfloat16"`` with
-        engine ``"auto"`` means TensorFlow's; an explicit ``"int8"`` without calibration rounds the
-        kernels plainly.
+        ``"auto"`` takes the first of :data:`AUTO_PATHS`'s paths for ``level`` that the model and machine
+        allow: OpenVINO int8 needs OpenVINO and a folder carrying its int8 calibration (the manifest's
+        ``int8_calibration``) that valid judged to keep the answers (its ``valid_check.passed``); OpenVINO
+        float32 needs OpenVINO. An explicit ``"float32"`` or ``"bfloat16"`` with engine ``"auto"`` means
+        TensorFlow's; an explicit ``"int8"`` without calibration rounds the kernels plainly.
     """
     from .model_io import PRECISIONS
 
@@ -202,41 +256,47 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
         raise ConfigError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
     if engine not in ENGINES:
         raise ConfigError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
+    level = isa_level() if level is None else level
+    if level not in ISA_LEVELS:
+        raise ValueError(f"level={level!r}: use one of {', '.join(ISA_LEVELS)}")
+    has_openvino = openvino_available() if openvino is None else bool(openvino)
+    if engine == "openvino" and not has_openvino:
+        raise ConfigError("engine='openvino' needs the openvino package: pip install openvino")
     if engine == "auto" and precision in ("float32", "bfloat16"):
         engine = "tensorflow"  # an explicit precision without an engine: TensorFlow's, as before engines
-    level = isa_level()
-    heavy = bool(manifest.get("bfloat16_layers"))
-    if engine == "openvino" and not openvino_available():
-        raise ConfigError("engine='openvino' needs the openvino package: pip install openvino")
-    bf16_level = level in ("amx", "avx512_bf16")
-    vnni_level = level in ("amx", "avx512_bf16", "avx512_vnni", "avx2_vnni")
-    # OpenVINO's int8 heavy convolutions were the fastest path measured with AVX-512 VNNI, AMX included
-    # (bench/README.md: 7.4 against 14.3 ms a segment for TensorFlow's bfloat16 on a Zen 4 EPYC, 4.2
-    # against 6.8 with AMX on a Sapphire Rapids). Plainly rounded they changed one of the default model's
-    # 98 valid tracks, GPTQ-rounded against the folder's calibration none, so only a calibrated folder
-    # gets them automatically, and only where valid judged that calibration to keep its answers
-    # (training.int8_calibration)
+    if not manifest.get("bfloat16_layers"):
+        return Plan("openvino" if engine == "openvino" else "tensorflow", "float32", level)
+    # OpenVINO's int8 heavy convolutions, plainly rounded, changed one of the default model's 98 valid
+    # tracks, GPTQ-rounded against the folder's calibration none: only a calibrated folder that valid
+    # judged to keep its answers gets them automatically (training.int8_calibration)
     calibration = manifest.get("int8_calibration") or {}
     int8_ready = bool(calibration.get("layers")) and (calibration.get("valid_check") or {}).get("passed") is True
-    # AVX2 + AVX-VNNI: int8 was no faster than TensorFlow float32 (44 against 42 ms a segment, emulated)
-    automatic_int8 = precision == "auto" and int8_ready and level in ("amx", "avx512_bf16", "avx512_vnni")
-    use_openvino = engine == "openvino" or (engine == "auto" and heavy and openvino_available()
-                                            and (precision == "int8" or automatic_int8))
-    if not heavy:
-        return Plan("openvino" if engine == "openvino" else "tensorflow", "float32", level)
-    if use_openvino:
-        if precision == "auto":
-            precision = ("int8" if vnni_level and (int8_ready or level != "amx")
-                         else "bfloat16" if level == "amx" else "float32")
-        if precision == "bfloat16" and not bf16_level:
-            precision = "float32"  # OpenVINO refuses a bfloat16 hint on CPUs without it
-        return Plan("openvino", precision, level)
+
+    def allowed(path: tuple[str, str]) -> bool:
+        engine_, precision_ = path
+        if engine not in ("auto", engine_) or precision not in ("auto", precision_):
+            return False
+        if engine_ == "openvino" and not has_openvino:
+            return False
+        if precision_ == "int8":
+            return int8_ready
+        return precision_ != "bfloat16" or level in BFLOAT16_LEVELS
+
     if precision == "auto":
-        precision = "bfloat16" if bf16_level else "float32"
+        chosen = next((path for path in AUTO_PATHS[level] if allowed(path)), None)
+        if chosen is not None:
+            return Plan(*chosen, level)
+        if engine == "openvino":  # asked for OpenVINO: its float32 (bfloat16 where native and nothing else fits)
+            return Plan("openvino", "bfloat16" if level == "amx" and not int8_ready else "float32", level)
+        return Plan("tensorflow", "bfloat16" if level in BFLOAT16_LEVELS else "float32", level)
     if precision == "int8":
-        raise ConfigError("precision='int8' runs on the OpenVINO engine: pip install openvino, or use "
-                          "float32 / bfloat16")
-    return Plan("tensorflow", precision, level)
+        if engine == "tensorflow" or not has_openvino:
+            raise ConfigError("precision='int8' runs on the OpenVINO engine: pip install openvino, or use "
+                              "float32 / bfloat16")
+        return Plan("openvino", "int8", level)
+    if precision == "bfloat16" and level not in BFLOAT16_LEVELS and engine == "openvino":
+        precision = "float32"  # OpenVINO refuses a bfloat16 hint on CPUs without it
+    return Plan(engine, precision, level)
 
 
 def cache_dir() -> Optional[Path]:
@@ -258,7 +318,8 @@ def _folder_key(folder: Path, plan_: Plan, heavy: list[str], moments: dict[str, 
     for layer in sorted(moments):
         digest.update(layer.encode() + np.ascontiguousarray(moments[layer], np.float64).tobytes())
     digest.update(repr((plan_.precision, sorted(heavy), LOGMEL_RANGE, openvino.__version__,
-                        _CONVERSION_VERSION, _transposes_rows(plan_))).encode())
+                        _CONVERSION_VERSION, _transposes_rows(plan_),
+                        int8_input_codes(plan_.isa) if plan_.precision == "int8" else None)).encode())
     return digest.hexdigest()[:24]
 
 
@@ -267,8 +328,29 @@ def _transposes_rows(plan_: Plan) -> bool:
     return plan_.precision == "int8" and plan_.isa in TRANSPOSE_ROW_KERNELS_ON
 
 
+def int8_input_codes(level: str) -> int:
+    """The largest u8 code the int8 input uses at ``level``: 255 where VNNI or AMX sums u8 x s8 products in 32
+    bits (:data:`INT8_EXACT_LEVELS`), else 127. Without VNNI two products are added into a saturating 16-bit
+    lane (``vpmaddubsw``): ``255 * 127 * 2`` overflows it, ``127 * 127 * 2 = 32258`` does not, so 7-bit input
+    keeps every sum exact there."""
+    return 255 if level in INT8_EXACT_LEVELS else 127
+
+
+def _quantise_input(source: Any, low: float, step: float, codes: int) -> Any:
+    """``source`` fake-quantised to the u8 codes ``0..codes`` of ``low + k * step`` (clipped to that range).
+
+    The quantiser keeps OpenVINO's 256 levels, so that its low-precision transformations run the
+    convolution in u8; below 255 codes a clamp keeps the values on the lower ``codes + 1`` of them."""
+    from openvino import opset13 as ops
+
+    low, high = np.float32(low), np.float32(low + 255 * step)
+    if codes < 255:
+        source = ops.clamp(source, float(low), float(low + codes * step))
+    return ops.fake_quantize(source, low, high, low, high, 256)
+
+
 def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: list[str],
-                                moments: Optional[dict[str, np.ndarray]] = None) -> int:
+                                moments: Optional[dict[str, np.ndarray]] = None, *, input_codes: int = 255) -> int:
     """Run the heavy convolutions of an OpenVINO model in int8, in place.
 
     The layers are ``layer_names`` and every layer ``moments`` calibrates (the model folder's int8
@@ -276,8 +358,9 @@ def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: li
     convolutions). Each is found by its weights: the OpenVINO ``Convolution`` whose constant kernel
     equals the named Keras ``Conv2D``'s (transposed to OIHW). Its input is quantised per tensor to 256
     levels over the image of :data:`LOGMEL_RANGE` by the model's ``input_bn`` batch norm (0 included:
-    the time padding), its kernel symmetrically per output channel to 255 levels; OpenVINO's
-    low-precision transformations then run it as u8 x s8 with int32 accumulation. A calibrated layer
+    the time padding; ``input_codes + 1`` levels, :func:`int8_input_codes`), its kernel symmetrically per
+    output channel to 255 levels; OpenVINO's low-precision transformations then run it as u8 x s8 with
+    int32 accumulation. A calibrated layer
     has its kernel rounded by GPTQ (:func:`codeFeature.quantise.gptq_round`), the others by plain
     rounding. A tall one-column kernel on one input channel (musicnn's temporal convolutions) is
     rewritten polyphase first (:func:`_polyphase_int8`), which int8 kernels run far better.
@@ -302,9 +385,8 @@ def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: li
             kernels[name] = np.transpose(np.asarray(layer.kernel.numpy(), np.float32), (3, 2, 0, 1))
     low, high = _input_range(keras_model)
     # the time padding's zeros must stay exact: put 0 on the u8 grid
-    step = (high - low) / 255.0
+    step = (high - low) / input_codes
     low = -round(-low / step) * step
-    high = low + 255.0 * step
     done = 0
     for op in ov_model.get_ordered_ops():
         if op.get_type_name() != "Convolution":
@@ -317,12 +399,11 @@ def quantise_heavy_convolutions(ov_model: Any, keras_model: Any, layer_names: li
         if name is None:
             continue
         rounded = gptq_round(data, moments[name]) if name in moments else data  # GPTQ's taps are on the grid
-        if _polyphase_int8(ov_model, op, rounded, (low, high)):
+        if _polyphase_int8(ov_model, op, rounded, (low, low + input_codes * step), input_codes=input_codes):
             done += 1
             continue
         source, rounded = _stack_rows(op, rounded)
-        fq = ops.fake_quantize(source, np.float32(low), np.float32(high), np.float32(low), np.float32(high), 256)
-        op.input(0).replace_source_output(fq.output(0))
+        op.input(0).replace_source_output(_quantise_input(source, low, step, input_codes).output(0))
         amax = kernel_scales(rounded).reshape(-1, 1, 1, 1)
         fqw = ops.fake_quantize(ops.constant(rounded), -amax, amax, -amax, amax, 255)
         op.input(1).replace_source_output(fqw.output(0))
@@ -432,7 +513,8 @@ def _rows_as_columns(ov_model: Any) -> int:
 POLYPHASE = 4
 
 
-def _polyphase_int8(ov_model: Any, conv: Any, kernel: np.ndarray, input_range: tuple[float, float]) -> bool:
+def _polyphase_int8(ov_model: Any, conv: Any, kernel: np.ndarray, input_range: tuple[float, float], *,
+                    input_codes: int = 255) -> bool:
     """Rewrite ``conv -> Add(bias) [-> Relu] -> MaxPool over every column`` as an int8 polyphase
     convolution, in place, when ``conv`` has a tall ``(k, 1)`` kernel on one input channel.
 
@@ -509,12 +591,12 @@ def _polyphase_int8(ov_model: Any, conv: Any, kernel: np.ndarray, input_range: t
     def const(values, dtype=np.int64):
         return ops.constant(np.asarray(values, dtype))
 
-    low, high = (np.float32(v) for v in input_range)
+    low, high = input_range
     x = ops.pad(conv.input(0).get_source_output(), const([0, 0, pad_before, 0]),
                 const([0, 0, blocks_in * phases - rows - pad_before, 0]), "constant")
     x = ops.reshape(x, const([-1, blocks_in, phases, columns]), False)
     x = ops.transpose(x, const([0, 2, 1, 3]))  # (n, phase j, block, column)
-    x = ops.fake_quantize(x, low, high, low, high, 256)
+    x = _quantise_input(x, low, (high - low) / input_codes, input_codes)
     amax = np.tile(kernel_scales(kernel), phases).reshape(-1, 1, 1, 1)
     w_q = ops.fake_quantize(ops.constant(poly), -amax, amax, -amax, amax, 255)
     y = ops.convolution(x, w_q, [1, 1], [0, 0], [0, 0], [1, 1])  # (n, r * out + c, block, column)
@@ -692,7 +774,8 @@ def convert_openvino(keras_model: Any, cached: Optional[Path], input_shape: tupl
     function = tf.function(lambda x: keras_model(x, training=False),
                            input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
     ov_model = ov.convert_model(function.get_concrete_function())
-    if plan_.precision == "int8" and not quantise_heavy_convolutions(ov_model, keras_model, heavy, moments):
+    if plan_.precision == "int8" and not quantise_heavy_convolutions(ov_model, keras_model, heavy, moments,
+                                                                     input_codes=int8_input_codes(plan_.isa)):
         raise RuntimeError("no heavy convolution found to quantise")
     if _transposes_rows(plan_):
         _rows_as_columns(ov_model)

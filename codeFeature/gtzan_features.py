@@ -191,7 +191,10 @@ def _features_block(y: np.ndarray) -> np.ndarray:
     del harm_stft, perc_stft
 
     # mfcc(y=...) and onset_strength(y=...) both use power_to_db(melspectrogram(y)).
-    mel = librosa.feature.melspectrogram(S=power, sr=sr)
+    # Row by row, as chroma: on a stack of rows the filter bank's product is one larger matrix product,
+    # whose BLAS blocking sums in another order than a single row's, so a row's features would depend
+    # on which rows it was batched with (by a few 1e-7, enough to move an MFCC mean's last digits).
+    mel = np.stack([librosa.feature.melspectrogram(S=p, sr=sr) for p in power])
     log_mel = np.stack([librosa.power_to_db(m) for m in mel])
     mfcc = librosa.feature.mfcc(S=log_mel, sr=sr, n_mfcc=_N_MFCC)
 
@@ -254,8 +257,13 @@ def gtzan_features_batch(segments: Any, *, sample_rate: int = GTZAN_SAMPLE_RATE)
     n, length = y.shape
     if n == 0:
         return np.empty((0, _N_FEATURES), dtype=np.float64)
+    from .features import _one_blas_thread
+
     rows_per_block = max(1, _BATCH_SAMPLES // length)
-    blocks = [_features_block(y[i : i + rows_per_block]) for i in range(0, n, rows_per_block)]
+    # OpenBLAS sums a matrix product in another order on one thread than on two: on one always, so that
+    # the features do not depend on the thread count an earlier caller left set
+    with _one_blas_thread():
+        blocks = [_features_block(y[i : i + rows_per_block]) for i in range(0, n, rows_per_block)]
     return np.concatenate(blocks, axis=0)
 
 

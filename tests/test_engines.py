@@ -42,58 +42,86 @@ def test_isa_levels_from_flags_and_the_onednn_cap(monkeypatch):
     assert engines.isa_level(SPR) == "amx"
 
 
-@pytest.mark.parametrize("level, with_openvino, expected", [
-    ("amx", True, ("tensorflow", "bfloat16")),
-    ("amx", False, ("tensorflow", "bfloat16")),
-    # int8 changed one of the default model's valid tracks, so it is never automatic
-    ("avx512_bf16", True, ("tensorflow", "bfloat16")),
-    ("avx512_bf16", False, ("tensorflow", "bfloat16")),
-    ("avx512_vnni", True, ("tensorflow", "float32")),
-    ("avx2_vnni", True, ("tensorflow", "float32")),
-    ("avx512", True, ("tensorflow", "float32")),
-    ("avx2", True, ("tensorflow", "float32")),
-    ("baseline", False, ("tensorflow", "float32")),
-])
-def test_auto_picks_per_cpu(monkeypatch, level, with_openvino, expected):
-    monkeypatch.setattr(engines, "isa_level", lambda flags=None: level)
-    monkeypatch.setattr(engines, "openvino_available", lambda: with_openvino)
-    monkeypatch.delenv("CODEFEATURE_ENGINE", raising=False)
-    monkeypatch.delenv("CODEFEATURE_PRECISION", raising=False)
-    chosen = engines.plan(HEAVY)
-    assert (chosen.engine, chosen.precision) == expected
-    assert chosen.description  # one line for the CLI and the app
-    # models without heavy layers, and explicit precisions, stay on TensorFlow
-    assert engines.plan({}).engine == "tensorflow"
-    assert engines.plan(HEAVY, precision="float32") == engines.Plan("tensorflow", "float32", level)
-    if with_openvino and level in ("avx512_bf16", "avx512_vnni", "avx2_vnni"):
-        assert engines.plan(HEAVY, precision="int8") == engines.Plan("openvino", "int8", level)  # when asked
+#: One flag set per x86-64 level, as /proc/cpuinfo shows them (only the flags the levels are told by).
+ZEN3 = HASWELL  # AVX2 and FMA, no AVX-512, no VNNI: most laptops, desktops and cloud VMs
+ALDER_LAKE = HASWELL | {"avx_vnni"}  # AVX2 with 256-bit VNNI
+ICE_LAKE = SKYLAKE | {"avx512_vnni"}
+AVX2_NO_FMA = frozenset({"avx", "avx2"})  # oneDNN's AVX2 kernels need FMA too
+CPUS = {"Sapphire Rapids": SPR, "Zen 4": ZEN4, "Ice Lake": ICE_LAKE, "Skylake-X": SKYLAKE,
+        "Alder Lake": ALDER_LAKE, "Zen 3": ZEN3, "AVX2 without FMA": AVX2_NO_FMA, "SSE only": frozenset({"sse4_2"})}
+
+#: CPU -> (level, auto's path for an uncalibrated model with OpenVINO, for a calibrated one, without OpenVINO)
+EXPECTED = {
+    # unchanged from before issue 30: int8 where VNNI sums it exactly and fast, else bfloat16 where native
+    "Sapphire Rapids": ("amx", ("tensorflow", "bfloat16"), ("openvino", "int8"), ("tensorflow", "bfloat16")),
+    "Zen 4": ("avx512_bf16", ("tensorflow", "bfloat16"), ("openvino", "int8"), ("tensorflow", "bfloat16")),
+    "Ice Lake": ("avx512_vnni", ("openvino", "float32"), ("openvino", "int8"), ("tensorflow", "float32")),
+    # no VNNI (int8 pairs saturate) or 256-bit VNNI (int8 no faster): OpenVINO float32, the same answers
+    "Skylake-X": ("avx512", ("openvino", "float32"), ("openvino", "float32"), ("tensorflow", "float32")),
+    "Alder Lake": ("avx2_vnni", ("openvino", "float32"), ("openvino", "float32"), ("tensorflow", "float32")),
+    "Zen 3": ("avx2", ("openvino", "float32"), ("openvino", "float32"), ("tensorflow", "float32")),
+    "AVX2 without FMA": ("baseline", ("openvino", "float32"), ("openvino", "float32"), ("tensorflow", "float32")),
+    "SSE only": ("baseline", ("openvino", "float32"), ("openvino", "float32"), ("tensorflow", "float32")),
+}
 
 
-@pytest.mark.parametrize("level, with_openvino, expected", [
-    ("amx", True, ("openvino", "int8")),  # 4.2 against 6.8 ms for TensorFlow's bfloat16 (bench/README.md)
-    ("amx", False, ("tensorflow", "bfloat16")),
-    ("avx512_bf16", True, ("openvino", "int8")),
-    ("avx512_bf16", False, ("tensorflow", "bfloat16")),
-    ("avx512_vnni", True, ("openvino", "int8")),
-    ("avx2_vnni", True, ("tensorflow", "float32")),  # 256-bit VNNI: int8 was no faster
-    ("avx512", True, ("tensorflow", "float32")),  # no VNNI: int8 would saturate or crawl
-    ("avx2", True, ("tensorflow", "float32")),
-])
-def test_a_calibrated_model_gets_int8_where_vnni_is_the_fastest(monkeypatch, level, with_openvino, expected):
-    monkeypatch.setattr(engines, "isa_level", lambda flags=None: level)
-    monkeypatch.setattr(engines, "openvino_available", lambda: with_openvino)
-    monkeypatch.delenv("CODEFEATURE_ENGINE", raising=False)
-    monkeypatch.delenv("CODEFEATURE_PRECISION", raising=False)
-    chosen = engines.plan(CALIBRATED)
-    assert (chosen.engine, chosen.precision) == expected
-    assert engines.plan(CALIBRATED, precision="float32") == engines.Plan("tensorflow", "float32", level)
-    assert engines.plan(CALIBRATED, engine="tensorflow").engine == "tensorflow"
+@pytest.fixture()
+def no_overrides(monkeypatch):
+    for name in ("CODEFEATURE_ENGINE", "CODEFEATURE_PRECISION", "ONEDNN_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_auto_picks_per_cpu(no_overrides, cpu):
+    level, uncalibrated, calibrated, without_openvino = EXPECTED[cpu]
+    assert engines.isa_level(CPUS[cpu]) == level
+    for manifest, openvino, want in ((HEAVY, True, uncalibrated), (CALIBRATED, True, calibrated),
+                                     (HEAVY, False, without_openvino), (CALIBRATED, False, without_openvino)):
+        chosen = engines.plan(manifest, level=level, openvino=openvino)
+        assert (chosen.engine, chosen.precision, chosen.isa) == (*want, level), (manifest, openvino)
+        assert chosen.description.startswith("OpenVINO" if want[0] == "openvino" else "TensorFlow")
+        # models without heavy layers, and explicit precisions, stay on TensorFlow
+        assert engines.plan({}, level=level, openvino=openvino).engine == "tensorflow"
+        assert engines.plan(manifest, precision="float32", level=level, openvino=openvino) == \
+            engines.Plan("tensorflow", "float32", level)
+        assert engines.plan(manifest, engine="tensorflow", level=level, openvino=openvino).engine == "tensorflow"
+        if openvino:  # int8 when asked, wherever OpenVINO is
+            assert engines.plan(manifest, precision="int8", level=level, openvino=True) == \
+                engines.Plan("openvino", "int8", level)
+
+
+@pytest.mark.parametrize("level", engines.ISA_LEVELS)
+def test_auto_never_picks_what_the_level_computes_wrongly_or_slowly(level):
+    """By construction, for every level and model: int8 only where VNNI or AMX sums it exactly and a
+    judged calibration allows it, bfloat16 only where native, and always a path that runs."""
+    assert engines.AUTO_PATHS[level][-1] == ("tensorflow", "float32")
+    for manifest in (HEAVY, CALIBRATED):
+        for openvino in (True, False):
+            chosen = engines.plan(manifest, level=level, openvino=openvino)
+            assert (chosen.engine, chosen.precision) in engines.AUTO_PATHS[level]
+            if chosen.precision == "int8":
+                assert level in engines.INT8_EXACT_LEVELS and manifest is CALIBRATED and openvino
+            if chosen.precision == "bfloat16":
+                assert level in engines.BFLOAT16_LEVELS
+            if openvino and level not in engines.BFLOAT16_LEVELS:
+                assert chosen.engine == "openvino"  # never TensorFlow float32 where OpenVINO float32 is there
     # a calibration that valid judged to change answers, or that it never judged, runs only when asked
     for check in ({"passed": False}, None):
         judged = {**CALIBRATED, "int8_calibration": {**CALIBRATED["int8_calibration"], "valid_check": check}}
-        assert engines.plan(judged).engine == "tensorflow"
-        if with_openvino:
-            assert engines.plan(judged, precision="int8") == engines.Plan("openvino", "int8", level)
+        assert engines.plan(judged, level=level, openvino=True).precision != "int8"
+        assert engines.plan(judged, engine="openvino", level=level, openvino=True).precision != "int8"
+        assert engines.plan(judged, precision="int8", level=level, openvino=True) == \
+            engines.Plan("openvino", "int8", level)
+
+
+def test_the_detected_machine_is_the_default(no_overrides, monkeypatch):
+    monkeypatch.setattr(engines, "isa_level", lambda flags=None: "avx2")
+    monkeypatch.setattr(engines, "openvino_available", lambda: False)
+    assert engines.plan(HEAVY) == engines.Plan("tensorflow", "float32", "avx2")
+    monkeypatch.setattr(engines, "openvino_available", lambda: True)
+    assert engines.plan(HEAVY) == engines.Plan("openvino", "float32", "avx2")
+    with pytest.raises(ValueError, match="level="):
+        engines.plan(HEAVY, level="avx1024")
 
 
 def test_explicit_choices_and_bad_values(monkeypatch):

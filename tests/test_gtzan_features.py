@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from codeFeature.gtzan_features import FEATURE_COLUMNS, gtzan_features, gtzan_features_batch
 
@@ -90,22 +91,27 @@ def test_3s_and_30s_inputs_are_consistent():
 
 def test_matches_plain_librosa_recipe():
     librosa = pytest.importorskip("librosa")
+    from codeFeature.features import _one_blas_thread
+
     y = _noise(2.0, seed=2) + _tone(220.0, 2.0)
     expected = []
-    for x in (
-        librosa.feature.chroma_stft(y=y, sr=SR),
-        librosa.feature.rms(y=y),
-        librosa.feature.spectral_centroid(y=y, sr=SR),
-        librosa.feature.spectral_bandwidth(y=y, sr=SR),
-        librosa.feature.spectral_rolloff(y=y, sr=SR),
-        librosa.feature.zero_crossing_rate(y),
-        *librosa.effects.hpss(y),
-    ):
-        expected += [np.mean(x), np.var(x)]
-    tempo, _ = librosa.beat.beat_track(y=y, sr=SR)
-    expected.append(float(np.atleast_1d(tempo)[0]))
-    for row in librosa.feature.mfcc(y=y, sr=SR):
-        expected += [np.mean(row), np.var(row)]
+    # the features run BLAS on one thread, whose matrix products round differently from two threads':
+    # the recipe is computed alike, whatever thread count the tests before left set
+    with _one_blas_thread():
+        for x in (
+            librosa.feature.chroma_stft(y=y, sr=SR),
+            librosa.feature.rms(y=y),
+            librosa.feature.spectral_centroid(y=y, sr=SR),
+            librosa.feature.spectral_bandwidth(y=y, sr=SR),
+            librosa.feature.spectral_rolloff(y=y, sr=SR),
+            librosa.feature.zero_crossing_rate(y),
+            *librosa.effects.hpss(y),
+        ):
+            expected += [np.mean(x), np.var(x)]
+        tempo, _ = librosa.beat.beat_track(y=y, sr=SR)
+        expected.append(float(np.atleast_1d(tempo)[0]))
+        for row in librosa.feature.mfcc(y=y, sr=SR):
+            expected += [np.mean(row), np.var(row)]
     np.testing.assert_allclose(gtzan_features(y), np.array(expected, dtype=np.float64), rtol=1e-9, atol=0)
 
 
@@ -114,7 +120,13 @@ def test_batch_equals_single():
     batch = gtzan_features_batch(segments)
     assert batch.shape == (3, 57) and batch.dtype == np.float64
     single = np.stack([gtzan_features(s) for s in segments])
+    # a row's features must not depend on the rows batched with it, nor on the BLAS threads earlier tests
+    # left set: every float32 step is bit-identical row by row; only the float64 means and variances of
+    # (n, 1, frames) stacks may round their last bits differently (measured: 2e-15 relative)
     np.testing.assert_allclose(batch, single, rtol=1e-10, atol=1e-12)
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads):
+            np.testing.assert_allclose(gtzan_features_batch(segments[::-1])[::-1], single, rtol=1e-10, atol=1e-12)
     assert gtzan_features_batch(np.empty((0, 100))).shape == (0, 57)
 
 

@@ -255,28 +255,82 @@ def _direct_int8(model, kernel, low, high):
     return model
 
 
-@needs_openvino
-@pytest.mark.parametrize("height", [engines.POLYPHASE * 2, 33, 64])
-def test_the_polyphase_rewrite_gives_the_direct_int8_sums(height):
-    """A tall one-column kernel on one channel (musicnn's temporal convolutions) cut into phases gives the
-    direct int8 convolution's output: the same integer products, summed exactly."""
+def _exact_int8_conv_pool(x, kernel, pads, low, step, codes):
+    """What an int8 engine must compute for :func:`_ov_conv_pool`: the input on the u8 grid ``low + k step``
+    (``k`` in ``0..codes``), the kernel on its s8 grid, the sums in float64 (exact for these integers)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    xq = np.clip(np.round((x[:, 0].astype(np.float64) - low) / step), 0, codes) * step + low
+    amax = quantise.kernel_scales(kernel).astype(np.float64).reshape(-1, 1)
+    wq = np.round(kernel[:, 0, :, 0] / amax * 127) / 127 * amax
+    windows = sliding_window_view(np.pad(xq, ((0, 0), pads, (0, 0))), kernel.shape[2], axis=1)
+    y = np.einsum("nrck,ok->norc", windows, wq) + np.linspace(-0.5, 0.5, kernel.shape[0]).reshape(1, -1, 1, 1)
+    return y.max(axis=3, keepdims=True)
+
+
+def _polyphase_case(height, codes):
+    """The polyphase rewrite of a tall one-column kernel, its output and the exact int8 one."""
     rng = np.random.default_rng(height)
     rows, cols = 37, 11
     kernel = quantise.plain_round(rng.normal(0, 0.2, (6, 1, height, 1)).astype(np.float32))
     pads = ((height - 1) // 2, height - 1 - (height - 1) // 2)
     x = smooth_inputs(n=3, rows=rows, cols=cols)[:, None]
     low, high = 0.0, 4.0
-    direct = _run(_direct_int8(_ov_conv_pool(kernel, rows, cols, pads), kernel, low, high), x)
     model = _ov_conv_pool(kernel, rows, cols, pads)
     conv = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
-    assert engines._polyphase_int8(model, conv, kernel, (low, high))
+    assert engines._polyphase_int8(model, conv, kernel, (low, high), input_codes=codes)
     model.validate_nodes_and_infer_types()
     assert not any(op is conv for op in model.get_ordered_ops())  # the original convolution is gone
     got = _run(model, x)
-    assert got.shape == direct.shape == (3, 6, rows, 1)
-    np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5 * np.abs(direct).max())
-    exact = _run(_ov_conv_pool(kernel, rows, cols, pads), x)
-    assert np.abs(got - exact).max() > 0  # it did compute in int8 (the input was rounded)
+    assert got.shape == (3, 6, rows, 1)
+    exact = _exact_int8_conv_pool(x, kernel, pads, low, (high - low) / codes, codes)
+    return got, exact, _run(_ov_conv_pool(kernel, rows, cols, pads), x)
+
+
+@needs_openvino
+@pytest.mark.parametrize("height", [engines.POLYPHASE * 2, 33, 64])
+def test_the_polyphase_rewrite_gives_the_exact_int8_sums(height):
+    """A tall one-column kernel on one channel (musicnn's temporal convolutions) cut into phases gives the
+    exact int8 convolution's output, with the input codes this CPU's int8 kernels sum exactly
+    (engines.int8_input_codes: 7-bit input where pairs of products saturate at 16 bits)."""
+    codes = engines.int8_input_codes(engines.isa_level())
+    got, exact, float32 = _polyphase_case(height, codes)
+    np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
+    assert np.abs(got - float32).max() > 0  # it did compute in int8 (the input was rounded)
+
+
+_AT_LEVEL = """
+import json, sys
+sys.path.insert(0, "tests")
+import numpy as np
+from test_quantise import _polyphase_case
+errors = {}
+for codes in (255, 127):
+    got, exact, _ = _polyphase_case(33, codes)
+    errors[codes] = float(np.abs(got - exact).max() / np.abs(exact).max())
+print(json.dumps(errors))
+"""
+
+
+@needs_openvino
+@pytest.mark.skipif(not {"avx2", "fma"} <= engines.cpu_flags(), reason="needs a CPU with AVX2 and FMA")
+def test_without_vnni_8_bit_input_saturates_and_7_bit_input_is_exact():
+    """OpenVINO obeys ONEDNN_MAX_CPU_ISA: capped at AVX2 it runs the AVX2 int8 kernels (vpmaddubsw) on any
+    newer CPU. There u8 input of 255 codes gets some sums wrong (the polyphase convolution's four input
+    channels are summed in saturating pairs), 127 codes none: why int8_input_codes is 127 there."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "CODEFEATURE_ENGINE_CACHE": ""}
+    done = subprocess.run([sys.executable, "-c", _AT_LEVEL], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    assert errors["127"] < 1e-5, errors
+    assert errors["255"] > 1e-2, errors  # 8-bit input saturated (8 % off measured on this case)
+    assert engines.int8_input_codes("avx2") == 127 and 127 * 127 * 2 <= 2 ** 15 - 1 < 255 * 127 * 2
 
 
 @needs_openvino
