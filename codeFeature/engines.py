@@ -448,7 +448,7 @@ def _stack_rows(conv: Any, kernel: np.ndarray) -> tuple[Any, np.ndarray]:
 #: ISA levels where :func:`_rows_as_columns` runs. With AMX-INT8 kernels musicnn's 7 x 38 timbral convolution
 #: took 5.2-5.3 ms a segment as it is and 2.5-2.8 transposed (its 7 x 67 twin 2.0-2.2 and 1.5-2.0); with
 #: AVX512-VNNI ones transposing made both slower (3.0-3.8 -> 4.2-4.4 ms, 2.7-3.2 -> 3.6-3.8).
-#: ``python bench/openvino_layers.py [--isa AVX512_CORE_BF16] [--rows-as-columns on|off]``, one thread,
+#: ``python -m bench.openvino_layers [--isa AVX512_CORE_BF16] [--rows-as-columns on|off]``, one thread,
 #: Xeon family 6 model 207, 2026-12-05.
 TRANSPOSE_ROW_KERNELS_ON = ("amx",)
 
