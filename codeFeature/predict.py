@@ -40,7 +40,7 @@ REPLAY_SECONDS = 600
 ProgressCallback = Callable[[float, str], None]
 
 #: The phases ``Prediction.timings`` reports, in pipeline order, then ``total`` (see :class:`Prediction`).
-PHASES = ("load", "decode", "resample", "level", "segment", "features", "predict", "other", "overlap")
+PHASES = ("load", "peak", "decode", "resample", "level", "segment", "features", "predict", "other", "overlap")
 
 
 def _finish_timings(timings: dict, started: float) -> dict:
@@ -79,10 +79,11 @@ class Prediction:
         Name of the input, when it had one.
     timings : dict of str to float
         Wall seconds per phase, in pipeline order (:data:`PHASES`): ``load`` (only when
-        :func:`predict_file` loaded the model itself), ``decode`` (opening and decoding the file,
-        downmix included), ``resample`` (to the model's rate), ``level`` (NaN repair, RMS, peak and
-        clipping counts; for a song beyond full scale, also the whole first pass that measured its
-        peak before the scaled one was classified), ``segment`` (cutting and padding segments), ``features``, ``predict`` (the
+        :func:`predict_file` loaded the model itself), ``peak`` (only for a song beyond full scale: the
+        whole first pass, decoding and resampling included, that read on to find its peak before the
+        scaled song was classified), ``decode`` (opening and decoding the file, downmix included),
+        ``resample`` (to the model's rate), ``level`` (NaN repair, RMS, peak and clipping counts),
+        ``segment`` (cutting and padding segments), ``features``, ``predict`` (the
         forward pass), ``other`` (what no phase timed: Python between them, building the result),
         ``overlap`` (seconds when two phases ran at once: :func:`predict_file` decodes a chunk while
         it classifies the one before) then ``total``, the call's wall time: the phases and ``other``
@@ -394,7 +395,7 @@ def predict_file(source: Source, *, model: LoadedModel | str | None = None, file
         # classifies the scaled blocks, from the first pass's copy where the song is short enough,
         # else decoded again, so memory stays that of a few chunks whatever the length
         timings = {key: timings[key] for key in ("load",) if key in timings}
-        timings["level"] = time.perf_counter() - t0  # the first pass: decoding and measuring
+        timings["peak"] = time.perf_counter() - t0  # the first pass: decoding and measuring
         replay = stream.replay()
         with replay or open_audio(source, sample_rate=rate, filename=filename) as again:
             prediction = _predict_stream(again, model=model, progress=progress, file=name, timings=timings,
