@@ -35,6 +35,8 @@ def _metric(at, label):
 
 def test_opens_on_the_default_model_listed_first_and_marked(app):
     assert app.selectbox[0].value == default_model_name()
+    # the shipped default is refit on train + valid: its valid figure is labelled as its recipe's
+    assert [m.label for m in app.sidebar.metric] == ["Valid accuracy of its recipe (tracks)"]
     assert app.selectbox[0].options[0] == f"{default_model_name()} (default)"
     assert not any("../" in m.value for m in app.sidebar.markdown)  # no internal paths
     assert app.file_uploader[0].type == "file_uploader"
