@@ -772,11 +772,13 @@ def _closeup(prediction, samples, config, key: str) -> None:
                 f"({probs.max():.0%})")
     st.audio(piece, sample_rate=config.sample_rate)
     left, right = st.columns([3, 2])
-    with left:
-        _show_pictures([(p.title, p.png()) for p in song_panels(piece, config, offset=start, width=CLOSEUP_WIDTH)])
+    # the chart first: it is cheap, so the words and the chart follow the slider at once, and the pictures,
+    # which take a moment on a busy server, come after them instead of holding them back
     with right:
         st.altair_chart(probability_chart(prediction.labels, probs, winner=label, measure=ONE_SEGMENT),
                         width="stretch", alt=probability_text(prediction.labels, probs, measure=ONE_SEGMENT))
+    with left:
+        _show_pictures([(p.title, p.png()) for p in song_panels(piece, config, offset=start, width=CLOSEUP_WIDTH)])
 
 
 def show_plots(prediction, samples, config, *, key: str) -> None:

@@ -245,3 +245,30 @@ def test_the_model_loads_in_the_background_and_a_failed_load_is_retried(monkeypa
         assert calls == ["some_model", "some_model"]
     finally:
         ui._model_future.clear()
+
+
+def test_the_close_up_draws_its_words_and_chart_before_its_pictures(app, monkeypatch):
+    """Under load the slider ran ahead of the close-up: its words and chart (cheap) must not wait behind its
+    pictures (a moment's work on a busy server), so they are drawn first."""
+    import codeFeature.plots
+    import ui
+
+    events = []
+    real_chart, real_panels = ui.probability_chart, codeFeature.plots.song_panels
+
+    def chart(*args, **kwargs):
+        events.append(("chart", kwargs.get("measure")))
+        return real_chart(*args, **kwargs)
+
+    def panels(*args, **kwargs):
+        events.append(("pictures", kwargs.get("width")))
+        return real_panels(*args, **kwargs)
+
+    monkeypatch.setattr(ui, "probability_chart", chart)
+    monkeypatch.setattr(codeFeature.plots, "song_panels", panels)
+    app.file_uploader[0].set_value(("song.wav", _wav_bytes(10.0), "audio/wav")).run()
+    events.clear()
+    app.slider(key="upload_segment").set_value(2).run()
+    assert not app.exception
+    close_up = [kind for kind, what in events if what == ui.ONE_SEGMENT or kind == "pictures"]
+    assert close_up[:2] == ["chart", "pictures"], events
