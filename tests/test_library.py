@@ -441,7 +441,7 @@ def test_a_scan_runs_the_path_the_cli_would_pick(monkeypatch, level, precision):
     assert spec.precision == precision
     manifest = json.loads((Path(spec.folder) / "manifest.json").read_text())
     assert engines.plan(manifest).precision == spec.precision  # what load_model(auto) plans, named explicitly
-    assert engines.plan(manifest, precision=spec.precision) == engines.plan(manifest)
+    assert engines.plan(manifest, precision=spec.precision, engine=spec.engine) == engines.plan(manifest)
 
 
 def test_a_database_inside_the_scanned_folder_is_not_counted_and_counts_are_in_good_english(tmp_path, spec,

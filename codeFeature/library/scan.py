@@ -190,6 +190,7 @@ class ModelSpec:
     name: str
     model_hash: str
     precision: str
+    engine: str = "auto"
 
     @classmethod
     def resolve(cls, model: Optional[str], precision: Optional[str] = None) -> "ModelSpec":
@@ -198,15 +199,17 @@ class ModelSpec:
 
         folder = resolve_model_dir(model)
         manifest = read_manifest(folder)
-        # the precision load_model's own choice gives here (bfloat16 with AMX, int8 on OpenVINO with AVX-512
-        # VNNI, ...), named explicitly: every worker, local or on a Ray node, then runs this very path
+        # the path load_model's own choice gives here (bfloat16 with AMX, int8 on OpenVINO with AVX-512
+        # VNNI, OpenVINO float32 on AVX2, ...), engine and precision named explicitly: every worker, local or
+        # on a Ray node, then runs this very path (a bare "float32" would mean TensorFlow's)
+        chosen = plan(manifest, precision=precision)
         return cls(folder=str(folder), name=str(manifest.get("name", folder.name)),
-                   model_hash=manifest_hash(folder), precision=plan(manifest, precision=precision).precision)
+                   model_hash=manifest_hash(folder), precision=chosen.precision, engine=chosen.engine)
 
     def load(self):
         from ..model_io import load_model
 
-        return load_model(self.folder, precision=self.precision)
+        return load_model(self.folder, precision=self.precision, engine=self.engine)
 
 
 class Stopped(Exception):
