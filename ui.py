@@ -471,6 +471,11 @@ def _load_and_warm(name: str):
     model = load_model(name)
     noise = np.random.default_rng(0).normal(0, 0.01, model.config.segment_samples).astype(np.float32)
     predict_audio(noise, model=model)
+    # then one full batch per stream: the engine sizes each stream's working memory for the largest batch
+    # it has run and keeps it; sized here, it is part of the loaded model, not a rise after some later
+    # song (one of 24 s or more) that no closed session can give back
+    streams = max(1, int(getattr(getattr(model, "_runner", None), "streams", 1) or 1))
+    model.forward(np.zeros((streams * model.forward_batch, *model.config.input_shape), np.float32))
     return model
 
 

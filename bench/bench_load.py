@@ -63,6 +63,45 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def breakdown(pid: int) -> str:
+    """Where a process's resident memory lies, in MB, from /proc/PID/smaps: glibc's main heap, the
+    heaps of its other arenas (an anonymous 64 MiB reservation each, partly mapped), other anonymous
+    mappings (numpy's and OpenVINO's big blocks, thread stacks), files (libraries, models); and its threads."""
+    maps = []
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            field = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+$", field[0]):
+                lo, hi = (int(v, 16) for v in field[0].split("-"))
+                maps.append({"size": hi - lo, "start": lo, "end": hi, "perms": field[1],
+                             "name": field[5] if len(field) > 5 else "", "rss": 0})
+            elif field[0] == "Rss:":
+                maps[-1]["rss"] = int(field[1]) * 1024
+    parts = {"main heap": 0, "arenas": 0, "other anon": 0, "files": 0}
+    arena_count = 0
+    for k, m in enumerate(maps):
+        if m["name"] == "[heap]":
+            parts["main heap"] += m["rss"]
+        elif m["name"].startswith("/"):
+            parts["files"] += m["rss"]
+        elif not m["name"]:
+            # an arena heap: 64 MiB aligned, its used part read-write, the rest reserved (---p) just after
+            following = maps[k + 1] if k + 1 < len(maps) else None
+            aligned = m["start"] % (64 << 20) == 0
+            rest = following and following["start"] == m["end"] and following["perms"].startswith("---") \
+                and not following["name"]
+            if aligned and m["perms"].startswith("rw") and (m["size"] == 64 << 20 or
+                                                            (rest and m["size"] + following["size"] == 64 << 20)):
+                parts["arenas"] += m["rss"]
+                arena_count += 1
+            else:
+                parts["other anon"] += m["rss"]
+    with open(f"/proc/{pid}/status") as status:
+        threads = next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+    return (", ".join(f"{k} {v / 1e6:.0f}" for k, v in parts.items())
+            + f" ({arena_count} arena heaps); {threads} threads")
+
+
 class Sampler(threading.Thread):
     """Reads the server's RSS every half second; keeps the peak."""
 
@@ -182,6 +221,8 @@ async def drive(url: str, args, files: list[Path], answers: dict, server_pid: in
             await context.close()
             await asyncio.sleep(3)
             figures["first"] = rss_mb(server_pid)
+            figures["first_parts"] = breakdown(server_pid)
+
             figures["first_answer"] = (files[0].name, got, answers.get(files[0].name))
             results: list = []
             until = time.monotonic() + args.seconds
@@ -248,6 +289,7 @@ def main(argv=None) -> int:
                     time.sleep(0.5)
             time.sleep(3)
             idle = rss_mb(server.pid)
+            shares = {"idle": breakdown(server.pid)}
             sampler = Sampler(server.pid)
             sampler.start()
             figures = asyncio.run(drive(url, args, files, answers, server.pid, sampler))
@@ -257,6 +299,8 @@ def main(argv=None) -> int:
                 time.sleep(5)
                 trace.append(rss_mb(server.pid))
             settled = rss_mb(server.pid)
+            shares["first analysis"] = figures["first_parts"]
+            shares["after closing"] = breakdown(server.pid)
             sampler.stop.set()
             alive = server.poll() is None
         finally:
@@ -277,6 +321,8 @@ def main(argv=None) -> int:
           f"peak {sampler.peak:.0f}; when the sessions ended {figures['after_load']:.0f}"
           + (f"; after the big upload {figures['after_big']:.0f}" if "after_big" in figures else "")
           + f"; {args.settle:g} s after every session closed {settled:.0f}")
+    for when, parts in shares.items():
+        print(f"  {when}: {parts}")
     print("  every 5 s after closing: " + " ".join(f"{v:.0f}" for v in trace))
     within = settled - figures["first"] <= TARGET_MB
     print(f"after closing - after first analysis = {settled - figures['first']:+.0f} MB: "

@@ -359,3 +359,26 @@ def test_audio_within_the_limit_decodes_as_the_library_does():
     theirs = load_audio(data, sample_rate=22050, filename="ok.wav")
     np.testing.assert_array_equal(ours.samples, theirs.samples)
     assert ours.warnings == theirs.warnings and ours.source_rate == theirs.source_rate
+
+
+# ---------------------------------------------------------------- the model's working memory
+
+def test_the_warm_up_runs_a_full_batch_on_every_stream(monkeypatch):
+    """The engine keeps each stream's working memory at the largest batch it ran: the warm-up runs that
+    batch on every stream, so a later long song does not raise the server's memory for good."""
+    import codeFeature.model_probe as model_probe
+
+    calls = []
+    runner = SimpleNamespace(streams=3)
+    model = SimpleNamespace(config=SimpleNamespace(segment_samples=64, input_shape=(5, 7)), forward_batch=4,
+                            _runner=runner, forward=lambda x: calls.append(x.shape) or [])
+    monkeypatch.setattr(model_probe, "probe_model", lambda name: SimpleNamespace(ok=True))
+    monkeypatch.setattr(ui, "load_model", lambda name: model)
+    monkeypatch.setattr(ui, "predict_audio", lambda samples, model: calls.append(("song", len(samples))))
+    assert ui._load_and_warm("any") is model
+    assert calls == [("song", 64), (12, 5, 7)]
+    # the traced TensorFlow forward has no streams: one full batch
+    model._runner = None
+    calls.clear()
+    ui._load_and_warm("any")
+    assert calls[-1] == (4, 5, 7)
