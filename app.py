@@ -189,10 +189,10 @@ def _uploader_key() -> str:
 
 
 def _upload_changed() -> None:
-    """A file arrived (or was removed): take it out of the uploader and start a fresh one."""
+    """A file arrived: take it out of the uploader and start a fresh one. (An empty uploader says nothing:
+    the file is always taken out, so an empty value is a redrawn widget, never a visitor removing a file.)"""
     upload = st.session_state.get(_uploader_key())
-    if upload is None:  # the visitor removed the file: forget its result
-        st.session_state.pop(RESULT, None)
+    if upload is None:
         return
     st.session_state[PENDING] = (upload.name, upload.getvalue())
     st.session_state[GENERATION] = st.session_state.get(GENERATION, 0) + 1

@@ -169,6 +169,12 @@ def _assert_matches(page, song: Path, expected: dict) -> None:
     assert _confidence(page) == f"{cli['confidence']:.0%}", song.name
 
 
+def _wait_idle(page) -> None:
+    """Until the page's script has finished its run (Streamlit's running icon gone): a navigation click made
+    while the page still runs on a busy machine is then not the test's race with the server."""
+    page.locator('[data-testid="stStatusWidgetRunningIcon"]').wait_for(state="detached", timeout=RESULT_TIMEOUT_MS)
+
+
 def _wait_for_pictures(page) -> None:
     image = page.locator('[data-testid="stImage"] img').first
     image.wait_for(timeout=RESULT_TIMEOUT_MS)
@@ -213,12 +219,14 @@ def test_upload_shows_the_clis_answer_a_close_up_that_stays_and_state_across_pag
         _shot(page, tmp_path, "2-close-up")
 
         # another page and back: the result and the model are still there
+        _wait_idle(page)
         page.get_by_role("link", name="Listen live").first.click()
         page.get_by_role("heading", name="Listen live").first.wait_for(timeout=RESULT_TIMEOUT_MS)
         # the page's text comes a moment after its heading: wait for it rather than count at once
         page.get_by_text(re.compile(rf"microphone hears with\s+{cli['model']}")).first.wait_for(
             timeout=RESULT_TIMEOUT_MS)
         _shot(page, tmp_path, "3-live")
+        _wait_idle(page)
         page.get_by_role("link", name="Upload a song").first.click()
         page.get_by_text(re.compile(rf"Showing\s+{re.escape(song.name)};")).wait_for(
             timeout=RESULT_TIMEOUT_MS)
