@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .resample import resample
+
 __all__ = [
     "FEATURE_COLUMNS",
     "GTZAN_SAMPLE_RATE",
@@ -95,13 +97,10 @@ def _prepare(segments: Any, sample_rate: int) -> np.ndarray:
     if not np.all(np.isfinite(y)):
         raise ValueError("audio contains NaN or infinite samples")
     if sample_rate != GTZAN_SAMPLE_RATE:
-        import librosa
-
-        # Same resampler as librosa.load(sr=22050).
-        y = librosa.resample(
-            y, orig_sr=int(sample_rate), target_sr=GTZAN_SAMPLE_RATE, res_type="soxr_hq", axis=-1
+        # the samples librosa.load(sr=22050) gives, which the Kaggle table was computed from
+        y = np.ascontiguousarray(
+            resample(y, int(sample_rate), GTZAN_SAMPLE_RATE, axis=-1, librosa_length=True), dtype=np.float32
         )
-        y = np.ascontiguousarray(y, dtype=np.float32)
     return y
 
 
@@ -232,7 +231,7 @@ def gtzan_features_batch(segments: Any, *, sample_rate: int = GTZAN_SAMPLE_RATE)
         cast to float32, as ``librosa.load`` returns them.
     sample_rate : int, default 22050
         Sample rate of ``segments``.  The features are defined at 22050 Hz:
-        other rates are resampled to it first (``soxr_hq``, as
+        other rates are resampled to it first (soxr HQ, :func:`codeFeature.resample.resample`, as
         ``librosa.load(sr=22050)`` would).
 
     Returns
@@ -278,7 +277,7 @@ def gtzan_features(y: Any, *, sample_rate: int = GTZAN_SAMPLE_RATE) -> np.ndarra
         dtype; samples are cast to float32, as ``librosa.load`` returns them.
     sample_rate : int, default 22050
         Sample rate of ``y``.  The features are defined at 22050 Hz: other
-        rates are resampled to it first (``soxr_hq``, as
+        rates are resampled to it first (soxr HQ, :func:`codeFeature.resample.resample`, as
         ``librosa.load(sr=22050)`` would).
 
     Returns

@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from .resample import resample
+
 __all__ = [
     "IMAGE_SIZE",
     "PLOT_AREA",
@@ -89,11 +91,8 @@ def _prepare(y: Any, sample_rate: int, seconds: float | None) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError("audio contains NaN or infinite samples")
     if sample_rate != _SAMPLE_RATE:
-        import librosa
-
-        arr = librosa.resample(
-            arr, orig_sr=int(sample_rate), target_sr=_SAMPLE_RATE, res_type="soxr_hq"
-        ).astype(np.float32)
+        # the samples librosa.load(sr=22050) gives, which the tutorial's pictures were drawn from
+        arr = resample(arr, int(sample_rate), _SAMPLE_RATE, librosa_length=True)
     if seconds is not None:
         arr = arr[: int(round(seconds * _SAMPLE_RATE))]
     return arr
@@ -111,7 +110,7 @@ def render_spectrogram_image(
         It must hold at least 2048 samples (one STFT frame).
     sample_rate : int, default 22050
         Sample rate of ``y``; other rates are resampled to 22050 Hz first
-        (``soxr_hq``, as ``librosa.load`` does).
+        (soxr HQ, :func:`codeFeature.resample.resample`, as ``librosa.load`` does).
     seconds : float or None, default 5.0
         Render only the first ``seconds`` of the signal (the tutorial used
         ``duration=5``); ``None`` renders all of it.
