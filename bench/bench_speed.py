@@ -515,7 +515,7 @@ def main(argv=None) -> int:
         print("musicnn embedding", flush=True)
         from codeFeature.features import segment_features
         from codeFeature.musicnn import embedding_forward
-        from codeFeature.split import segment_array
+        from codeFeature.segments import segment_array
 
         tagger = cf.load_model("musicnn_msd")
         emb = embedding_forward(tagger, "penultimate")

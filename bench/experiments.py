@@ -63,7 +63,7 @@ def exp_decode(song, models, reps):
 
     import codeFeature.audio as A
     from codeFeature.features import segment_features
-    from codeFeature.split import segment_array
+    from codeFeature.segments import segment_array
 
     print("decode: soundfile + soxr quality, ffmpeg direct, whole-file resample")
     for name, model in models.items():
@@ -128,7 +128,7 @@ def exp_features(song, models, reps):
     import librosa
 
     from codeFeature.features import segment_features
-    from codeFeature.split import segment_array
+    from codeFeature.segments import segment_array
 
     print("features: float32 vs float64, chunk size, scratch numpy mel")
     for name, model in models.items():
@@ -183,7 +183,7 @@ def exp_forward(song, models, reps):
 
     import codeFeature as cf
     from codeFeature.features import segment_features
-    from codeFeature.split import segment_array
+    from codeFeature.segments import segment_array
 
     print("forward: call styles and batch sizes")
     for name, model in models.items():

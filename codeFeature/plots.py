@@ -141,12 +141,12 @@ def mel_panel(samples: np.ndarray, sample_rate: int, *, offset: float = 0.0, wid
 def model_input(samples: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, str, str, int] | None:
     """What the model sees for ``samples``, as a picture: (rows, frames) array, title, row label, segments.
 
-    The model's own feature function on its own segments (:func:`codeFeature.split.segment_array`),
+    The model's own feature function on its own segments (:func:`codeFeature.segments.segment_array`),
     the segments' frames placed one after another; ``None`` for inputs that are not a
     time-frequency picture (the 57 summary features of ``gtzan57``).
     """
     from .features import segment_features
-    from .split import segment_array
+    from .segments import segment_array
 
     if config.feature not in ("mfcc", "logmel", "musicnn_logmel"):
         return None

@@ -16,12 +16,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .audio import AudioStream, LevelMeter, Source, open_audio, scaling_warnings
+from .audio import AudioStream, Source, open_audio
+from .level import LevelMeter, scaling_warnings
 from .decision import DecisionRule, Verdict, decide, vote_index
 from .errors import AudioDecodeError, ConfigError
 from .features import segment_features
 from .model_io import LoadedModel, load_model
-from .split import _wrap_pad, plan_segments, segment_array
+from .resample import resample
+from .segments import plan_segments, segment_array, wrap_pad
 
 #: Segments featurised at a time (the forward pass batches further, see
 #: ``LoadedModel.forward_batch``): bounds memory on hour-long files and paces the progress callback.
@@ -216,7 +218,7 @@ def predict_segments(segments: np.ndarray, *, model: LoadedModel, progress: Opti
     Parameters
     ----------
     segments : np.ndarray, shape (n_segments, model.config.segment_samples), float32
-        Segments at ``model.config.sample_rate`` (see :func:`codeFeature.split.segment_array`).
+        Segments at ``model.config.sample_rate`` (see :func:`codeFeature.segments.segment_array`).
     model : LoadedModel
     progress : callable(fraction, message), optional
         Called after each chunk of segments.
@@ -283,10 +285,8 @@ def predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optio
         raise ConfigError(f"samples must be 1-D mono, got shape {samples.shape}; average the channels first")
     timings: dict = {}
     if sample_rate is not None and sample_rate != config.sample_rate:
-        import soxr
-
         t0 = time.perf_counter()
-        samples = soxr.resample(samples, sample_rate, config.sample_rate, quality="HQ").astype(np.float32)
+        samples = resample(samples, sample_rate, config.sample_rate)
         timings["resample"] = time.perf_counter() - t0
     notes = list(warnings or [])
     duration = len(samples) / config.sample_rate
@@ -516,7 +516,7 @@ def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Option
     whole = n_full - (total - filled) // seg
     rest = [chunk[: whole * seg].reshape(whole, seg)]
     if tail:
-        rest.append(_wrap_pad(chunk[whole * seg: whole * seg + tail], seg)[None, :])
+        rest.append(wrap_pad(chunk[whole * seg: whole * seg + tail], seg)[None, :])
     timings["segment"] += time.perf_counter() - t0
     if whole or tail:
         t0 = time.perf_counter()

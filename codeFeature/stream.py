@@ -3,7 +3,7 @@
 A :class:`StreamClassifier` is fed frames of any size at any rate (a browser
 delivers 44.1 or 48 kHz, mono or stereo, int16 or float). Each frame is
 downmixed and resampled to the model's rate by the same code as files
-(:func:`codeFeature.audio._downmix` and a high-quality ``soxr.ResampleStream``),
+(:func:`codeFeature.audio._downmix` and :func:`codeFeature.resample.stream_resampler`),
 so a song heard live and the same song uploaded give the same segments.
 
 Every completed segment (``model.config.segment_samples`` at the model's rate,
@@ -35,13 +35,13 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
-import soxr
 
-from .audio import LevelMeter, _downmix
+from .audio import _downmix
+from .level import LevelMeter
 from .errors import ConfigError, GenreError
 from .model_io import LoadedModel
 from .predict import Prediction, _extra_labels, _padding_note, predict_segments, vote_index
-from .split import _wrap_pad, plan_segments
+from .segments import plan_segments, wrap_pad
 
 #: Seconds of recent audio kept for the live spectrogram.
 DEFAULT_HISTORY_SECONDS = 10.0
@@ -170,7 +170,7 @@ class StreamClassifier:
         self._lock = threading.Lock()              # guards every field below
         self._ready = threading.Condition(self._lock)
         self._model_lock = threading.Lock()        # one classification at a time
-        self._resampler: Optional[soxr.ResampleStream] = None
+        self._resampler: Optional[Any] = None
         self._input_rate: Optional[int] = None
         self._partial = np.zeros(seg, np.float32)
         self._partial_fill = 0
@@ -229,8 +229,7 @@ class StreamClassifier:
                 if self._resampler is not None:
                     pieces.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
                 self._input_rate = sample_rate
-                self._resampler = None if sample_rate == self.sample_rate else soxr.ResampleStream(
-                    sample_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+                self._resampler = stream_resampler(sample_rate, self.sample_rate)
             if self._resampler is not None:
                 pieces.append(self._resampler.resample_chunk(mono, last=False))
             else:
@@ -455,7 +454,7 @@ class StreamClassifier:
     def finish(self, *, file: Optional[str] = None) -> Prediction:
         """Stop taking audio, classify what is left and return the whole stream's prediction.
 
-        The tail is cut by the same rule as files (:func:`codeFeature.split.plan_segments`): a final
+        The tail is cut by the same rule as files (:func:`codeFeature.segments.plan_segments`): a final
         partial segment of at least half a segment is padded by repeating its beginning and kept.
         Calling it again returns the same prediction.
 
@@ -472,7 +471,7 @@ class StreamClassifier:
         Raises
         ------
         AudioTooShortError
-            If less than :data:`codeFeature.split.MIN_SECONDS` of audio arrived.
+            If less than :data:`codeFeature.segments.MIN_SECONDS` of audio arrived.
         """
         if self._worker is not None:
             self.stop_worker()
@@ -490,7 +489,7 @@ class StreamClassifier:
                 notes = []
                 n_full, tail = plan_segments(total, self.config)  # AudioTooShortError under MIN_SECONDS
                 if tail:
-                    self._pending.append(_Pending(_wrap_pad(self._partial[:tail].copy(), seg), fed_at))
+                    self._pending.append(_Pending(wrap_pad(self._partial[:tail].copy(), seg), fed_at))
                     if n_full == 0:
                         notes += _padding_note(total / self.sample_rate, self.config)
                 self._partial_fill = 0

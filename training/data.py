@@ -22,7 +22,7 @@ from codeFeature.audio import decode
 from codeFeature.config import GENRES, FeatureConfig
 from codeFeature.errors import GenreError
 from codeFeature.features import FEATURES_REVISION, segment_features
-from codeFeature.split import segment_array
+from codeFeature.segments import segment_array
 from training.datasets import HOW_TO_GET, DatasetError
 
 log = logging.getLogger(__name__)
