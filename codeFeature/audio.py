@@ -471,7 +471,7 @@ def _soundfile_blocks(sound: sf.SoundFile, block: np.ndarray, block_frames: int,
             while True:
                 frames_left -= len(block)
                 last = len(block) < block_frames or frames_left <= 0
-                mono = _downmix(block)
+                mono = downmix(block)
                 if resampler is not None:
                     t0 = time.perf_counter()
                     out = resampler.resample_chunk(mono, last=last)
@@ -514,7 +514,9 @@ def _collect(stream: AudioStream, *, limit: int | None = None) -> np.ndarray | N
     return out[:n] if len(out) - n <= 1024 else out[:n].copy()
 
 
-def _downmix(block: np.ndarray) -> np.ndarray:
+def downmix(block: np.ndarray) -> np.ndarray:
+    """Mono float32 from a ``(frames, channels)`` block: the channels' mean, as files and live streams
+    are downmixed alike."""
     if block.shape[1] == 1:
         return np.ascontiguousarray(block[:, 0])
     if block.shape[1] == 2:

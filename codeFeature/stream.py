@@ -3,7 +3,7 @@
 A :class:`StreamClassifier` is fed frames of any size at any rate (a browser
 delivers 44.1 or 48 kHz, mono or stereo, int16 or float). Each frame is
 downmixed and resampled to the model's rate by the same code as files
-(:func:`codeFeature.audio._downmix` and :func:`codeFeature.resample.stream_resampler`),
+(:func:`codeFeature.audio.downmix` and :func:`codeFeature.resample.stream_resampler`),
 so a song heard live and the same song uploaded give the same segments.
 
 Every completed segment (``model.config.segment_samples`` at the model's rate,
@@ -36,11 +36,14 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .audio import _downmix
-from .level import LevelMeter
+from .audio import downmix
+from .decision import vote_index
 from .errors import ConfigError, GenreError
+from .level import LevelMeter
 from .model_io import LoadedModel
-from .predict import Prediction, _extra_labels, _padding_note, predict_segments, vote_index
+from .predict import predict_segments
+from .prediction import Prediction, extra_labels, padding_note
+from .resample import stream_resampler
 from .segments import plan_segments, wrap_pad
 
 #: Seconds of recent audio kept for the live spectrogram.
@@ -183,7 +186,6 @@ class StreamClassifier:
         self._probabilities: list[np.ndarray] = []
         self._level = LevelMeter()
         self._extras: dict = {}
-        self._timings: dict = {}
         self._finished = False
         self._worker: Optional[threading.Thread] = None
         self._stop_worker = threading.Event()
@@ -270,7 +272,7 @@ class StreamClassifier:
         if array.shape[1] > 8 and array.shape[0] <= 8:
             raise StreamFormatError(f"frames have shape {array.shape}: channels look like the first axis; "
                                     "pass them as (n_samples, n_channels), e.g. frames.T")
-        return _downmix(array)
+        return downmix(array)
 
     def _append(self, chunk: np.ndarray, fed_at: float) -> int:
         if not chunk.size:
@@ -336,9 +338,7 @@ class StreamClassifier:
 
     def _classify(self, batch: list[_Pending], first: int) -> list[LiveWindow]:
         extras: dict = {}
-        timings: dict = {}
-        probs = predict_segments(np.stack([p.segment for p in batch]), model=self.model, timings=timings,
-                                 extras=extras)
+        probs = predict_segments(np.stack([p.segment for p in batch]), model=self.model, extras=extras)
         done = time.perf_counter()
         seconds = self.config.segment_seconds
         windows = []
@@ -353,8 +353,6 @@ class StreamClassifier:
             self._probabilities.extend(w.probabilities for w in windows)
             for name, values in extras.items():
                 self._extras.setdefault(name, []).append(values)
-            for name, value in timings.items():
-                self._timings[name] = self._timings.get(name, 0.0) + value
         return windows
 
     def warm_up(self) -> None:
@@ -491,7 +489,7 @@ class StreamClassifier:
                 if tail:
                     self._pending.append(_Pending(wrap_pad(self._partial[:tail].copy(), seg), fed_at))
                     if n_full == 0:
-                        notes += _padding_note(total / self.sample_rate, self.config)
+                        notes += padding_note(total / self.sample_rate, self.config)
                 self._partial_fill = 0
                 batch, self._pending = self._pending, []
                 first = len(self._windows)
@@ -502,12 +500,10 @@ class StreamClassifier:
                 probs = np.stack(self._probabilities).astype(np.float32)
                 starts = np.arange(len(probs), dtype=np.float64) * self.config.segment_seconds
                 extras = {name: np.concatenate(parts) for name, parts in self._extras.items()}
-                extra_labels = _extra_labels(self.model)
                 self._result = Prediction(model=self.model.name, labels=self.model.labels, probabilities=probs,
                                           starts=starts, segment_seconds=self.config.segment_seconds,
                                           duration=total / self.sample_rate, file=file,
-                                          timings=dict(self._timings), warnings=notes, extras=extras,
-                                          extra_labels=extra_labels)
+                                          warnings=notes, extras=extras, extra_labels=extra_labels(self.model))
                 return self._result
 
 
