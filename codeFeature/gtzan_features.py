@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .blas import one_blas_thread
 from .resample import resample
 
 __all__ = [
@@ -256,12 +257,10 @@ def gtzan_features_batch(segments: Any, *, sample_rate: int = GTZAN_SAMPLE_RATE)
     n, length = y.shape
     if n == 0:
         return np.empty((0, _N_FEATURES), dtype=np.float64)
-    from .features import _one_blas_thread
-
     rows_per_block = max(1, _BATCH_SAMPLES // length)
     # OpenBLAS sums a matrix product in another order on one thread than on two: on one always, so that
     # the features do not depend on the thread count an earlier caller left set
-    with _one_blas_thread():
+    with one_blas_thread():
         blocks = [_features_block(y[i : i + rows_per_block]) for i in range(0, n, rows_per_block)]
     return np.concatenate(blocks, axis=0)
 
