@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import FeatureConfig
-from .errors import AudioTooShortError
+from .errors import AudioTooShortError, ConfigError
 
 #: Shortest audio classified at all, in seconds.
 MIN_SECONDS = 0.5
@@ -70,7 +70,7 @@ def segment_array(samples: np.ndarray, config: FeatureConfig) -> tuple[np.ndarra
     """
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
-        raise ValueError(f"samples must be 1-D mono, got shape {samples.shape}")
+        raise ConfigError(f"samples must be 1-D mono, got shape {samples.shape}")
     seg = config.segment_samples
     n_full, tail = plan_segments(len(samples), config)
     segments = samples[: n_full * seg].reshape(n_full, seg)
