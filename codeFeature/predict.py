@@ -23,7 +23,7 @@ from .errors import AudioDecodeError, ConfigError
 from .features import segment_features
 from .level import LevelMeter, scaling_warnings
 from .model_io import LoadedModel, load_model
-from .phases import current, timed_call
+from .phases import Clock, current, timed_call
 from .prediction import Prediction, extra_labels, padding_note
 from .resample import resample
 from .segments import plan_segments, segment_array, wrap_pad
@@ -116,7 +116,7 @@ def predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optio
 
 def _predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optional[int],
                    progress: Optional[ProgressCallback], file: Optional[str], warnings: Optional[list],
-                   clock) -> Prediction:
+                   clock: Clock) -> Prediction:
     config = model.config
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
@@ -177,7 +177,7 @@ def predict_file(source: Source, *, model: LoadedModel | str | None = None, file
 
 
 def _predict_file(source: Source, *, model: LoadedModel | str | None, filename: Optional[str],
-                  progress: Optional[ProgressCallback], clock) -> Prediction:
+                  progress: Optional[ProgressCallback], clock: Clock) -> Prediction:
     if not isinstance(model, LoadedModel):
         t0 = clock.now()
         model = load_model(model)
@@ -214,7 +214,7 @@ class _BeyondFullScale(Exception):
 
 
 def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Optional[ProgressCallback],
-                    file: Optional[str], clock, peak: Optional[float] = None) -> Prediction:
+                    file: Optional[str], clock: Clock, peak: Optional[float] = None) -> Prediction:
     """Classify ``stream`` chunk by chunk, cutting segments by the rule of :func:`segment_array`;
     adds each phase's seconds to ``clock`` (see :mod:`codeFeature.phases`).
 
@@ -237,7 +237,7 @@ def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Option
 
 
 def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Optional[ProgressCallback],
-                    file: Optional[str], clock, worker: ThreadPoolExecutor, pending: deque,
+                    file: Optional[str], clock: Clock, worker: ThreadPoolExecutor, pending: deque,
                     peak: Optional[float]) -> Prediction:
     config = model.config
     seg = config.segment_samples
