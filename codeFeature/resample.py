@@ -38,8 +38,8 @@ def resample(samples: np.ndarray, orig_sr: int, target_sr: int, *, axis: int = -
         The time axis.
     librosa_length : bool
         Make the result ``ceil(n * target_sr / orig_sr)`` samples long, zero-padded as
-        ``librosa.resample(res_type="soxr_hq")`` and so ``librosa.load`` do (soxr alone gives one
-        sample fewer for most lengths). The GTZAN feature table and the tutorial's pictures were
+        ``librosa.resample(res_type="soxr_hq")`` and so ``librosa.load`` do (soxr alone often gives one
+        sample fewer). The GTZAN feature table and the tutorial's pictures were
         computed after ``librosa.load``, so the features that reproduce them ask for it.
 
     Returns
