@@ -56,7 +56,7 @@ from codeFeature.audio import decode
 audio = decode(SONG, sample_rate=model.config.sample_rate)
 mark("first decode (whole song)")
 from codeFeature.features import segment_features
-from codeFeature.split import segment_array
+from codeFeature.segments import segment_array
 segments, _ = segment_array(audio[: model.config.segment_samples * 2], model.config)
 segment_features(segments, model.config)
 mark("first features (librosa / numba first call)")

@@ -178,13 +178,16 @@ def worker_memory(model_name: str, path: str, chunk: str = "", graph: str = "") 
     cf.predict_audio(music_like(10.0, sr=44100)[:, 0], model=model, sample_rate=44100)
     before = status("VmRSS:")
     hwm_before = status("VmHWM:")
-    t0 = time.perf_counter()
-    pred = cf.predict_file(path, model=model)
-    seconds = time.perf_counter() - t0
+    from codeFeature.phases import record_phases
+
+    with record_phases() as runs:
+        t0 = time.perf_counter()
+        pred = cf.predict_file(path, model=model)
+        seconds = time.perf_counter() - t0
     print(MARK + json.dumps({"rss_before_mb": before, "hwm_before_mb": hwm_before, "hwm_mb": status("VmHWM:"),
                       "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                       "seconds": seconds, "duration": pred.duration, "segments": len(pred.probabilities),
-                      "timings": pred.timings}))
+                      "timings": runs[0]}))
 
 
 def worker_apptest(song: str, second: str) -> None:
@@ -444,6 +447,7 @@ def main(argv=None) -> int:
     print(f"songs ready in {time.perf_counter() - t0:.1f} s (real song: {real})", flush=True)
 
     import codeFeature as cf
+    from codeFeature.phases import record_phases
 
     default_name = cf.default_model_name()
     models = {default_name: cf.load_model(default_name), "cnn_mfcc_small": cf.load_model("cnn_mfcc_small")}
@@ -455,8 +459,9 @@ def main(argv=None) -> int:
         print("warm predict_file", flush=True)
         for name, model in models.items():
             for song, label, target in ((song5, label5, 1.0), (clip, "30 s mp3 clip", 0.15)):
-                times, loads, preds = measure(lambda: cf.predict_file(song, model=model), reps_warm, warmup=1)
-                stages = {k: statistics.median(p.timings[k] for p in preds) for k in preds[0].timings}
+                with record_phases() as runs:
+                    times, loads, preds = measure(lambda: cf.predict_file(song, model=model), reps_warm, warmup=1)
+                stages = {k: statistics.median(r[k] for r in runs[-len(preds):]) for k in runs[-1]}
                 warm_rows[(name, label)] = record(
                     f"warm predict_file, {label}, {name}", times, loads, unit="s", target=target,
                     stages={k: round(v, 3) for k, v in stages.items()},
@@ -468,8 +473,9 @@ def main(argv=None) -> int:
                 # the top recommended change, measured here by monkeypatch: the forward pass as a tf.function
                 gmodel = graph_model(model)
                 ref = cf.predict_file(song5, model=model).probabilities
-                times, loads, preds = measure(lambda: cf.predict_file(song5, model=gmodel), reps_warm, warmup=1)
-                stages = {k: statistics.median(p.timings[k] for p in preds) for k in preds[0].timings}
+                with record_phases() as runs:
+                    times, loads, preds = measure(lambda: cf.predict_file(song5, model=gmodel), reps_warm, warmup=1)
+                stages = {k: statistics.median(r[k] for r in runs[-len(preds):]) for k in runs[-1]}
                 diff = float(np.abs(preds[0].probabilities - ref).max())
                 record(f"EXPERIMENT tf.function forward: warm predict_file, {label5}, {name}", times, loads, unit="s",
                        target=1.0, note="decode {decode:.2f} / features {features:.2f} / forward {predict:.2f} s; "
@@ -515,7 +521,7 @@ def main(argv=None) -> int:
         print("musicnn embedding", flush=True)
         from codeFeature.features import segment_features
         from codeFeature.musicnn import embedding_forward
-        from codeFeature.split import segment_array
+        from codeFeature.segments import segment_array
 
         tagger = cf.load_model("musicnn_msd")
         emb = embedding_forward(tagger, "penultimate")

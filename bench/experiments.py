@@ -63,7 +63,7 @@ def exp_decode(song, models, reps):
 
     import codeFeature.audio as A
     from codeFeature.features import segment_features
-    from codeFeature.split import segment_array
+    from codeFeature.segments import segment_array
 
     print("decode: soundfile + soxr quality, ffmpeg direct, whole-file resample")
     for name, model in models.items():
@@ -128,7 +128,7 @@ def exp_features(song, models, reps):
     import librosa
 
     from codeFeature.features import segment_features
-    from codeFeature.split import segment_array
+    from codeFeature.segments import segment_array
 
     print("features: float32 vs float64, chunk size, scratch numpy mel")
     for name, model in models.items():
@@ -183,7 +183,7 @@ def exp_forward(song, models, reps):
 
     import codeFeature as cf
     from codeFeature.features import segment_features
-    from codeFeature.split import segment_array
+    from codeFeature.segments import segment_array
 
     print("forward: call styles and batch sizes")
     for name, model in models.items():
@@ -294,13 +294,15 @@ import librosa
 t3 = time.perf_counter()
 m = cf.load_model(%(name)r)
 t4 = time.perf_counter()
-p = cf.predict_file(%(song)r, model=m)
-t5 = time.perf_counter()
-p2 = cf.predict_file(%(song)r, model=m)
-t6 = time.perf_counter()
+from codeFeature.phases import record_phases
+with record_phases() as runs:
+    p = cf.predict_file(%(song)r, model=m)
+    t5 = time.perf_counter()
+    p2 = cf.predict_file(%(song)r, model=m)
+    t6 = time.perf_counter()
 print(json.dumps({"import codeFeature": t1-t0, "import keras+tensorflow": t2-t1, "import librosa": t3-t2,
   "load_model": t4-t3, "first predict_file": t5-t4, "second predict_file": t6-t5,
-  "first timings": p.timings, "second timings": p2.timings}))
+  "first timings": runs[0], "second timings": runs[1]}))
 """
 
 

@@ -3,7 +3,7 @@
     python -m bench.profile_predict [SONG] [--models musicnn_genre cnn_mfcc_small] [--top 25]
 
 Without SONG a 5-minute 44.1 kHz stereo mp3 is synthesised in a temporary folder.
-Prints the stage split that ``Prediction.timings`` reports (median of runs) and the
+Prints the stage split that ``codeFeature.phases.record_phases`` records (median of runs) and the
 top functions by own time and by cumulative time of one profiled warm run.
 For a native-level view (TensorFlow kernels, libsndfile, soxr), run py-spy on the
 same script: ``py-spy record --native -o prof.svg -- python -m bench.profile_predict``.
@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     import codeFeature as cf
+    from codeFeature.phases import record_phases
 
     tmp = None
     song = args.song
@@ -46,10 +47,11 @@ def main(argv=None) -> int:
         walls, stages, loads = [], [], []
         for _ in range(args.repeats):
             loads.append(round(os.getloadavg()[0], 2))
-            t0 = time.perf_counter()
-            p = cf.predict_file(song, model=model)
-            walls.append(time.perf_counter() - t0)
-            stages.append(p.timings)
+            with record_phases() as runs:
+                t0 = time.perf_counter()
+                cf.predict_file(song, model=model)
+                walls.append(time.perf_counter() - t0)
+            stages.extend(runs)
         med = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
         wall = statistics.median(walls)
         print(f"\n=== {name}: warm predict_file on {song.name}: median {wall:.3f} s (load {loads})")

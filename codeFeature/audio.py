@@ -29,11 +29,11 @@ from typing import BinaryIO, Iterator, Optional, Union
 
 import numpy as np
 import soundfile as sf
-import soxr
 
-from .decision import SILENT_RMS
 from .errors import AudioDecodeError, AudioTooLongError, ConfigError, NotRegularFileError, UnsupportedFormatError
+from .level import measure, scaling_warnings
 from .regular_file import fd_path, open_regular
+from .resample import stream_resampler
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,6 @@ MAX_SECONDS = 2 * 3600
 #: Source rates outside this range (Hz) are a corrupt or hostile header, not audio.
 SOURCE_RATE_RANGE = (1000, 768000)
 _FFMPEG_TIMEOUT_S = 600
-_CLIP_LEVEL = 0.999
-#: Peak (full scale 1.0) beyond which scaling a signal down is worth a warning. A master limited
-#: at 0 dBFS overshoots after mp3 decoding and after resampling (inter-sample peaks, the codec's
-#: and the filter's ringing): GTZAN's excerpts, normalised to exactly 1.0, peak at up to 1.28
-#: (+2.1 dB) once resampled to 16 kHz, and ordinary commercial mp3s around 1.1-1.2. Twice full
-#: scale (+6 dB) is well beyond that, so only a genuinely hot floating-point file is reported.
-_OVERSHOOT_PEAK = 2.0
 
 
 @dataclass
@@ -194,7 +187,7 @@ class AudioStream:
         The header's length at ``sample_rate``, for progress; ``None`` when unknown. Not a promise.
     warnings : list of str
         The decoder's notes (a damaged tail, a file beyond :data:`MAX_SECONDS`), complete once the
-        blocks are exhausted. Level checks (silence, clipping) are the caller's: see :class:`LevelMeter`.
+        blocks are exhausted. Level checks (silence, clipping) are the caller's: see :class:`codeFeature.level.LevelMeter`.
     resample_seconds : float
         Time spent so far in the resampler, within the time the blocks took to come (0 where ffmpeg
         resamples, inside its decode): lets :func:`codeFeature.predict.predict_file` report it apart.
@@ -470,8 +463,7 @@ def _open_soundfile(handle: Path | io.BytesIO, name: str, sample_rate: int) -> A
 def _soundfile_blocks(sound: sf.SoundFile, block: np.ndarray, block_frames: int, source_rate: int,
                       sample_rate: int, notes: list[str], clock: list) -> Iterator[np.ndarray]:
     """Mono blocks at ``sample_rate``; ``clock[0]`` accumulates the seconds spent resampling."""
-    resampler = None if source_rate == sample_rate else soxr.ResampleStream(
-        source_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    resampler = stream_resampler(source_rate, sample_rate)
     frames_left = MAX_SECONDS * source_rate
     produced = 0
     with sound:
@@ -479,7 +471,7 @@ def _soundfile_blocks(sound: sf.SoundFile, block: np.ndarray, block_frames: int,
             while True:
                 frames_left -= len(block)
                 last = len(block) < block_frames or frames_left <= 0
-                mono = _downmix(block)
+                mono = downmix(block)
                 if resampler is not None:
                     t0 = time.perf_counter()
                     out = resampler.resample_chunk(mono, last=last)
@@ -522,7 +514,9 @@ def _collect(stream: AudioStream, *, limit: int | None = None) -> np.ndarray | N
     return out[:n] if len(out) - n <= 1024 else out[:n].copy()
 
 
-def _downmix(block: np.ndarray) -> np.ndarray:
+def downmix(block: np.ndarray) -> np.ndarray:
+    """Mono float32 from a ``(frames, channels)`` block: the channels' mean, as files and live streams
+    are downmixed alike."""
     if block.shape[1] == 1:
         return np.ascontiguousarray(block[:, 0])
     if block.shape[1] == 2:
@@ -611,97 +605,19 @@ def _ffmpeg_blocks(ffmpeg: str, source: str, fd: Optional[int], name: str, sampl
                          f"{MAX_SECONDS / 3600:g} hours were analysed")
 
 
-class LevelMeter:
-    """Level statistics of a signal seen block by block, and the warnings they call for.
-
-    :meth:`add` returns each block with NaN and infinite samples set to 0, so every caller
-    (files, streams, the live page) treats odd samples and quiet or clipped audio alike.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.repaired = 0
-        self.clipped = 0
-        self.sum_squares = 0.0
-        self.peak = 0.0
-
-    def add(self, block: np.ndarray) -> np.ndarray:
-        """Count ``block`` (float32, 1-D); returns it, or a repaired copy if it held NaN or inf."""
-        if block.size == 0:
-            return block
-        finite = np.isfinite(block)
-        if not finite.all():
-            self.repaired += int(block.size - np.count_nonzero(finite))
-            block = np.where(finite, block, np.float32(0.0)).astype(np.float32)
-        magnitude = np.abs(block)
-        self.peak = max(self.peak, float(magnitude.max()))
-        self.clipped += int(np.count_nonzero(magnitude >= _CLIP_LEVEL))
-        # a dot product, not mean(square(...)): no block-sized temporary
-        self.sum_squares += float(np.dot(block, block))
-        self.count += block.size
-        return block
-
-    @property
-    def rms(self) -> float:
-        """RMS level of the samples seen so far (full scale 1.0; 0 before any)."""
-        return float(np.sqrt(self.sum_squares / self.count)) if self.count else 0.0
-
-    def warnings(self) -> list[str]:
-        """Notes on repaired samples, silence and clipping (call after the last block)."""
-        return self.repair_warnings() + self.level_warnings()
-
-    def repair_warnings(self) -> list[str]:
-        """The note on NaN and infinite samples, if any were repaired."""
-        return [f"{self.repaired} samples were NaN or infinite and were set to 0"] if self.repaired else []
-
-    def level_warnings(self) -> list[str]:
-        """The note on silence or clipping, if either applies."""
-        if not self.count:
-            return []
-        if self.peak == 0.0 or self.rms < SILENT_RMS:
-            return ["the audio is silent or nearly so; the genre is a guess"]
-        if self.clipped / self.count > 0.01:
-            return ["more than 1% of the samples are clipped; the prediction may suffer"]
-        return []
-
-
-def scaling_warnings(peak: float) -> list[str]:
-    """The note on a signal scaled down by its ``peak`` (beyond full scale), if it is worth one: only beyond
-    what decoding and resampling normally add (see ``_OVERSHOOT_PEAK``), which is not worth a listener's
-    worry."""
-    if peak > _OVERSHOOT_PEAK:
-        return [f"the signal peaks at {peak:.3g} times full scale (a floating-point file?); it was scaled down "
-                "to full scale"]
-    return []
-
-
-#: Samples measured at a time by :func:`_inspect` (bounds its temporaries).
-_INSPECT_BLOCK = 1 << 20
-
-
-def _measure(samples: np.ndarray) -> LevelMeter:
-    meter = LevelMeter()
-    for lo in range(0, len(samples), _INSPECT_BLOCK):
-        block = samples[lo: lo + _INSPECT_BLOCK]
-        checked = meter.add(block)
-        if checked is not block:
-            block[:] = checked  # repaired: write it back
-    return meter
-
-
 def _inspect(decoded: DecodedAudio, name: str) -> DecodedAudio:
     samples = decoded.samples
     if samples.size == 0:
         raise AudioDecodeError(f"{name} holds no audio samples")
     if not samples.flags.writeable:
         samples = samples.copy()
-    meter = _measure(samples)
+    meter = measure(samples)
     decoded.warnings.extend(meter.repair_warnings())
     if meter.peak > 1.0:
         # features assume [-1, 1]: scale down whatever exceeds it
         decoded.warnings.extend(scaling_warnings(meter.peak))
         samples /= np.float32(meter.peak)
-        meter = _measure(samples)
+        meter = measure(samples)
     decoded.warnings.extend(meter.level_warnings())
     decoded.samples = samples
     return decoded

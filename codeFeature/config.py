@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .feature_kinds import KINDS, feature_kind
 
 #: GTZAN's ten genres, in the order every shipped model's outputs use.
 GENRES: tuple[str, ...] = (
@@ -27,8 +28,8 @@ GENRES: tuple[str, ...] = (
     "rock",
 )
 
-#: Feature kinds a model can be trained on (see :mod:`codeFeature.features`).
-FEATURE_KINDS: tuple[str, ...] = ("mfcc", "logmel", "musicnn_logmel", "gtzan57", "spectrogram_image")
+#: Feature kinds a model can be trained on (registered in :mod:`codeFeature.feature_kinds`).
+FEATURE_KINDS: tuple[str, ...] = tuple(KINDS)
 MFCC_BACKENDS: tuple[str, ...] = ("librosa", "python_speech_features")
 #: Extra per-frame features an ``mfcc`` model can see, in the order their rows follow the MFCC
 #: (see :func:`codeFeature.features.mfcc_with_extras`). ``hpss`` has no rows of its own: it replaces
@@ -155,19 +156,9 @@ class FeatureConfig:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one segment's features, without the batch axis."""
-        if self.feature == "mfcc":
-            return (self.frames_per_segment, self.mfcc_rows + self.extra_rows, 1)
-        if self.feature == "logmel":
-            return (self.frames_per_segment, self.n_mels, 1)
-        if self.feature == "gtzan57":
-            return (57,)
-        if self.feature == "spectrogram_image":
-            return (self.image_size, self.image_size, 3)
-        # musicnn patches: the original cuts 3 s at 16 kHz into 187 frames
-        from .musicnn import MUSICNN_FRAMES
-
-        return (MUSICNN_FRAMES, self.n_mels)
+        """Shape of one segment's features, without the batch axis (the feature kind's, see
+        :mod:`codeFeature.feature_kinds`)."""
+        return feature_kind(self.feature).input_shape(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (the manifest's ``feature_config``); ``extras`` is a list, left out when empty."""

@@ -37,7 +37,7 @@ from .errors import ConfigError
 
 AGGREGATES = ("vote", "mean")
 #: RMS (full scale 1.0) below which a song counts as silent: -80 dBFS, the level
-#: :class:`codeFeature.audio.LevelMeter` also calls silent.
+#: :class:`codeFeature.level.LevelMeter` also calls silent.
 SILENT_RMS = 1e-4
 
 

@@ -1,4 +1,5 @@
-"""Features computed from segments: MFCC, log-mel, and the dispatch every model uses.
+"""Features computed from segments: MFCC, log-mel, every feature kind's compute function, and the
+dispatch every model uses (:func:`segment_features`, by :mod:`codeFeature.feature_kinds`).
 
 :func:`segment_features` is the one function training and serving both call to
 turn segments into a model's input, so the two cannot drift apart.
@@ -6,14 +7,16 @@ turn segments into a model's input, so the two cannot drift apart.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import threading
-
 import librosa
 import numpy as np
 
+from .blas import one_blas_thread
 from .config import FeatureConfig
+from .errors import ConfigError
+from .feature_kinds import feature_kind
+from .gtzan_features import gtzan_features_batch
+from .musicnn import musicnn_logmel
+from .spectrogram_image import spectrogram_image_for_model
 
 #: Raised whenever a feature's values change, even in the last bit, so that features cached before
 #: (``training.data``'s cache) are computed again instead of being mixed with new ones.
@@ -115,56 +118,6 @@ def logmel(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(db, 1, 2), dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def _blas_threads():
-    """The process's BLAS libraries (threadpoolctl), found once: numpy's and scipy's OpenBLAS."""
-    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS, so that it is found too)
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-_one_blas_lock = threading.Lock()
-_one_blas_users = 0
-_one_blas_limiter = None
-
-
-def _let_this_thread_set_blas_threads() -> None:
-    """threadpoolctl (3.8 on) lets only the first thread that sets OpenBLAS's thread count set it again, and
-    silently ignores the others; features run on whichever thread classifies. Make this one the setter."""
-    from threadpoolctl import OpenBLASController
-
-    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
-    if clear is not None:
-        clear(force=True)
-
-
-@contextlib.contextmanager
-def _one_blas_thread():
-    """BLAS on one thread while any thread computes features, and back as it was once none does.
-
-    One count under a lock for the whole process (OpenBLAS has one thread pool): with a threadpoolctl limit per
-    call, threads that overlapped restored one another's count in the wrong order, so features could run on
-    two BLAS threads and differ from a lone call's in the last bit, and the process could keep one BLAS
-    thread after."""
-    global _one_blas_users, _one_blas_limiter
-    with _one_blas_lock:
-        if _one_blas_users == 0:
-            _let_this_thread_set_blas_threads()
-            _one_blas_limiter = _blas_threads().limit(limits=1, user_api="blas")
-        _one_blas_users += 1
-    try:
-        yield
-    finally:
-        with _one_blas_lock:
-            _one_blas_users -= 1
-            if _one_blas_users == 0:
-                _let_this_thread_set_blas_threads()
-                _one_blas_limiter.restore_original_limits()
-                _one_blas_limiter = None
-                _let_this_thread_set_blas_threads()  # leave no thread holding threadpoolctl's setter role
-
-
 def segment_features(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """The model input for each segment, whatever the feature kind.
 
@@ -185,63 +138,53 @@ def segment_features(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
         For ``mfcc`` with ``config.extras``, the coefficient axis holds :func:`mfcc_with_extras`'s rows.
     """
     segments = _as_batch(segments)
-    with _one_blas_thread():
+    with one_blas_thread():
         out = _features(segments, config)
     expected = (len(segments), *config.input_shape)
     if out.shape != expected:
-        raise ValueError(f"features have shape {out.shape}, expected {expected}; are the segments "
+        raise ConfigError(f"features have shape {out.shape}, expected {expected}; are the segments "
                          f"{config.segment_samples} samples long?")
     return out
 
 
 def _features(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    if config.feature == "mfcc":
-        out = (mfcc_with_extras(segments, config) if config.extras else mfcc(segments, config))[..., None]
-    elif config.feature == "logmel":
-        out = logmel(segments, config)[..., None]
-    elif config.feature == "gtzan57":
-        from .gtzan_features import gtzan_features_batch
-
-        out = gtzan_features_batch(segments, sample_rate=config.sample_rate).astype(np.float32)
-    elif config.feature == "spectrogram_image":
-        from .spectrogram_image import spectrogram_image_for_model
-
-        # the whole segment is drawn: its length is the picture's time span
-        out = np.stack([spectrogram_image_for_model(s, sample_rate=config.sample_rate, size=config.image_size,
-                                                    seconds=None) for s in segments]).astype(np.float32)
-    else:
-        from .musicnn import musicnn_logmel
-
-        out = musicnn_logmel(segments, sample_rate=config.sample_rate)
-    return out
+    return feature_kind(config.feature).compute(segments, config)
 
 
-def song_mel_db(samples: np.ndarray, config: FeatureConfig, *, n_mels: int = 128) -> np.ndarray:
-    """Mel spectrogram of a whole song in dB relative to its peak, for display.
+# The compute functions of the feature kinds (:mod:`codeFeature.feature_kinds` names them): each turns
+# (n_segments, segment_samples) float32 segments into (n_segments, *config.input_shape) float32 inputs.
 
-    Returns
-    -------
-    np.ndarray, shape (n_mels, frames), float32
-    """
-    mel = librosa.feature.melspectrogram(y=np.asarray(samples, np.float32), sr=config.sample_rate,
-                                         n_fft=config.n_fft, hop_length=config.hop_length, n_mels=n_mels)
-    return librosa.power_to_db(mel, ref=np.max, top_db=80.0).astype(np.float32)
+def mfcc_input(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``mfcc``: :func:`mfcc`, or :func:`mfcc_with_extras` when ``config.extras``, with a channel axis."""
+    return (mfcc_with_extras(segments, config) if config.extras else mfcc(segments, config))[..., None]
 
 
-def song_mfcc(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """MFCC of a whole song with the model's MFCC parameters, for display.
+def logmel_input(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``logmel``: :func:`logmel` with a channel axis."""
+    return logmel(segments, config)[..., None]
 
-    Returns
-    -------
-    np.ndarray, shape (n_mfcc, frames), float32
-    """
-    return mfcc(np.asarray(samples, np.float32)[None, :], config)[0].T
+
+def musicnn_input(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``musicnn_logmel``: :func:`codeFeature.musicnn.musicnn_logmel`."""
+    return musicnn_logmel(segments, sample_rate=config.sample_rate)
+
+
+def gtzan57_input(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``gtzan57``: the Kaggle table's 57 features of each segment (:mod:`codeFeature.gtzan_features`)."""
+    return gtzan_features_batch(segments, sample_rate=config.sample_rate).astype(np.float32)
+
+
+def spectrogram_image_input(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``spectrogram_image``: the tutorial's picture of each segment (:mod:`codeFeature.spectrogram_image`)."""
+    # the whole segment is drawn: its length is the picture's time span
+    return np.stack([spectrogram_image_for_model(s, sample_rate=config.sample_rate, size=config.image_size,
+                                                 seconds=None) for s in segments]).astype(np.float32)
 
 
 def _as_batch(segments: np.ndarray) -> np.ndarray:
     segments = np.asarray(segments, dtype=np.float32)
     if segments.ndim != 2:
-        raise ValueError(f"segments must have shape (n_segments, n_samples), got {segments.shape}")
+        raise ConfigError(f"segments must have shape (n_segments, n_samples), got {segments.shape}")
     return segments
 
 

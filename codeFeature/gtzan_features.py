@@ -33,6 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from .blas import one_blas_thread
+from .errors import ConfigError
+from .resample import resample
+
 __all__ = [
     "FEATURE_COLUMNS",
     "GTZAN_SAMPLE_RATE",
@@ -83,25 +87,22 @@ def _prepare(segments: Any, sample_rate: int) -> np.ndarray:
     """Validate, cast to float32 and resample to 22050 Hz a ``(n, samples)`` array."""
     y = np.asarray(segments)
     if y.ndim != 2:
-        raise ValueError(f"expected a 2-D (n, samples) array, got shape {y.shape}")
+        raise ConfigError(f"expected a 2-D (n, samples) array, got shape {y.shape}")
     if y.shape[-1] == 0:
-        raise ValueError("cannot compute features of an empty signal")
+        raise ConfigError("cannot compute features of an empty signal")
     if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
-        raise ValueError(f"expected real-valued audio samples, got dtype {y.dtype}")
+        raise ConfigError(f"expected real-valued audio samples, got dtype {y.dtype}")
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+        raise ConfigError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     # librosa.load returns float32; the Kaggle table was computed in float32.
     y = np.ascontiguousarray(y, dtype=np.float32)
     if not np.all(np.isfinite(y)):
-        raise ValueError("audio contains NaN or infinite samples")
+        raise ConfigError("audio contains NaN or infinite samples")
     if sample_rate != GTZAN_SAMPLE_RATE:
-        import librosa
-
-        # Same resampler as librosa.load(sr=22050).
-        y = librosa.resample(
-            y, orig_sr=int(sample_rate), target_sr=GTZAN_SAMPLE_RATE, res_type="soxr_hq", axis=-1
+        # the samples librosa.load(sr=22050) gives, which the Kaggle table was computed from
+        y = np.ascontiguousarray(
+            resample(y, int(sample_rate), GTZAN_SAMPLE_RATE, axis=-1, librosa_length=True), dtype=np.float32
         )
-        y = np.ascontiguousarray(y, dtype=np.float32)
     return y
 
 
@@ -232,7 +233,7 @@ def gtzan_features_batch(segments: Any, *, sample_rate: int = GTZAN_SAMPLE_RATE)
         cast to float32, as ``librosa.load`` returns them.
     sample_rate : int, default 22050
         Sample rate of ``segments``.  The features are defined at 22050 Hz:
-        other rates are resampled to it first (``soxr_hq``, as
+        other rates are resampled to it first (soxr HQ, :func:`codeFeature.resample.resample`, as
         ``librosa.load(sr=22050)`` would).
 
     Returns
@@ -242,7 +243,8 @@ def gtzan_features_batch(segments: Any, *, sample_rate: int = GTZAN_SAMPLE_RATE)
 
     Raises
     ------
-    ValueError
+    ConfigError
+        A :class:`~codeFeature.errors.GenreError` and a ``ValueError``.
         If ``segments`` is not 2-D, is empty along the time axis, is not real
         or contains non-finite samples, or ``sample_rate`` is not a positive
         integer.
@@ -257,12 +259,10 @@ def gtzan_features_batch(segments: Any, *, sample_rate: int = GTZAN_SAMPLE_RATE)
     n, length = y.shape
     if n == 0:
         return np.empty((0, _N_FEATURES), dtype=np.float64)
-    from .features import _one_blas_thread
-
     rows_per_block = max(1, _BATCH_SAMPLES // length)
     # OpenBLAS sums a matrix product in another order on one thread than on two: on one always, so that
     # the features do not depend on the thread count an earlier caller left set
-    with _one_blas_thread():
+    with one_blas_thread():
         blocks = [_features_block(y[i : i + rows_per_block]) for i in range(0, n, rows_per_block)]
     return np.concatenate(blocks, axis=0)
 
@@ -278,7 +278,7 @@ def gtzan_features(y: Any, *, sample_rate: int = GTZAN_SAMPLE_RATE) -> np.ndarra
         dtype; samples are cast to float32, as ``librosa.load`` returns them.
     sample_rate : int, default 22050
         Sample rate of ``y``.  The features are defined at 22050 Hz: other
-        rates are resampled to it first (``soxr_hq``, as
+        rates are resampled to it first (soxr HQ, :func:`codeFeature.resample.resample`, as
         ``librosa.load(sr=22050)`` would).
 
     Returns
@@ -288,7 +288,8 @@ def gtzan_features(y: Any, *, sample_rate: int = GTZAN_SAMPLE_RATE) -> np.ndarra
 
     Raises
     ------
-    ValueError
+    ConfigError
+        A :class:`~codeFeature.errors.GenreError` and a ``ValueError``.
         If ``y`` is not 1-D, is empty, is not real or contains non-finite
         samples, or ``sample_rate`` is not a positive integer.
 
@@ -319,5 +320,5 @@ def gtzan_features(y: Any, *, sample_rate: int = GTZAN_SAMPLE_RATE) -> np.ndarra
     """
     arr = np.asarray(y)
     if arr.ndim != 1:
-        raise ValueError(f"expected a 1-D mono signal, got shape {arr.shape}")
+        raise ConfigError(f"expected a 1-D mono signal, got shape {arr.shape}")
     return gtzan_features_batch(arr[np.newaxis, :], sample_rate=sample_rate)[0]

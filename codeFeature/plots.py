@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .config import FeatureConfig
+from .feature_kinds import feature_kind
 
 #: Longest stretch drawn in the whole-song plots; longer songs show their beginning.
 MAX_PLOT_SECONDS = 600.0
@@ -141,28 +142,23 @@ def mel_panel(samples: np.ndarray, sample_rate: int, *, offset: float = 0.0, wid
 def model_input(samples: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, str, str, int] | None:
     """What the model sees for ``samples``, as a picture: (rows, frames) array, title, row label, segments.
 
-    The model's own feature function on its own segments (:func:`codeFeature.split.segment_array`),
+    The model's own feature function on its own segments (:func:`codeFeature.segments.segment_array`),
     the segments' frames placed one after another; ``None`` for inputs that are not a
-    time-frequency picture (the 57 summary features of ``gtzan57``).
+    time-frequency picture (the feature kind has no ``picture``: the 57 summary features of ``gtzan57``,
+    the RGB pictures of ``spectrogram_image``).
     """
     from .features import segment_features
-    from .split import segment_array
+    from .segments import segment_array
 
-    if config.feature not in ("mfcc", "logmel", "musicnn_logmel"):
+    picture = feature_kind(config.feature).picture
+    if picture is None:
         return None
     segments, _ = segment_array(np.asarray(samples, np.float32), config)
     features = segment_features(segments, config)
     features = features.reshape(features.shape[0], features.shape[1], -1)  # drop a channel axis
     image = np.concatenate(list(features), axis=0).T  # (rows, frames)
-    if config.feature == "mfcc":
-        title = (f"What the model sees: {config.n_mfcc}-coefficient MFCC"
-                 + (f" and {image.shape[0] - config.n_mfcc} extra rows ({', '.join(config.extras)})" if config.extras else "")
-                 + f", {config.hop_length / config.sample_rate * 1000:.0f} ms frames")
-        return image, title, "coefficient", len(segments)
-    if config.feature == "musicnn_logmel":
-        return (image, f"What the model sees: musicnn's {image.shape[0]}-band log-mel, log10(1 + 10000·mel)",
-                "mel band", len(segments))
-    return image, f"What the model sees: {image.shape[0]}-band log-mel (dB)", "mel band", len(segments)
+    drawn = picture(config, image.shape[0])
+    return image, drawn.title, drawn.rows, len(segments)
 
 
 def model_input_panel(samples: np.ndarray, config: FeatureConfig, *, offset: float = 0.0, width: float = 9.0,
@@ -177,7 +173,7 @@ def model_input_panel(samples: np.ndarray, config: FeatureConfig, *, offset: flo
     covered = n_segments * config.segment_seconds
     fig, ax = _figure(width, 2.4)
     shown = _pool_columns(image, DISPLAY_COLUMNS)
-    picture = ax.imshow(shown, origin="lower", aspect="auto", cmap="coolwarm" if config.feature == "mfcc" else "viridis",
+    picture = ax.imshow(shown, origin="lower", aspect="auto", cmap=feature_kind(config.feature).picture(config, image.shape[0]).cmap,
                         extent=[offset, offset + covered, 0, image.shape[0]], interpolation="nearest")
     ax.set_ylabel(ylabel, fontsize=FONT_SIZE)
     cbar = fig.colorbar(picture, ax=ax, pad=0.01, fraction=0.025)

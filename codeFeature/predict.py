@@ -1,27 +1,35 @@
-"""From audio to a genre: per-segment probabilities, the vote and the timings.
+"""From audio to a genre: the pipeline that cuts, featurises and classifies a song.
 
 Two levels, as in librosa: :func:`predict_file` for people, and
 :func:`predict_segments` for evaluation and charts, which returns arrays.
 Load a model once with :func:`codeFeature.model_io.load_model` and pass it in.
+The result type lives in :mod:`codeFeature.prediction`, how many files run at once in
+:mod:`codeFeature.cores`, and where the time goes in :mod:`codeFeature.phases` (for benchmarks only).
 """
 
 from __future__ import annotations
 
-import os
-import time
+import contextvars
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
-from .audio import AudioStream, LevelMeter, Source, open_audio, scaling_warnings
-from .decision import DecisionRule, Verdict, decide, vote_index
+from .audio import AudioStream, Source, open_audio
+from .cores import default_jobs, usable_cores
+from .decision import vote_index
 from .errors import AudioDecodeError, ConfigError
 from .features import segment_features
+from .level import LevelMeter, scaling_warnings
 from .model_io import LoadedModel, load_model
-from .split import _wrap_pad, plan_segments, segment_array
+from .phases import Clock, current, timed_call
+from .prediction import Prediction, extra_labels, padding_note
+from .resample import resample
+from .segments import plan_segments, segment_array, wrap_pad
+
+__all__ = ["predict_file", "predict_audio", "predict_segments", "Prediction", "vote_index", "default_jobs",
+           "usable_cores", "CHUNK_SEGMENTS", "ProgressCallback"]
 
 #: Segments featurised at a time (the forward pass batches further, see
 #: ``LoadedModel.forward_batch``): bounds memory on hour-long files and paces the progress callback.
@@ -39,189 +47,18 @@ REPLAY_SECONDS = 600
 
 ProgressCallback = Callable[[float, str], None]
 
-#: The phases ``Prediction.timings`` reports, in pipeline order, then ``total`` (see :class:`Prediction`).
-PHASES = ("load", "peak", "decode", "resample", "level", "segment", "features", "predict", "other", "overlap")
-
-
-def _finish_timings(timings: dict, started: float) -> dict:
-    """``timings`` in :data:`PHASES` order with ``other`` (whatever no phase timed: Python between the
-    phases, building the result), ``overlap`` (the seconds two phases ran at once: decoding a chunk
-    while the previous one was classified) and ``total`` (wall seconds since ``started``), so that
-    the phases plus ``other`` minus ``overlap`` are ``total``."""
-    total = time.perf_counter() - started
-    out = {key: timings[key] for key in PHASES[:-2] if key in timings}
-    timed = sum(out.values())
-    out["other"] = max(0.0, total - timed)
-    out["overlap"] = max(0.0, timed - total)
-    out["total"] = total
-    return out
-
-
-@dataclass
-class Prediction:
-    """A song's classification.
-
-    Attributes
-    ----------
-    model : str
-        Name of the model that classified it.
-    labels : tuple of str
-        Output labels, in the columns' order.
-    probabilities : np.ndarray, shape (n_segments, n_labels), float32
-        Each segment's softmax output.
-    starts : np.ndarray, shape (n_segments,), float64
-        Segment start times in seconds.
-    segment_seconds : float
-        Length of one segment.
-    duration : float
-        Length of the decoded audio in seconds.
-    file : str or None
-        Name of the input, when it had one.
-    timings : dict of str to float
-        Wall seconds per phase, in pipeline order (:data:`PHASES`): ``load`` (only when
-        :func:`predict_file` loaded the model itself), ``peak`` (only for a song beyond full scale: the
-        whole first pass, decoding and resampling included, that read on to find its peak before the
-        scaled song was classified), ``decode`` (opening and decoding the file, downmix included),
-        ``resample`` (to the model's rate), ``level`` (NaN repair, RMS, peak and clipping counts),
-        ``segment`` (cutting and padding segments), ``features``, ``predict`` (the
-        forward pass), ``other`` (what no phase timed: Python between them, building the result),
-        ``overlap`` (seconds when two phases ran at once: :func:`predict_file` decodes a chunk while
-        it classifies the one before) then ``total``, the call's wall time: the phases and ``other``
-        less ``overlap`` add up to it. A live stream's
-        (:class:`codeFeature.stream.StreamClassifier`) holds only ``features`` and ``predict``.
-    warnings : list of str
-        Readable notes about the input (silence, clipping, padding).
-    extras : dict of str to np.ndarray
-        Per-segment values of a model's further outputs, such as musicnn's 50 tags,
-        each shape (n_segments, n_values); labelled by ``extra_labels``.
-    rule : DecisionRule
-        How the segments become one answer (from the model's manifest; see :mod:`codeFeature.decision`).
-    rms : float or None
-        The decoded audio's RMS level (full scale 1.0), when known; silence makes the answer "not sure".
-    """
-
-    model: str
-    labels: tuple[str, ...]
-    probabilities: np.ndarray
-    starts: np.ndarray
-    segment_seconds: float
-    duration: float
-    file: Optional[str] = None
-    timings: dict = field(default_factory=dict)
-    warnings: list = field(default_factory=list)
-    extras: dict = field(default_factory=dict)
-    extra_labels: dict = field(default_factory=dict)
-    rule: DecisionRule = field(default_factory=DecisionRule)
-    rms: Optional[float] = None
-
-    @property
-    def ends(self) -> np.ndarray:
-        """Segment end times in seconds, clipped to the song's duration."""
-        return np.minimum(self.starts + self.segment_seconds, self.duration)
-
-    @property
-    def segment_labels(self) -> list[str]:
-        """Each segment's most probable label."""
-        return [self.labels[i] for i in self.probabilities.argmax(axis=1)]
-
-    @property
-    def segment_confidences(self) -> np.ndarray:
-        """Each segment's top probability, shape (n_segments,)."""
-        return self.probabilities.max(axis=1)
-
-    @property
-    def mean_probabilities(self) -> np.ndarray:
-        """Probabilities averaged over segments, shape (n_labels,)."""
-        return self.probabilities.mean(axis=0)
-
-    @property
-    def votes(self) -> np.ndarray:
-        """How many segments voted for each label, shape (n_labels,)."""
-        return np.bincount(self.probabilities.argmax(axis=1), minlength=len(self.labels))
-
-    @property
-    def verdict(self) -> Verdict:
-        """The answer by the model's :attr:`rule`: genre, confidence, top three, and whether it is not sure."""
-        return decide(self.probabilities, self.labels, rule=self.rule, rms=self.rms, tags=self.extras.get("tags"))
-
-    @property
-    def genre(self) -> str:
-        """The winning genre by the model's rule (default: the majority vote over segments, a tie going
-        to the higher mean probability); the best guess even when :attr:`not_sure`."""
-        return self.verdict.genre
-
-    @property
-    def confidence(self) -> float:
-        """Mean probability of :attr:`genre` over the segments, in [0, 1]."""
-        return self.verdict.confidence
-
-    @property
-    def vote_share(self) -> float:
-        """Fraction of segments that voted for :attr:`genre`."""
-        return self.verdict.vote_share
-
-    @property
-    def not_sure(self) -> bool:
-        """Whether the evidence is too weak to name one genre (see :attr:`verdict`'s reasons)."""
-        return self.verdict.not_sure
-
-    def top_tags(self, k: int = 3) -> list[tuple[str, float]]:
-        """The ``k`` strongest tags averaged over segments, when the model outputs tags."""
-        if "tags" not in self.extras:
-            return []
-        mean = self.extras["tags"].mean(axis=0)
-        order = np.argsort(mean)[::-1][:k]
-        return [(self.extra_labels["tags"][i], float(mean[i])) for i in order]
-
-    def segments(self) -> list[dict]:
-        """One dict per segment: start, end, genre, confidence and every label's probability."""
-        rows = []
-        for start, end, probs in zip(self.starts, self.ends, self.probabilities):
-            best = int(np.argmax(probs))
-            row = {"start": round(float(start), 3), "end": round(float(end), 3),
-                   "genre": self.labels[best], "confidence": round(float(probs[best]), 4)}
-            rows.append(row)
-        return rows
-
-    def to_dict(self) -> dict:
-        """The CLI's JSON object (see ``python -m codeFeature --help``): the original keys, then the
-        verdict's (``not_sure``, ``state``, ``outside_kind``, ``sounds_like``, ``verdict``, ``reasons``, ``top``,
-        ``vote_share``, ``rule``)."""
-        verdict = self.verdict
-        return {
-            "file": self.file,
-            "model": self.model,
-            "genre": verdict.genre,
-            "confidence": round(verdict.confidence, 4),
-            "probabilities": {label: round(float(p), 4) for label, p in zip(self.labels, self.mean_probabilities)},
-            "segments": self.segments(),
-            "seconds": round(float(self.duration), 3),
-            **verdict.to_dict(),
-        }
-
-    def to_csv(self) -> str:
-        """Per-segment predictions as CSV: start, end, genre, confidence, then one column per label."""
-        lines = [",".join(["start", "end", "genre", "confidence", *self.labels])]
-        for start, end, probs in zip(self.starts, self.ends, self.probabilities):
-            best = int(np.argmax(probs))
-            cells = [f"{start:.3f}", f"{end:.3f}", self.labels[best], f"{probs[best]:.4f}"]
-            lines.append(",".join(cells + [f"{p:.4f}" for p in probs]))
-        return "\n".join(lines) + "\n"
-
 
 def predict_segments(segments: np.ndarray, *, model: LoadedModel, progress: Optional[ProgressCallback] = None,
-                     timings: Optional[dict] = None, extras: Optional[dict] = None) -> np.ndarray:
+                     extras: Optional[dict] = None) -> np.ndarray:
     """Probabilities for each segment.
 
     Parameters
     ----------
     segments : np.ndarray, shape (n_segments, model.config.segment_samples), float32
-        Segments at ``model.config.sample_rate`` (see :func:`codeFeature.split.segment_array`).
+        Segments at ``model.config.sample_rate`` (see :func:`codeFeature.segments.segment_array`).
     model : LoadedModel
     progress : callable(fraction, message), optional
         Called after each chunk of segments.
-    timings : dict, optional
-        ``features`` and ``predict`` seconds are added to it.
     extras : dict, optional
         Filled with the model's further outputs (see the manifest's ``extra_outputs``), by name.
 
@@ -234,26 +71,22 @@ def predict_segments(segments: np.ndarray, *, model: LoadedModel, progress: Opti
     out = np.empty((n, len(model.labels)), dtype=np.float32)
     extra_specs = model.manifest.get("extra_outputs", [])
     extra_parts: dict = {spec["name"]: [] for spec in extra_specs}
-    t_feat = t_pred = 0.0
+    clock = current()
     for lo in range(0, n, CHUNK_SEGMENTS):
         hi = min(n, lo + CHUNK_SEGMENTS)
-        t0 = time.perf_counter()
+        t0 = clock.now()
         x = segment_features(segments[lo:hi], model.config)
-        t1 = time.perf_counter()
+        t1 = clock.now()
         result, *rest = model.forward(x)
         for spec, value in zip(extra_specs, rest):
             extra_parts[spec["name"]].append(value)
         out[lo:hi] = result
-        t2 = time.perf_counter()
-        t_feat += t1 - t0
-        t_pred += t2 - t1
+        clock.add("features", t1 - t0)
+        clock.add("predict", clock.now() - t1)
         if progress is not None:
             progress(hi / n, f"classified {hi} of {n} segments")
     if extras is not None:
         extras.update({name: np.concatenate(parts) for name, parts in extra_parts.items() if parts})
-    if timings is not None:
-        timings["features"] = timings.get("features", 0.0) + t_feat
-        timings["predict"] = timings.get("predict", 0.0) + t_pred
     return out
 
 
@@ -274,74 +107,39 @@ def predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optio
     -------
     Prediction
     """
-    started = time.perf_counter()
     if not isinstance(model, LoadedModel):
         raise ConfigError(f"model must be a LoadedModel from load_model(), not {type(model).__name__}")
+    with timed_call() as clock:
+        return _predict_audio(samples, model=model, sample_rate=sample_rate, progress=progress, file=file,
+                              warnings=warnings, clock=clock)
+
+
+def _predict_audio(samples: np.ndarray, *, model: LoadedModel, sample_rate: Optional[int],
+                   progress: Optional[ProgressCallback], file: Optional[str], warnings: Optional[list],
+                   clock: Clock) -> Prediction:
     config = model.config
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
         raise ConfigError(f"samples must be 1-D mono, got shape {samples.shape}; average the channels first")
-    timings: dict = {}
     if sample_rate is not None and sample_rate != config.sample_rate:
-        import soxr
-
-        t0 = time.perf_counter()
-        samples = soxr.resample(samples, sample_rate, config.sample_rate, quality="HQ").astype(np.float32)
-        timings["resample"] = time.perf_counter() - t0
+        t0 = clock.now()
+        samples = resample(samples, sample_rate, config.sample_rate)
+        clock.add("resample", clock.now() - t0)
     notes = list(warnings or [])
     duration = len(samples) / config.sample_rate
-    t0 = time.perf_counter()
+    t0 = clock.now()
     segments, starts = segment_array(samples, config)
-    timings["segment"] = time.perf_counter() - t0
-    notes += _padding_note(duration, config)
+    clock.add("segment", clock.now() - t0)
+    notes += padding_note(duration, config)
     extras: dict = {}
-    probabilities = predict_segments(segments, model=model, progress=progress, timings=timings, extras=extras)
-    extra_labels = _extra_labels(model)
-    t0 = time.perf_counter()
+    probabilities = predict_segments(segments, model=model, progress=progress, extras=extras)
+    t0 = clock.now()
     rms = float(np.sqrt(np.dot(samples, samples) / len(samples))) if len(samples) else 0.0
-    timings["level"] = time.perf_counter() - t0
+    clock.add("level", clock.now() - t0)
     return Prediction(model=model.name, labels=model.labels, probabilities=probabilities, starts=starts,
                       segment_seconds=config.segment_seconds, duration=duration, file=file,
-                      timings=_finish_timings(timings, started), warnings=notes, extras=extras,
-                      extra_labels=extra_labels, rule=model.decision_rule, rms=rms)
-
-
-#: A song shorter than one segment is padded by repeating it; the note says so only when the repeat
-#: is more than this share of the segment (a 29.7 s GTZAN track in a 30 s segment is not worth a warning).
-PADDING_NOTE_SHARE = 0.1
-
-
-def _padding_note(duration: float, config) -> list[str]:
-    """The padding warning for a song of ``duration`` seconds, as a list of zero or one note."""
-    if duration >= config.segment_seconds * (1 - PADDING_NOTE_SHARE):
-        return []
-    return [f"the audio lasts {duration:.1f} s, less than one {config.segment_seconds:g} s segment; "
-            "it was padded by repeating it"]
-
-
-def _extra_labels(model: LoadedModel) -> dict:
-    return {spec["name"]: tuple(spec["labels"]) for spec in model.manifest.get("extra_outputs", [])}
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity: a container's or ``taskset``'s share, not the
-    machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def default_jobs() -> int:
-    """Files the CLI and a threaded library scan classify at once by default: two more than
-    :func:`usable_cores`, at most 8.
-
-    Each file is decoded on its own thread while the network runs on the engine's streams; with only one
-    file per core, every file can be waiting on the network at the same moment and a core then idles.
-    On 2 cores, the batch CLI kept 95 % of the CPU busy with 2 files at once and 99 % with 3, 4 or 6
-    (``python -m bench.bench_speed --only batch`` prints the share beside its figure).
-    """
-    return min(8, usable_cores() + 2)
+                      warnings=notes, extras=extras, extra_labels=extra_labels(model),
+                      rule=model.decision_rule, rms=rms)
 
 
 def predict_file(source: Source, *, model: LoadedModel | str | None = None, filename: Optional[str] = None,
@@ -374,34 +172,37 @@ def predict_file(source: Source, *, model: LoadedModel | str | None = None, file
         Or one of its children: :class:`AudioDecodeError`, :class:`AudioTooShortError`,
         :class:`ModelError`.
     """
-    started = time.perf_counter()
-    timings: dict = {}
+    with timed_call() as clock:
+        return _predict_file(source, model=model, filename=filename, progress=progress, clock=clock)
+
+
+def _predict_file(source: Source, *, model: LoadedModel | str | None, filename: Optional[str],
+                  progress: Optional[ProgressCallback], clock: Clock) -> Prediction:
     if not isinstance(model, LoadedModel):
+        t0 = clock.now()
         model = load_model(model)
-        timings["load"] = time.perf_counter() - started
+        clock.add("load", clock.now() - t0)
     name = filename or (str(source) if not hasattr(source, "read") and not isinstance(source, (bytes, bytearray, memoryview))
                         else getattr(source, "name", None))
     rate = model.config.sample_rate
     try:
-        t0 = time.perf_counter()
+        t0 = clock.now()
         with open_audio(source, sample_rate=rate, filename=filename) as stream:
-            timings["decode"] = time.perf_counter() - t0
+            clock.add("decode", clock.now() - t0)
             if stream.expected_samples and stream.expected_samples <= REPLAY_SECONDS * rate:
                 stream.keep(int(REPLAY_SECONDS * rate))  # a longer song is not held, even for a while
-            prediction = _predict_stream(stream, model=model, progress=progress, file=name, timings=timings)
+            return _predict_stream(stream, model=model, progress=progress, file=name, clock=clock)
     except _BeyondFullScale as beyond:
         # a song beyond full scale (a loud master once resampled, a hot float file) is scaled by its
         # peak, which only the whole song gives: the first pass read on to measure it, and this one
         # classifies the scaled blocks, from the first pass's copy where the song is short enough,
         # else decoded again, so memory stays that of a few chunks whatever the length
-        timings = {key: timings[key] for key in ("load",) if key in timings}
-        timings["peak"] = time.perf_counter() - t0  # the first pass: decoding and measuring
+        clock.restart(keep=("load",))
+        clock.add("peak", clock.now() - t0)  # the first pass: decoding and measuring
         replay = stream.replay()
         with replay or open_audio(source, sample_rate=rate, filename=filename) as again:
-            prediction = _predict_stream(again, model=model, progress=progress, file=name, timings=timings,
-                                         peak=beyond.peak)
-    prediction.timings = _finish_timings(timings, started)
-    return prediction
+            return _predict_stream(again, model=model, progress=progress, file=name, clock=clock,
+                                   peak=beyond.peak)
 
 
 class _BeyondFullScale(Exception):
@@ -413,9 +214,9 @@ class _BeyondFullScale(Exception):
 
 
 def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Optional[ProgressCallback],
-                    file: Optional[str], timings: dict, peak: Optional[float] = None) -> Prediction:
+                    file: Optional[str], clock: Clock, peak: Optional[float] = None) -> Prediction:
     """Classify ``stream`` chunk by chunk, cutting segments by the rule of :func:`segment_array`;
-    adds each phase's seconds to ``timings``.
+    adds each phase's seconds to ``clock`` (see :mod:`codeFeature.phases`).
 
     Each block is divided by ``peak`` where given, as :func:`load_audio` divides a whole song beyond
     full scale. Without it, a block beyond full scale stops the classification: the rest of the
@@ -428,7 +229,7 @@ def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Option
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="codeFeature-classify") as worker:
         pending: deque = deque()
         try:
-            return _predict_chunks(stream, model=model, progress=progress, file=file, timings=timings,
+            return _predict_chunks(stream, model=model, progress=progress, file=file, clock=clock,
                                    worker=worker, pending=pending, peak=peak)
         finally:
             for future in pending:
@@ -436,7 +237,7 @@ def _predict_stream(stream: AudioStream, *, model: LoadedModel, progress: Option
 
 
 def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Optional[ProgressCallback],
-                    file: Optional[str], timings: dict, worker: ThreadPoolExecutor, pending: deque,
+                    file: Optional[str], clock: Clock, worker: ThreadPoolExecutor, pending: deque,
                     peak: Optional[float]) -> Prediction:
     config = model.config
     seg = config.segment_samples
@@ -447,7 +248,7 @@ def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Option
     scale = np.float32(peak) if peak is not None else None
     parts: list[np.ndarray] = []
     for key in ("decode", "resample", "level", "segment"):
-        timings.setdefault(key, 0.0)
+        clock.add(key, 0.0)
     resampled_before = stream.resample_seconds
     extras: dict = {}
     extra_parts: dict = {}
@@ -455,7 +256,7 @@ def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Option
 
     def run(segments: np.ndarray) -> tuple[np.ndarray, dict]:
         found: dict = {}
-        return predict_segments(segments, model=model, timings=timings, extras=found), found
+        return predict_segments(segments, model=model, extras=found), found
 
     def collect(waiting: int) -> None:
         """Take finished results in order until at most ``waiting`` chunks are pending."""
@@ -471,22 +272,23 @@ def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Option
 
     def classify(segments: np.ndarray) -> None:
         collect(CHUNKS_AHEAD - 1)
-        pending.append(worker.submit(run, segments.copy()))  # the chunk buffer is refilled meanwhile
+        # the chunk buffer is refilled meanwhile; the worker counts its phases on this call's clock
+        pending.append(worker.submit(contextvars.copy_context().run, run, segments.copy()))
 
     blocks = iter(stream)
     fetching = 0.0  # seconds in next(): decoding, downmix and resampling (told apart below)
     while True:
-        t0 = time.perf_counter()
+        t0 = clock.now()
         block = next(blocks, None)
-        t1 = time.perf_counter()
+        t1 = clock.now()
         fetching += t1 - t0
         if block is None:
             break
         block = raw.add(block)
         if scale is not None:
             block = meter.add(block / scale)  # as load_audio scales the whole song
-        t2 = time.perf_counter()
-        timings["level"] += t2 - t1
+        t2 = clock.now()
+        clock.add("level", t2 - t1)
         if scale is None and meter.peak > 1.0:
             for _ in map(meter.add, blocks):  # read on for the song's peak; nothing more is classified
                 pass
@@ -499,38 +301,37 @@ def _predict_chunks(stream: AudioStream, *, model: LoadedModel, progress: Option
             filled += take
             pos += take
             if filled == len(chunk):
-                t3 = time.perf_counter()
-                timings["segment"] += t3 - t2
+                clock.add("segment", clock.now() - t2)
                 classify(chunk.reshape(CHUNK_SEGMENTS, seg))
                 filled = 0
-                t2 = time.perf_counter()
-        timings["segment"] += time.perf_counter() - t2
+                t2 = clock.now()
+        clock.add("segment", clock.now() - t2)
     resampled = stream.resample_seconds - resampled_before
-    timings["resample"] += resampled
-    timings["decode"] += fetching - resampled
+    clock.add("resample", resampled)
+    clock.add("decode", fetching - resampled)
     if total == 0:
         raise AudioDecodeError(f"{stream.name} holds no audio samples")
-    t0 = time.perf_counter()
+    t0 = clock.now()
     n_full, tail = plan_segments(total, config)
     # the segments not yet classified: whole ones still in the chunk, then the kept tail, padded
     whole = n_full - (total - filled) // seg
     rest = [chunk[: whole * seg].reshape(whole, seg)]
     if tail:
-        rest.append(_wrap_pad(chunk[whole * seg: whole * seg + tail], seg)[None, :])
-    timings["segment"] += time.perf_counter() - t0
+        rest.append(wrap_pad(chunk[whole * seg: whole * seg + tail], seg)[None, :])
+    clock.add("segment", clock.now() - t0)
     if whole or tail:
-        t0 = time.perf_counter()
+        t0 = clock.now()
         rest = np.concatenate(rest)
-        timings["segment"] += time.perf_counter() - t0
+        clock.add("segment", clock.now() - t0)
         classify(rest)
     collect(0)
     notes = list(stream.warnings) + raw.repair_warnings() + (scaling_warnings(peak) if peak else [])
     notes += meter.level_warnings()
     duration = total / config.sample_rate
-    notes += _padding_note(duration, config)
+    notes += padding_note(duration, config)
     extras.update({key: np.concatenate(value) for key, value in extra_parts.items()})
     return Prediction(model=model.name, labels=model.labels, probabilities=np.concatenate(parts),
                       starts=np.arange(n_full + (1 if tail else 0), dtype=np.float64) * config.segment_seconds,
-                      segment_seconds=config.segment_seconds, duration=duration, file=file, timings=timings,
-                      warnings=notes, extras=extras, extra_labels=_extra_labels(model),
+                      segment_seconds=config.segment_seconds, duration=duration, file=file,
+                      warnings=notes, extras=extras, extra_labels=extra_labels(model),
                       rule=model.decision_rule, rms=meter.rms)

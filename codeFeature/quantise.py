@@ -115,11 +115,11 @@ def gptq_round(kernel: np.ndarray, moments: np.ndarray, *, damp: float = DAMP) -
         raise ValueError(f"moments of shape {moments.shape} do not fit a kernel of {taps} taps a channel")
     scale = kernel_scales(kernel).astype(np.float64).reshape(out, 1)
     damped = moments + damp * float(np.mean(np.diag(moments))) * np.eye(taps)
-    from .features import _one_blas_thread
+    from .blas import one_blas_thread
 
     # on one BLAS thread: OpenBLAS's threaded LU (dgetrf_parallel) hung for good in a process that had
     # forked before (OpenBLAS issue 5520), and the rounding then does not depend on the thread count
-    with _one_blas_thread():
+    with one_blas_thread():
         # the upper Cholesky factor of H^-1: row j gives how tap j's error spreads over taps j+1..
         upper = np.linalg.cholesky(np.linalg.inv(damped)).T
     rounded = np.empty_like(weights)

@@ -46,6 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ConfigError
+from .resample import resample
+
 __all__ = [
     "IMAGE_SIZE",
     "PLOT_AREA",
@@ -75,25 +78,22 @@ _SUBPLOT = {"left": 0.125, "right": 0.9, "bottom": 0.125, "top": 0.88}
 def _prepare(y: Any, sample_rate: int, seconds: float | None) -> np.ndarray:
     arr = np.asarray(y)
     if arr.ndim != 1:
-        raise ValueError(f"expected a 1-D mono signal, got shape {arr.shape}")
+        raise ConfigError(f"expected a 1-D mono signal, got shape {arr.shape}")
     if arr.size == 0:
-        raise ValueError("cannot render an empty signal")
+        raise ConfigError("cannot render an empty signal")
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"expected real-valued audio samples, got dtype {arr.dtype}")
+        raise ConfigError(f"expected real-valued audio samples, got dtype {arr.dtype}")
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+        raise ConfigError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     if seconds is not None and not seconds > 0:
-        raise ValueError(f"seconds must be positive or None, got {seconds!r}")
+        raise ConfigError(f"seconds must be positive or None, got {seconds!r}")
     # librosa.load returns float32 at 22050 Hz.
     arr = np.asarray(arr, dtype=np.float32)
     if not np.all(np.isfinite(arr)):
-        raise ValueError("audio contains NaN or infinite samples")
+        raise ConfigError("audio contains NaN or infinite samples")
     if sample_rate != _SAMPLE_RATE:
-        import librosa
-
-        arr = librosa.resample(
-            arr, orig_sr=int(sample_rate), target_sr=_SAMPLE_RATE, res_type="soxr_hq"
-        ).astype(np.float32)
+        # the samples librosa.load(sr=22050) gives, which the tutorial's pictures were drawn from
+        arr = resample(arr, int(sample_rate), _SAMPLE_RATE, librosa_length=True)
     if seconds is not None:
         arr = arr[: int(round(seconds * _SAMPLE_RATE))]
     return arr
@@ -111,7 +111,7 @@ def render_spectrogram_image(
         It must hold at least 2048 samples (one STFT frame).
     sample_rate : int, default 22050
         Sample rate of ``y``; other rates are resampled to 22050 Hz first
-        (``soxr_hq``, as ``librosa.load`` does).
+        (soxr HQ, :func:`codeFeature.resample.resample`, as ``librosa.load`` does).
     seconds : float or None, default 5.0
         Render only the first ``seconds`` of the signal (the tutorial used
         ``duration=5``); ``None`` renders all of it.
@@ -124,7 +124,8 @@ def render_spectrogram_image(
 
     Raises
     ------
-    ValueError
+    ConfigError
+        A :class:`~codeFeature.errors.GenreError` and a ``ValueError``.
         If ``y`` is not a non-empty 1-D real finite signal, is shorter than
         one 2048-sample frame after trimming, or an argument is invalid.
 
@@ -139,7 +140,7 @@ def render_spectrogram_image(
 
     signal = _prepare(y, sample_rate, seconds)
     if signal.size < 2048:
-        raise ValueError(f"need at least 2048 samples (one STFT frame), got {signal.size}")
+        raise ConfigError(f"need at least 2048 samples (one STFT frame), got {signal.size}")
 
     fig = Figure(figsize=(_FIG_INCHES, _FIG_INCHES), dpi=_DPI, facecolor="white", layout=None)
     canvas = FigureCanvasAgg(fig)
@@ -186,10 +187,10 @@ def resize_like_keras(image: Any, size: int | tuple[int, int]) -> np.ndarray:
     """
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 3:
-        raise ValueError(f"expected a (height, width, channels) image, got shape {img.shape}")
+        raise ConfigError(f"expected a (height, width, channels) image, got shape {img.shape}")
     out_h, out_w = (size, size) if isinstance(size, (int, np.integer)) else size
     if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"size must be positive, got {size!r}")
+        raise ConfigError(f"size must be positive, got {size!r}")
 
     def axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         scale = np.float32(in_size / out_size)
@@ -214,7 +215,7 @@ def resize_like_keras(image: Any, size: int | tuple[int, int]) -> np.ndarray:
 
 def _to_model_input(rgb: np.ndarray, size: int) -> np.ndarray:
     if not isinstance(size, (int, np.integer)) or size <= 0:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
+        raise ConfigError(f"size must be a positive integer, got {size!r}")
     resized = resize_like_keras(rgb, (int(size), int(size)))
     return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
 

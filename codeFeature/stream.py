@@ -3,7 +3,7 @@
 A :class:`StreamClassifier` is fed frames of any size at any rate (a browser
 delivers 44.1 or 48 kHz, mono or stereo, int16 or float). Each frame is
 downmixed and resampled to the model's rate by the same code as files
-(:func:`codeFeature.audio._downmix` and a high-quality ``soxr.ResampleStream``),
+(:func:`codeFeature.audio.downmix` and :func:`codeFeature.resample.stream_resampler`),
 so a song heard live and the same song uploaded give the same segments.
 
 Every completed segment (``model.config.segment_samples`` at the model's rate,
@@ -35,13 +35,16 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
-import soxr
 
-from .audio import LevelMeter, _downmix
+from .audio import downmix
+from .decision import vote_index
 from .errors import ConfigError, GenreError
+from .level import LevelMeter
 from .model_io import LoadedModel
-from .predict import Prediction, _extra_labels, _padding_note, predict_segments, vote_index
-from .split import _wrap_pad, plan_segments
+from .predict import predict_segments
+from .prediction import Prediction, extra_labels, padding_note
+from .resample import stream_resampler
+from .segments import plan_segments, wrap_pad
 
 #: Seconds of recent audio kept for the live spectrogram.
 DEFAULT_HISTORY_SECONDS = 10.0
@@ -170,7 +173,7 @@ class StreamClassifier:
         self._lock = threading.Lock()              # guards every field below
         self._ready = threading.Condition(self._lock)
         self._model_lock = threading.Lock()        # one classification at a time
-        self._resampler: Optional[soxr.ResampleStream] = None
+        self._resampler: Optional[Any] = None
         self._input_rate: Optional[int] = None
         self._partial = np.zeros(seg, np.float32)
         self._partial_fill = 0
@@ -183,7 +186,6 @@ class StreamClassifier:
         self._probabilities: list[np.ndarray] = []
         self._level = LevelMeter()
         self._extras: dict = {}
-        self._timings: dict = {}
         self._finished = False
         self._worker: Optional[threading.Thread] = None
         self._stop_worker = threading.Event()
@@ -229,8 +231,7 @@ class StreamClassifier:
                 if self._resampler is not None:
                     pieces.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
                 self._input_rate = sample_rate
-                self._resampler = None if sample_rate == self.sample_rate else soxr.ResampleStream(
-                    sample_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+                self._resampler = stream_resampler(sample_rate, self.sample_rate)
             if self._resampler is not None:
                 pieces.append(self._resampler.resample_chunk(mono, last=False))
             else:
@@ -271,7 +272,7 @@ class StreamClassifier:
         if array.shape[1] > 8 and array.shape[0] <= 8:
             raise StreamFormatError(f"frames have shape {array.shape}: channels look like the first axis; "
                                     "pass them as (n_samples, n_channels), e.g. frames.T")
-        return _downmix(array)
+        return downmix(array)
 
     def _append(self, chunk: np.ndarray, fed_at: float) -> int:
         if not chunk.size:
@@ -337,9 +338,7 @@ class StreamClassifier:
 
     def _classify(self, batch: list[_Pending], first: int) -> list[LiveWindow]:
         extras: dict = {}
-        timings: dict = {}
-        probs = predict_segments(np.stack([p.segment for p in batch]), model=self.model, timings=timings,
-                                 extras=extras)
+        probs = predict_segments(np.stack([p.segment for p in batch]), model=self.model, extras=extras)
         done = time.perf_counter()
         seconds = self.config.segment_seconds
         windows = []
@@ -354,8 +353,6 @@ class StreamClassifier:
             self._probabilities.extend(w.probabilities for w in windows)
             for name, values in extras.items():
                 self._extras.setdefault(name, []).append(values)
-            for name, value in timings.items():
-                self._timings[name] = self._timings.get(name, 0.0) + value
         return windows
 
     def warm_up(self) -> None:
@@ -455,7 +452,7 @@ class StreamClassifier:
     def finish(self, *, file: Optional[str] = None) -> Prediction:
         """Stop taking audio, classify what is left and return the whole stream's prediction.
 
-        The tail is cut by the same rule as files (:func:`codeFeature.split.plan_segments`): a final
+        The tail is cut by the same rule as files (:func:`codeFeature.segments.plan_segments`): a final
         partial segment of at least half a segment is padded by repeating its beginning and kept.
         Calling it again returns the same prediction.
 
@@ -472,7 +469,7 @@ class StreamClassifier:
         Raises
         ------
         AudioTooShortError
-            If less than :data:`codeFeature.split.MIN_SECONDS` of audio arrived.
+            If less than :data:`codeFeature.segments.MIN_SECONDS` of audio arrived.
         """
         if self._worker is not None:
             self.stop_worker()
@@ -490,9 +487,9 @@ class StreamClassifier:
                 notes = []
                 n_full, tail = plan_segments(total, self.config)  # AudioTooShortError under MIN_SECONDS
                 if tail:
-                    self._pending.append(_Pending(_wrap_pad(self._partial[:tail].copy(), seg), fed_at))
+                    self._pending.append(_Pending(wrap_pad(self._partial[:tail].copy(), seg), fed_at))
                     if n_full == 0:
-                        notes += _padding_note(total / self.sample_rate, self.config)
+                        notes += padding_note(total / self.sample_rate, self.config)
                 self._partial_fill = 0
                 batch, self._pending = self._pending, []
                 first = len(self._windows)
@@ -503,12 +500,10 @@ class StreamClassifier:
                 probs = np.stack(self._probabilities).astype(np.float32)
                 starts = np.arange(len(probs), dtype=np.float64) * self.config.segment_seconds
                 extras = {name: np.concatenate(parts) for name, parts in self._extras.items()}
-                extra_labels = _extra_labels(self.model)
                 self._result = Prediction(model=self.model.name, labels=self.model.labels, probabilities=probs,
                                           starts=starts, segment_seconds=self.config.segment_seconds,
                                           duration=total / self.sample_rate, file=file,
-                                          timings=dict(self._timings), warnings=notes, extras=extras,
-                                          extra_labels=extra_labels)
+                                          warnings=notes, extras=extras, extra_labels=extra_labels(self.model))
                 return self._result
 
 

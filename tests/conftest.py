@@ -55,7 +55,7 @@ def assert_train_serve_parity(song: Path, model, tmp_path: Path) -> np.ndarray:
     from codeFeature.audio import decode
     from codeFeature.features import segment_features
     from codeFeature.predict import predict_file
-    from codeFeature.split import segment_array
+    from codeFeature.segments import segment_array
     from training.data import build_segment_set, find_audio
 
     genre_dir = tmp_path / "genres" / "rock"

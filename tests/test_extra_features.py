@@ -17,7 +17,7 @@ import pytest
 from codeFeature.config import DEFAULT_CONFIG, FeatureConfig
 from codeFeature.errors import ConfigError
 from codeFeature.features import mfcc, mfcc_with_extras, segment_features
-from codeFeature.split import segment_array
+from codeFeature.segments import segment_array
 from tests.conftest import REPO, assert_train_serve_parity, chord
 
 SR = 22050

@@ -3,7 +3,7 @@ import pytest
 
 from codeFeature.config import DEFAULT_CONFIG, FeatureConfig
 from codeFeature.features import logmel, mfcc, segment_features
-from codeFeature.split import segment_array
+from codeFeature.segments import segment_array
 from tests.conftest import assert_train_serve_parity, chord
 
 

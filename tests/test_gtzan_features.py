@@ -91,13 +91,13 @@ def test_3s_and_30s_inputs_are_consistent():
 
 def test_matches_plain_librosa_recipe():
     librosa = pytest.importorskip("librosa")
-    from codeFeature.features import _one_blas_thread
+    from codeFeature.blas import one_blas_thread
 
     y = _noise(2.0, seed=2) + _tone(220.0, 2.0)
     expected = []
     # the features run BLAS on one thread, whose matrix products round differently from two threads':
     # the recipe is computed alike, whatever thread count the tests before left set
-    with _one_blas_thread():
+    with one_blas_thread():
         for x in (
             librosa.feature.chroma_stft(y=y, sr=SR),
             librosa.feature.rms(y=y),

@@ -28,7 +28,6 @@ def test_prediction_shapes_and_timeline(tiny_model, audio_dir):
     assert prediction.genre in GENRES
     assert prediction.genre == GENRES[vote_index(prediction.probabilities)]
     assert 0 <= prediction.confidence <= 1
-    assert set(prediction.timings) >= {"decode", "features", "predict", "total"}
     rows = prediction.segments()
     assert [r["start"] for r in rows] == [0.0, 3.0] and rows[-1]["end"] == 6.0
     csv = prediction.to_csv().splitlines()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from codeFeature import GenreError, load_audio, predict_audio
 from codeFeature.errors import AudioTooShortError, ConfigError
 from codeFeature.predict import predict_segments, vote_index
-from codeFeature.split import segment_array
+from codeFeature.segments import segment_array
 from codeFeature.stream import (StreamClassifier, StreamClosedError, StreamFormatError, frame_to_array)
 from tests.conftest import chord
 

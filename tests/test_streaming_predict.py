@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from codeFeature import audio, predict
+from codeFeature import audio, phases, predict
 from codeFeature.audio import find_ffmpeg, load_audio, open_audio
 from codeFeature.errors import AudioDecodeError, AudioTooShortError
 from codeFeature.predict import CHUNK_SEGMENTS, predict_audio, predict_file
@@ -70,9 +70,10 @@ def _square(seconds, rate):
 def test_streaming_gives_exactly_the_whole_song_result(tmp_path, tiny_model, name, make, rate, subtype):
     path = tmp_path / f"{name}.wav"
     sf.write(path, make(), rate, subtype=subtype)
-    streamed = predict_file(path, model=tiny_model)
+    with phases.record_phases() as runs:
+        streamed = predict_file(path, model=tiny_model)
     assert_same(whole_song(path, tiny_model), streamed)
-    assert set(streamed.timings) >= {"features", "predict", "other", "total"}
+    assert len(runs) == 1 and set(runs[0]) >= {"features", "predict", "other", "total"}
     if name.startswith(("loud", "full_scale")):
         with open_audio(path, sample_rate=tiny_model.config.sample_rate) as stream:
             assert max(np.nanmax(np.abs(block)) for block in stream) > 1.0  # the case is really beyond full scale
@@ -91,12 +92,13 @@ def test_a_loud_song_is_decoded_once_when_short_and_twice_when_long(tmp_path, ti
     real_open = predict.open_audio
     monkeypatch.setattr(predict, "open_audio", lambda *a, **k: opened.append(a) or real_open(*a, **k))
     monkeypatch.setattr(predict, "REPLAY_SECONDS", replay_seconds)
-    streamed = predict_file(path if source == "path" else path.read_bytes(), model=tiny_model,
-                            filename=str(path))
+    with phases.record_phases() as runs:
+        streamed = predict_file(path if source == "path" else path.read_bytes(), model=tiny_model,
+                                filename=str(path))
     assert len(opened) == decodes
     assert_same(whole_song(path, tiny_model), streamed)
     # the first pass, which only measured the peak, is booked as such, not as the level meter's time
-    assert streamed.timings["peak"] > 0 and list(streamed.timings)[0] in ("load", "peak")
+    assert len(runs) == 1 and runs[0]["peak"] > 0 and list(runs[0])[0] in ("load", "peak")
     with open_audio(path, sample_rate=tiny_model.config.sample_rate) as stream:
         assert max(np.abs(block).max() for block in stream) > 1.0  # the case is really beyond full scale
 
@@ -114,17 +116,18 @@ def test_timings_add_up_to_the_wall_time(tmp_path, tiny_model, source, monkeypat
     predict_file(path, model=tiny_model)  # warm
     arg = {"path": path, "bytes": path.read_bytes()}.get(source, path)
     for _ in range(3):  # a loaded machine may stall between two phases once; not three times
-        t0 = time.perf_counter()
         if source == "whole_song":
             decoded = load_audio(path, sample_rate=44100)
+        with phases.record_phases() as runs:
             t0 = time.perf_counter()
-            prediction = predict_audio(decoded.samples, model=tiny_model, sample_rate=44100)
-        else:
-            prediction = predict_file(arg, model=tiny_model, filename="song.mp3")
-        wall = time.perf_counter() - t0
-        timings = prediction.timings
+            if source == "whole_song":
+                predict_audio(decoded.samples, model=tiny_model, sample_rate=44100)
+            else:
+                predict_file(arg, model=tiny_model, filename="song.mp3")
+            wall = time.perf_counter() - t0
+        (timings,) = runs
         assert list(timings)[-3:] == ["other", "overlap", "total"]
-        assert [k for k in timings if k != "total"] == [k for k in predict.PHASES if k in timings]
+        assert [k for k in timings if k != "total"] == [k for k in phases.PHASES if k in timings]
         timed = sum(v for k, v in timings.items() if k not in ("overlap", "total"))
         assert timed - timings["overlap"] == pytest.approx(timings["total"], abs=1e-9)
         assert timings["other"] == 0 or timings["overlap"] == 0
@@ -252,3 +255,22 @@ def test_streaming_never_collects_the_whole_song(tmp_path, tiny_model, monkeypat
 
     monkeypatch.setattr(audio, "_collect", refuse)
     assert len(predict_file(path, model=tiny_model).starts) == 3
+
+
+def test_nothing_is_timed_unless_someone_listens(tmp_path, tiny_model):
+    """The timing record is the listener's: outside ``record_phases`` the pipeline keeps none, the clock it
+    sees reads 0, and a failed call appends nothing to a listener's list."""
+    path = tmp_path / "song.wav"
+    sf.write(path, chord(7.0, 22050), 22050)
+    assert phases.current() is phases.OFF and phases.current().now() == 0.0
+    prediction = predict_file(path, model=tiny_model)
+    assert not hasattr(prediction, "timings")
+    with phases.record_phases() as runs:
+        predict_file(path, model=tiny_model)
+        with pytest.raises(AudioDecodeError):
+            predict_file(b"not audio at all", model=tiny_model, filename="x.wav")
+    assert len(runs) == 1 and runs[0]["total"] > 0
+    with phases.record_phases() as outer:
+        with phases.record_phases() as inner:
+            predict_file(path, model=tiny_model)
+    assert len(inner) == 1 and outer == []

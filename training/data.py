@@ -21,8 +21,9 @@ import numpy as np
 from codeFeature.audio import decode
 from codeFeature.config import GENRES, FeatureConfig
 from codeFeature.errors import GenreError
+from codeFeature.feature_kinds import feature_kind
 from codeFeature.features import FEATURES_REVISION, segment_features
-from codeFeature.split import segment_array
+from codeFeature.segments import segment_array
 from training.datasets import HOW_TO_GET, DatasetError
 
 log = logging.getLogger(__name__)
@@ -307,12 +308,12 @@ def load_set(data: Sequence[str | os.PathLike], track_ids: Sequence[str] | None,
     """
     kind = data_kind(data)
     if kind == "csv":
-        if config.feature != "gtzan57":
+        if feature_kind(config.feature).training_data != "table":
             raise ValueError(f"{data[0]} is a feature table; it can only feed feature='gtzan57' models, "
                              f"not feature={config.feature!r}: give an audio folder instead")
         return load_csv_set(data[0], track_ids)
     if kind == "images":
-        if config.feature != "spectrogram_image":
+        if feature_kind(config.feature).training_data != "images":
             raise ValueError(f"{[str(d) for d in data]} holds images; they can only feed "
                              f"feature='spectrogram_image' models, not feature={config.feature!r}")
         return load_image_set(data, track_ids, size=config.image_size, cache_dir=cache_dir)

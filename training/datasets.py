@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codeFeature.config import GENRES
+from codeFeature.feature_kinds import feature_kind
 
 #: The one environment variable naming the dataset's folder (``--gtzan`` overrides it).
 GTZAN_ENV = "GTZAN_DIR"
@@ -166,11 +167,10 @@ def find_gtzan(option: str | os.PathLike | None = None) -> Gtzan:
 
 def kind_for_config(config) -> str:
     """Which part of GTZAN a model with this ``FeatureConfig`` reads: ``audio``, ``csv30``, ``csv3`` or ``images``."""
-    if config.feature == "gtzan57":
+    data = feature_kind(config.feature).training_data
+    if data == "table":
         return "csv3" if config.segment_seconds < 30 else "csv30"
-    if config.feature == "spectrogram_image":
-        return "images"
-    return "audio"
+    return data
 
 
 def add_gtzan_argument(parser) -> None:

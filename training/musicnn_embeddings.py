@@ -12,7 +12,7 @@ run keeps the files it finished.
 Each file's record holds, per segment, the four layers a head may read:
 ``penultimate`` (200), ``mean_pool`` (753), ``max_pool`` (753) and
 ``taggram`` (the 50 tag outputs). Segments are cut exactly as serving cuts
-them (``hop=None``: back-to-back 3 s segments, :func:`codeFeature.split.segment_array`)
+them (``hop=None``: back-to-back 3 s segments, :func:`codeFeature.segments.segment_array`)
 or, to measure test-time overlap, with a shorter hop.
 """
 
@@ -65,7 +65,7 @@ class Embedded:
 
 def overlapping_segments(samples: np.ndarray, config, hop_seconds: float) -> np.ndarray:
     """3 s windows every ``hop_seconds`` inside the signal (a signal shorter than one window: as serving cuts it)."""
-    from codeFeature.split import segment_array
+    from codeFeature.segments import segment_array
 
     seg, hop = config.segment_samples, int(round(hop_seconds * config.sample_rate))
     if len(samples) <= seg:

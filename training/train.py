@@ -54,6 +54,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from codeFeature.config import GENRES
+from codeFeature.feature_kinds import feature_kind
 from training.data import (DEFAULT_CACHE, REPO_ROOT, RUNS_DIR, SHARED_GTZAN, TRAIN_SPLIT, VALID_SPLIT, data_kind,
                            display_path, file_sha256, load_set, read_split)
 from training.datasets import add_gtzan_argument, exit_on_missing_data, find_gtzan
@@ -421,14 +422,7 @@ def model_depth(model) -> int:
 
 
 def _normalization_note(spec, config) -> str:
-    if config.feature == "mfcc" and config.extra_rows:
-        return ("in the model: Normalization layers adapted on the training segments, one mean and variance for "
-                "the MFCC rows and one per row for the extra rows")
-    if config.feature == "spectrogram_image":
-        return "in the model: Rescaling / the architecture's own preprocessing, on 0-255 RGB pixels"
-    if config.feature == "gtzan57":
-        return "in the model: a per-feature Normalization layer adapted on the training rows"
-    return "in the model: a Normalization layer adapted on the training segments"
+    return feature_kind(config.feature).normalization(config)
 
 
 def _reproduce_command(args, data, spec) -> str:

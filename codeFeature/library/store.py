@@ -247,8 +247,7 @@ def load_prediction(row: dict):
     """Rebuild the :class:`~codeFeature.predict.Prediction` a stored ``ok`` row came from.
 
     Its probabilities, starts, extras, rule and RMS are the stored ones, so its
-    :attr:`~codeFeature.predict.Prediction.verdict` is the stored answer; timings are empty
-    (nothing was computed now).
+    :attr:`~codeFeature.predict.Prediction.verdict` is the stored answer.
 
     Parameters
     ----------
@@ -270,7 +269,7 @@ def load_prediction(row: dict):
     rule = DecisionRule(**row["rule"]) if row.get("rule") else DecisionRule()
     return Prediction(model=row["model"], labels=tuple(row["labels"]), probabilities=probabilities, starts=starts,
                       segment_seconds=float(row["segment_seconds"]), duration=float(row["duration"]),
-                      file=row["path_text"], timings={}, warnings=list(row.get("warnings") or []), extras=extras,
+                      file=row["path_text"], warnings=list(row.get("warnings") or []), extras=extras,
                       extra_labels=extra_labels, rule=rule, rms=row.get("rms"))
 
 

@@ -10,9 +10,9 @@ The rule, shared by training and serving:
 * a song shorter than one segment but at least :data:`MIN_SECONDS` long becomes
   one segment, padded the same way, with a warning; a shorter one is an error.
 
-:func:`split_pydub` does this with pydub ``AudioSegment`` slicing, as the
-original design did; :func:`segment_array` is the equivalent NumPy view used on
-the hot path. A test proves they agree.
+:func:`segment_array` does it with NumPy views; its test proves it agrees with
+the original design's pydub ``AudioSegment`` slicing. Not to be confused with
+``training/splits/``, which lists which tracks train and which validate.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import FeatureConfig
-from .errors import AudioTooShortError
+from .errors import AudioTooShortError, ConfigError
 
 #: Shortest audio classified at all, in seconds.
 MIN_SECONDS = 0.5
@@ -70,12 +70,12 @@ def segment_array(samples: np.ndarray, config: FeatureConfig) -> tuple[np.ndarra
     """
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
-        raise ValueError(f"samples must be 1-D mono, got shape {samples.shape}")
+        raise ConfigError(f"samples must be 1-D mono, got shape {samples.shape}")
     seg = config.segment_samples
     n_full, tail = plan_segments(len(samples), config)
     segments = samples[: n_full * seg].reshape(n_full, seg)
     if tail:
-        padded = _wrap_pad(samples[n_full * seg: n_full * seg + tail], seg)
+        padded = wrap_pad(samples[n_full * seg: n_full * seg + tail], seg)
         segments = np.concatenate([segments, padded[None, :]], axis=0)
     starts = np.arange(len(segments), dtype=np.float64) * config.segment_seconds
     return segments, starts
@@ -87,33 +87,8 @@ def segment_count(n_samples: int, config: FeatureConfig) -> int:
     return n_full + (1 if tail else 0)
 
 
-def split_pydub(audio, config: FeatureConfig) -> list:
-    """Cut a pydub ``AudioSegment`` into segments by the same rule.
-
-    Parameters
-    ----------
-    audio : pydub.AudioSegment
-        Mono at ``config.sample_rate``.
-
-    Returns
-    -------
-    list of pydub.AudioSegment
-        Each exactly ``config.segment_samples`` frames long.
-    """
-    if audio.frame_rate != config.sample_rate or audio.channels != 1:
-        raise ValueError(f"split_pydub needs mono audio at {config.sample_rate} Hz, got "
-                         f"{audio.channels} channels at {audio.frame_rate} Hz")
-    seg = config.segment_samples
-    n_full, tail = plan_segments(int(audio.frame_count()), config)
-    chunks = [audio.get_sample_slice(i * seg, (i + 1) * seg) for i in range(n_full)]
-    if tail:
-        part = audio.get_sample_slice(n_full * seg, n_full * seg + tail)
-        while int(part.frame_count()) < seg:
-            part = part + part.get_sample_slice(0, seg - int(part.frame_count()))
-        chunks.append(part)
-    return chunks
-
-
-def _wrap_pad(part: np.ndarray, length: int) -> np.ndarray:
+def wrap_pad(part: np.ndarray, length: int) -> np.ndarray:
+    """``part`` repeated from its own beginning up to ``length`` samples, float32: a short tail padded
+    so that its features still look like music rather than silence."""
     reps = -(-length // len(part))
     return np.tile(part, reps)[:length].astype(np.float32, copy=False)

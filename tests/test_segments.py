@@ -4,9 +4,37 @@ from hypothesis import given, settings, strategies as st
 
 from codeFeature.config import DEFAULT_CONFIG, FeatureConfig
 from codeFeature.errors import AudioTooShortError
-from codeFeature.split import MIN_SECONDS, segment_array, segment_count, split_pydub
+from codeFeature.segments import MIN_SECONDS, plan_segments, segment_array, segment_count
 
 SEG = DEFAULT_CONFIG.segment_samples
+
+
+def split_pydub(audio, config: FeatureConfig) -> list:
+    """The original design's cut: a pydub ``AudioSegment`` sliced into segments by the same rule,
+    the reference :func:`segment_array` is checked against.
+
+    Parameters
+    ----------
+    audio : pydub.AudioSegment
+        Mono at ``config.sample_rate``.
+
+    Returns
+    -------
+    list of pydub.AudioSegment
+        Each exactly ``config.segment_samples`` frames long.
+    """
+    if audio.frame_rate != config.sample_rate or audio.channels != 1:
+        raise ValueError(f"split_pydub needs mono audio at {config.sample_rate} Hz, got "
+                         f"{audio.channels} channels at {audio.frame_rate} Hz")
+    seg = config.segment_samples
+    n_full, tail = plan_segments(int(audio.frame_count()), config)
+    chunks = [audio.get_sample_slice(i * seg, (i + 1) * seg) for i in range(n_full)]
+    if tail:
+        part = audio.get_sample_slice(n_full * seg, n_full * seg + tail)
+        while int(part.frame_count()) < seg:
+            part = part + part.get_sample_slice(0, seg - int(part.frame_count()))
+        chunks.append(part)
+    return chunks
 
 
 @pytest.mark.parametrize("n_samples, expected", [
