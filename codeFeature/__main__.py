@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("scan", "export", "tag"):  # the music library's subcommands (codeFeature.library)
-        from .library.cli import main as library_main
+    if argv and argv[0] in ("scan", "export", "tag"):  # the music library's subcommands (codeFeature.collection)
+        from .collection.cli import main as library_main
         return library_main(argv)
     args = build_parser().parse_args(argv)
     if args.list_models:

@@ -22,8 +22,8 @@ import pytest
 
 from codeFeature.audio import find_ffmpeg, load_audio, open_audio
 from codeFeature.errors import NotRegularFileError
-from codeFeature.library.export import by_genre, check_folder_name
-from codeFeature.library.store import (COLUMNS, DamagedDatabaseError, DatabaseBusyError, LibraryStore, fingerprint,
+from codeFeature.collection.export import by_genre, check_folder_name
+from codeFeature.collection.store import (COLUMNS, DamagedDatabaseError, DatabaseBusyError, LibraryStore, fingerprint,
                                        lock_holders)
 from codeFeature.regular_file import open_regular
 from tests.conftest import REPO, chord, write_audio
@@ -131,9 +131,9 @@ def test_ffmpeg_decodes_the_checked_file_even_if_swapped_for_a_pipe(tmp_path):
 
 SCAN_WITH_SWAPS = textwrap.dedent("""
     import os, sys
-    from codeFeature.library import scan as scan_module
-    from codeFeature.library.scan import ModelSpec, scan
-    from codeFeature.library.store import LibraryStore
+    from codeFeature.collection import scan as scan_module
+    from codeFeature.collection.scan import ModelSpec, scan
+    from codeFeature.collection.store import LibraryStore
 
     root, db, model = sys.argv[1:4]
 

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from codeFeature.library.scan import ModelSpec, scan
-from codeFeature.library.store import LibraryStore
+from codeFeature.collection.scan import ModelSpec, scan
+from codeFeature.collection.store import LibraryStore
 from tests.conftest import REPO
 
 pytest.importorskip("streamlit")

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from codeFeature.library.scan import ModelSpec, scan
-from codeFeature.library.store import LibraryStore, load_prediction
+from codeFeature.collection.scan import ModelSpec, scan
+from codeFeature.collection.store import LibraryStore, load_prediction
 from tests.conftest import REPO, chord, write_audio  # noqa: F401
 
 ray = pytest.importorskip("ray", reason="ray[data] is in requirements.txt; install it to run the Ray engine")

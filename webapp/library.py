@@ -2,14 +2,14 @@
 
 A page of the multipage app started by ``streamlit run app.py -- --library DATABASE [--scan-folder FOLDER]``.
 UI only: the database is written by a scan (``python -m codeFeature scan``, or the same scan started here
-and run by :mod:`codeFeature.library.background` in a thread of the server); the page itself only reads
-it. A file's analysis is rebuilt from its stored row (:func:`codeFeature.library.store.load_prediction`),
+and run by :mod:`codeFeature.collection.background` in a thread of the server); the page itself only reads
+it. A file's analysis is rebuilt from its stored row (:func:`codeFeature.collection.store.load_prediction`),
 never classified again. The audio is decoded only for the pictures and the player.
 
 A visitor never names a path: the databases are the ones the server was started with
-(:func:`codeFeature.library.serve.configured_libraries`), the folders a visitor may scan are the ones it
-was started with (:func:`codeFeature.library.serve.configured_scan_folders`), and a file's bytes come only
-from :func:`codeFeature.library.serve.read_scanned` (inside a scanned root, unchanged since the scan).
+(:func:`codeFeature.collection.serve.configured_libraries`), the folders a visitor may scan are the ones it
+was started with (:func:`codeFeature.collection.serve.configured_scan_folders`), and a file's bytes come only
+from :func:`codeFeature.collection.serve.read_scanned` (inside a scanned root, unchanged since the scan).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import streamlit as st
 
 from codeFeature import GenreError, load_audio
 from codeFeature.config import FeatureConfig
-from codeFeature.library import background
-from codeFeature.library.serve import (NO_ROOTS, NotServable, configured_libraries, configured_scan_folders,
+from codeFeature.collection import background
+from codeFeature.collection.serve import (NO_ROOTS, NotServable, configured_libraries, configured_scan_folders,
                                        read_scanned)
-from codeFeature.library.store import LibraryError, LibraryStore, load_prediction
+from codeFeature.collection.store import LibraryError, LibraryStore, load_prediction
 from codeFeature.model_io import default_model_name, list_models, read_manifest, resolve_model_dir
 import ui
 

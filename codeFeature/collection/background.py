@@ -6,7 +6,7 @@ keeps the job in a registry keyed by the database, where every later page run (o
 it again (:func:`current`) to show its progress, its errors and its summary, or to stop it.
 
 The thread runs exactly what ``python -m codeFeature scan FOLDER --db DB`` runs:
-:func:`codeFeature.library.scan.scan` with the default model (or an installed one the visitor picked),
+:func:`codeFeature.collection.scan.scan` with the default model (or an installed one the visitor picked),
 the model's default precision and the CLI's default number of workers. So the database, the resume
 after a stop and the stored results are the CLI's: a scan started in the app and one started in a
 terminal can take turns on one database.
