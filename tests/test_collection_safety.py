@@ -131,8 +131,10 @@ def test_ffmpeg_decodes_the_checked_file_even_if_swapped_for_a_pipe(tmp_path):
 
 SCAN_WITH_SWAPS = textwrap.dedent("""
     import os, sys
+    from codeFeature.collection import classify as classify_module
     from codeFeature.collection import scan as scan_module
-    from codeFeature.collection.scan import ModelSpec, scan
+    from codeFeature.collection.classify import ModelSpec
+    from codeFeature.collection.scan import scan
     from codeFeature.collection.store import LibraryStore
 
     root, db, model = sys.argv[1:4]
@@ -142,7 +144,7 @@ SCAN_WITH_SWAPS = textwrap.dedent("""
         os.mkfifo(spare) if target is None else os.symlink(target, spare)
         os.replace(spare, path)
 
-    real_walk, real_fingerprint = scan_module.walk, scan_module.fingerprint
+    real_walk, real_fingerprint = scan_module.walk, classify_module.fingerprint
 
     def walk_then_swap(*args, **kwargs):
         yield from real_walk(*args, **kwargs)
@@ -155,7 +157,7 @@ SCAN_WITH_SWAPS = textwrap.dedent("""
             swap(os.fsdecode(path))
         return value
 
-    scan_module.walk, scan_module.fingerprint = walk_then_swap, fingerprint_then_swap
+    scan_module.walk, classify_module.fingerprint = walk_then_swap, fingerprint_then_swap
     with LibraryStore(db) as store:
         summary = scan(root, store, ModelSpec.resolve(model, "float32"), jobs=2, progress=False)
         for row in store.rows():

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from codeFeature.collection import serve
-from codeFeature.collection.scan import ModelSpec, scan
+from codeFeature.collection.classify import ModelSpec
+from codeFeature.collection.scan import scan
 from codeFeature.collection.serve import CHANGED_OR_MOVED, NO_ROOTS, NotServable, configured_libraries, open_inside, \
     read_scanned
 from codeFeature.collection.store import LibraryStore, fingerprint

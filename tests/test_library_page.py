@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from codeFeature.collection.scan import ModelSpec, scan
+from codeFeature.collection.classify import ModelSpec
+from codeFeature.collection.scan import scan
 from codeFeature.collection.store import LibraryStore
 from tests.conftest import REPO
 

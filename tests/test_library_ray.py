@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from codeFeature.collection.scan import ModelSpec, scan
+from codeFeature.collection.classify import ModelSpec
+from codeFeature.collection.scan import scan
 from codeFeature.collection.store import LibraryStore, load_prediction
 from tests.conftest import REPO, chord, write_audio  # noqa: F401
 
@@ -32,7 +33,7 @@ def test_ray_engine_gives_the_local_engines_results(tmp_path, tiny_model_dir, ti
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"py_modules": [codeFeature]})
     try:
         with LibraryStore(tmp_path / "ray.sqlite") as store:
-            summary = scan(root, store, spec, jobs=1, engine="ray", progress=False)
+            summary = scan(root, store, spec, jobs=1, runner="ray", progress=False)
             remote = {r["path"]: r for r in store.rows()}
     finally:
         ray.shutdown()

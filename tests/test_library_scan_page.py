@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from codeFeature.collection import background
-from codeFeature.collection import scan as scan_module
+from codeFeature.collection import classify as classify_module
 from codeFeature.collection.store import LibraryStore, load_prediction
 from tests.conftest import REPO, chord, write_audio
 
@@ -95,7 +95,7 @@ class Gate:
         self.lock = threading.Lock()
         self.calls = 0
         self.open_for = open_for
-        real = scan_module.classify_path
+        real = classify_module.classify_path
 
         def gated(item, model, spec):
             with self.lock:
@@ -105,7 +105,7 @@ class Gate:
                 assert self.released.wait(SCAN_BOUND), "the test never released the gate"
             return real(item, model, spec)
 
-        monkeypatch.setattr(scan_module, "classify_path", gated)
+        monkeypatch.setattr(classify_module, "classify_path", gated)
 
 
 def _progress_texts(at):
@@ -231,7 +231,8 @@ def test_scan_progress_stop_resume_rescan_prune_and_the_clis_rows(tmp_path, tiny
 
 
 def test_the_genre_chart_counts_whole_files(tmp_path, tiny_model_dir, tiny_model, monkeypatch):
-    from codeFeature.collection.scan import ModelSpec, scan
+    from codeFeature.collection.classify import ModelSpec
+    from codeFeature.collection.scan import scan
 
     music = tmp_path / "music"
     music.mkdir()

@@ -251,7 +251,7 @@ def test_an_id3v1_genre_counts_as_a_genre(tmp_path):
 
 
 def test_a_scan_never_takes_a_leftover_copy_for_music(tmp_path):
-    from codeFeature.collection.scan import WalkStats, walk
+    from codeFeature.collection.walk import WalkStats, walk
 
     song = _mp3(tmp_path / "song.mp3")
     leftover = Path(os.fsdecode(temp_path(os.fsencode(song))))

@@ -164,7 +164,8 @@ class ScanJob:
 
     def _run(self) -> None:
         from ..errors import GenreError
-        from .scan import ModelSpec, scan
+        from .classify import ModelSpec
+        from .scan import scan
         from .store import DEFAULT_WAIT, LibraryError, LibraryStore, busy_message, is_busy
 
         status = self.status()

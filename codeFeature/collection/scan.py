@@ -1,218 +1,32 @@
-"""Walk folders, decide what needs classifying, classify it in parallel, store each file as it finishes.
-
-Which files count: a name ending in one of :data:`AUDIO_EXTENSIONS` (case-insensitive) is
-"audio-looking" and always ends as a row, a result or a readable error (an empty file, a broken
-one, a pipe named ``x.mp3``, a dangling symlink). Anything else is left alone without being opened:
-guessing audio from the content of every file in a home folder would read far too much, and a
-music library names its files.
-
-A file is read only through a descriptor proven to be a regular file
-(:mod:`codeFeature.regular_file`): a named pipe or a device under an audio name, even one swapped in
-after the walk, ends as an error row instead of blocking a worker for ever.
-
-The walk follows symlinks to folders but never enters a folder twice (it keeps each folder's
-``(st_dev, st_ino)``), so symlink loops end at once, and a file reached by two names (a symlink
-or a hard link) is classified once, under the first name in sorted order. Names are handled as the
-file system's bytes, so names in any encoding work.
+"""A scan: walk a folder (:mod:`.walk`), decide what needs classifying, hand it to a runner
+(:mod:`.local_runner` or :mod:`.ray_runner`, each classifying with :mod:`.classify`) and store each
+file as it finishes (:mod:`.store`); the summary in words.
 
 A file is skipped when its row for the same model (same name and manifest hash, same
 precision) has the same size, mtime and :func:`~.store.fingerprint`; errors are skipped too
-unless ``retry_errors``. A file that changes while it is classified (its size or mtime differ
-after) is tried again, then stored as an error that the next scan retries (its stat no longer
-matches).
+unless ``retry_errors``.
 """
 
 from __future__ import annotations
 
 import os
-import stat as stat_module
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Optional
 
-from ..audio import SUPPORTED_EXTENSIONS
-from ..regular_file import file_kind
-from .store import LibraryStore, error_record, fingerprint, manifest_hash, record_from_prediction
+from ..errors import ConfigError, GenreError
+from .classify import ModelSpec
+from .local_runner import run_local
+from .store import LibraryStore, fingerprint
+from .walk import Found, WalkStats, database_files, walk
 
-#: Extensions of audio-looking files: everything :mod:`codeFeature.audio` decodes (the ffmpeg ones
-#: too: without ffmpeg they end as an error row that says to install it).
-AUDIO_EXTENSIONS = tuple(sorted(set(SUPPORTED_EXTENSIONS)))
-#: Attempts at a file whose size or mtime changes while it is classified.
-CHANGE_ATTEMPTS = 3
-ENGINES = ("local", "ray")
-POOLS = ("threads", "processes")
+#: Where the files are classified: worker threads or processes on this machine, or a Ray cluster.
+RUNNERS = ("local", "ray")
 
 
-@dataclass
-class Found:
-    """An audio-looking file the walk found.
-
-    Attributes
-    ----------
-    path : bytes
-        Absolute path, as the file system's bytes.
-    size, mtime_ns : int
-        From ``stat`` (0 when ``problem`` is set).
-    problem : str or None
-        Why the file cannot be read at all (a dangling symlink, a pipe); it is stored as an error.
-    """
-
-    path: bytes
-    size: int = 0
-    mtime_ns: int = 0
-    problem: Optional[str] = None
-
-
-@dataclass
-class WalkStats:
-    folders: int = 0
-    audio_files: int = 0
-    other_files: int = 0
-    loops_avoided: int = 0
-    same_file_twice: int = 0
-    unreadable_folders: list = field(default_factory=list)
-    #: The library database's own files met in the walk (``x.sqlite``, ``-wal``, ``-shm``, ``-journal``,
-    #: ``-tag.lock``): neither audio nor "other files left alone".
-    own_files: int = 0
-
-
-#: Files SQLite and the ``tag`` command keep beside a database, by suffix of its name.
-DATABASE_COMPANIONS = (b"", b"-wal", b"-shm", b"-journal", b"-tag.lock")
-
-
-def database_files(db: str | os.PathLike) -> Optional[tuple[tuple[int, int], frozenset]]:
-    """``((st_dev, st_ino) of the database's folder, {its file names})``, to tell :func:`walk` which files
-    are the database's own; None when its folder cannot be looked at."""
-    path = os.fsencode(os.path.abspath(os.fspath(db)))
-    folder, name = os.path.split(path)
-    try:
-        info = os.stat(folder)
-    except OSError:
-        return None
-    return (info.st_dev, info.st_ino), frozenset(name + suffix for suffix in DATABASE_COMPANIONS)
-
-
-def walk(root: str | bytes | os.PathLike, *, stats: Optional[WalkStats] = None,
-         extensions: Iterable[str] = AUDIO_EXTENSIONS,
-         own_files: Optional[tuple[tuple[int, int], frozenset]] = None) -> Iterator[Found]:
-    """The audio-looking files under ``root`` (or ``root`` itself when it is a file), in sorted order.
-
-    Parameters
-    ----------
-    root : path-like or bytes
-    stats : WalkStats, optional
-        Filled with counts of what was seen and left alone.
-    extensions : iterable of str
-        Lower-case extensions with the dot.
-    own_files : tuple, optional
-        :func:`database_files` of the library database: when the database lies inside ``root``, its
-        files are counted as ``stats.own_files``, never as audio or as other files.
-
-    Yields
-    ------
-    Found
-    """
-    stats = stats if stats is not None else WalkStats()
-    wanted = {os.fsencode(e.lower()) for e in extensions}
-    top = os.fsencode(os.path.abspath(os.fsdecode(root)))
-    seen_folders: set = set()
-    seen_files: set = set()
-
-    def entry(path: bytes, name: bytes, folder_key=None) -> Optional[Found]:
-        if own_files is not None and folder_key == own_files[0] and name in own_files[1]:
-            stats.own_files += 1
-            return None
-        if os.path.splitext(name)[1].lower() not in wanted:
-            stats.other_files += 1
-            return None
-        stats.audio_files += 1
-        try:
-            info = os.stat(path)
-        except OSError as exc:
-            return Found(path, problem=f"cannot read the file: {exc.strerror or exc} (a broken symlink?)")
-        if not stat_module.S_ISREG(info.st_mode):
-            return Found(path, problem=f"not a regular file ({file_kind(info.st_mode)}); it was not opened")
-        key = (info.st_dev, info.st_ino)
-        if key in seen_files:
-            stats.same_file_twice += 1
-            return None
-        seen_files.add(key)
-        return Found(path, info.st_size, info.st_mtime_ns)
-
-    try:
-        info = os.stat(top)
-    except OSError as exc:
-        raise FileNotFoundError(f"{os.fsdecode(top)}: {exc.strerror or exc}") from exc
-    if not stat_module.S_ISDIR(info.st_mode):
-        found = entry(top, os.path.basename(top))  # a file named on purpose is scanned, whatever it is
-        if found is not None:
-            yield found
-        return
-    stack = [top]
-    while stack:
-        folder = stack.pop()
-        try:
-            info = os.stat(folder)
-            key = (info.st_dev, info.st_ino)
-            if key in seen_folders:
-                stats.loops_avoided += 1
-                continue
-            seen_folders.add(key)
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
-        except OSError as exc:
-            stats.unreadable_folders.append((folder, exc.strerror or str(exc)))
-            continue
-        stats.folders += 1
-        subfolders = []
-        for item in entries:
-            try:
-                is_dir = item.is_dir()  # follows symlinks; loops end at the seen_folders check
-            except OSError:
-                is_dir = False
-            if is_dir:
-                subfolders.append(item.path)
-                continue
-            found = entry(item.path, item.name, key)
-            if found is not None:
-                yield found
-        stack.extend(reversed(subfolders))
-
-
-@dataclass
-class ModelSpec:
-    """Which model a scan uses, known without loading it (the planner and every worker agree on it)."""
-
-    folder: str
-    name: str
-    model_hash: str
-    precision: str
-    engine: str = "auto"
-
-    @classmethod
-    def resolve(cls, model: Optional[str], precision: Optional[str] = None) -> "ModelSpec":
-        from ..engines import plan
-        from ..model_io import read_manifest, resolve_model_dir
-
-        folder = resolve_model_dir(model)
-        manifest = read_manifest(folder)
-        # the path load_model's own choice gives here (bfloat16 with AMX, int8 on OpenVINO with AVX-512
-        # VNNI, OpenVINO float32 on AVX2, ...), engine and precision named explicitly: every worker, local or
-        # on a Ray node, then runs this very path (a bare "float32" would mean TensorFlow's)
-        chosen = plan(manifest, precision=precision)
-        return cls(folder=str(folder), name=str(manifest.get("name", folder.name)),
-                   model_hash=manifest_hash(folder), precision=chosen.precision, engine=chosen.engine)
-
-    def load(self):
-        from ..model_io import load_model
-
-        return load_model(self.folder, precision=self.precision, engine=self.engine)
-
-
-class Stopped(Exception):
+class Stopped(GenreError):
     """The scan's ``stop`` flag was set before the classification began."""
 
 
@@ -253,62 +67,6 @@ def plan(found: Iterable[Found], store: LibraryStore, spec: ModelSpec, *, retry_
             continue
         todo.append(item)
     return todo
-
-
-def classify_path(item: Found, model, spec: ModelSpec) -> dict:
-    """Classify one file into a ``results`` row (never raises for a bad file: that is an error row).
-
-    Parameters
-    ----------
-    item : Found
-    model : LoadedModel
-        Loaded from ``spec``.
-    spec : ModelSpec
-    """
-    from ..errors import GenreError
-    from ..predict import predict_file
-
-    t0 = time.perf_counter()
-    common = dict(path=item.path, model=spec.name, model_hash=spec.model_hash, precision=spec.precision)
-    if item.problem is not None:
-        return error_record(**common, size=0, mtime_ns=0, fp="", error=item.problem)
-    for _ in range(CHANGE_ATTEMPTS):
-        try:
-            before = os.stat(item.path)
-            fp = fingerprint(item.path, before.st_size)
-        except OSError as exc:
-            return error_record(**common, size=item.size, mtime_ns=item.mtime_ns, fp="",
-                                error=f"cannot read the file: {exc.strerror or exc}",
-                                seconds=time.perf_counter() - t0)
-        stat_key = dict(size=before.st_size, mtime_ns=before.st_mtime_ns, fp=fp)
-        if before.st_size == 0:
-            return error_record(**common, **stat_key, error="the file is empty (0 bytes)",
-                                seconds=time.perf_counter() - t0)
-        prediction = error = None
-        try:
-            prediction = predict_file(os.fsdecode(item.path), model=model)
-        except GenreError as exc:
-            error = str(exc)
-        except MemoryError:
-            error = "not enough memory to classify this file"
-        except Exception as exc:  # one odd file must never stop a scan of thousands
-            error = f"unexpected error ({type(exc).__name__}: {exc}); please report it"
-        try:
-            after = os.stat(item.path)
-        except OSError:
-            return error_record(**common, **stat_key, error="the file disappeared while it was being classified",
-                                seconds=time.perf_counter() - t0)
-        if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
-            break
-    else:
-        return error_record(**common, **stat_key, seconds=time.perf_counter() - t0,
-                            error="the file kept changing while it was being classified; "
-                                  "the next scan tries it again")
-    seconds = time.perf_counter() - t0
-    if prediction is None:
-        return error_record(**common, **stat_key, error=error, seconds=seconds)
-    return record_from_prediction(prediction, path=item.path, model_hash=spec.model_hash, precision=spec.precision,
-                                  size=stat_key["size"], mtime_ns=stat_key["mtime_ns"], fp=fp, seconds=seconds)
 
 
 # ------------------------------------------------------------------ progress
@@ -353,92 +111,6 @@ def _clock(seconds: float) -> str:
         return "?"
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-# ------------------------------------------------------------------ engines
-
-_WORKER: dict = {}
-
-
-def _worker_init(spec: ModelSpec) -> None:
-    """Process-pool initialiser: load the model once per worker process."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _WORKER["spec"], _WORKER["model"] = spec, spec.load()
-
-
-def _worker_classify(item: Found) -> dict:
-    return classify_path(item, _WORKER["model"], _WORKER["spec"])
-
-
-def run_local(todo: list[Found], spec: ModelSpec, store: LibraryStore, *, jobs: int, pool: str = "threads",
-              on_record: Optional[Callable[[dict], None]] = None, model=None,
-              stop: Optional[threading.Event] = None) -> int:
-    """Classify ``todo`` with ``jobs`` workers, storing each row as it finishes; returns rows stored.
-
-    At most ``2 * jobs`` files are in flight, so a two-hour file occupies one worker while the
-    others keep finishing short ones, and memory does not grow with the library. Once ``stop`` is
-    set, no new file is started; the files already being classified finish and are stored (their
-    work is done by then), and it returns.
-    """
-    if pool == "threads":
-        # one model shared by the threads: its traced graph is thread-safe, and decoding, features and
-        # TensorFlow release the GIL
-        model = model if model is not None else spec.load()
-        executor = ThreadPoolExecutor(max_workers=jobs)
-        submit = lambda item: executor.submit(classify_path, item, model, spec)  # noqa: E731
-    elif pool == "processes":
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from .. import numba_cache
-
-        # librosa's kernels compiled here, once, so the workers only load them (numba_cache's docstring)
-        numba_cache.ensure_ready()
-        # spawn, not fork: forking a process that has TensorFlow's threads running is unsafe
-        executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_worker_init, initargs=(spec,))
-        submit = lambda item: executor.submit(_worker_classify, item)  # noqa: E731
-    else:
-        raise ValueError(f"pool={pool!r}: use one of {', '.join(POOLS)}")
-    stored = 0
-    pending: dict = {}
-    items = iter(todo)
-    try:
-        while True:
-            stopping = stop is not None and stop.is_set()
-            if stopping:
-                # queued files are dropped; a running one cannot be cancelled and is waited for
-                for future in [f for f in pending if f.cancel()]:
-                    del pending[future]
-            while not stopping and len(pending) < 2 * jobs:
-                item = next(items, None)
-                if item is None:
-                    break
-                pending[submit(item)] = item
-            if not pending:
-                break
-            # a timeout, so that a stop is seen while long files are still being classified
-            done, _ = wait(pending, timeout=0.5 if stop is not None else None, return_when=FIRST_COMPLETED)
-            for future in done:
-                record = _result_or_error(future, pending.pop(future), spec)
-                store.put(record)
-                stored += 1
-                if on_record is not None:
-                    on_record(record)
-    finally:
-        # on Ctrl-C: drop what has not started; what finished is already committed
-        executor.shutdown(wait=False, cancel_futures=True)
-    return stored
-
-
-def _result_or_error(future, item: Found, spec: ModelSpec) -> dict:
-    """The worker's row; a worker that died (a crashed process) still gives its file an error row."""
-    try:
-        return future.result()
-    except Exception as exc:  # BrokenProcessPool and the like: the scan goes on
-        return error_record(path=item.path, model=spec.name, model_hash=spec.model_hash, precision=spec.precision,
-                            size=item.size, mtime_ns=item.mtime_ns, fp="",
-                            error=f"the worker failed on this file ({type(exc).__name__}: {exc})")
 
 
 def plural(n: int, one: str, many: Optional[str] = None) -> str:
@@ -500,7 +172,7 @@ class ScanSummary:
 
 
 def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs: Optional[int] = None,
-         retry_errors: bool = False, engine: str = "local", pool: str = "threads", address: Optional[str] = None,
+         retry_errors: bool = False, runner: str = "local", pool: str = "threads", address: Optional[str] = None,
          progress: bool = True, progress_stream=None, model=None, prune: bool = False,
          stop: Optional[threading.Event] = None, on_record: Optional[Callable[[dict], None]] = None,
          on_planned: Optional[Callable[["ScanSummary"], None]] = None) -> ScanSummary:
@@ -517,9 +189,10 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
         than the cores, at most 8); one process or Ray actor per core, at most 4 (each loads the model).
     retry_errors : bool
         Classify again the files whose stored row is an error.
-    engine : {"local", "ray"}
+    runner : {"local", "ray"}
+        Where the files are classified: on this machine (:mod:`.local_runner`) or on Ray (:mod:`.ray_runner`).
     pool : {"threads", "processes"}
-        The local engine's workers.
+        The local runner's workers.
     address : str, optional
         A Ray cluster's ``HOST:PORT``; without it Ray starts on this machine.
     prune : bool
@@ -541,8 +214,8 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
     ScanSummary
         ``interrupted`` is set when Ctrl-C (or ``stop``) stopped it (finished files are kept).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r}: use one of {', '.join(ENGINES)}")
+    if runner not in RUNNERS:
+        raise ConfigError(f"runner={runner!r}: use one of {', '.join(RUNNERS)}")
     summary = ScanSummary()
     t0 = time.perf_counter()
 
@@ -572,7 +245,7 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
         else:
             summary.prune_refused = True
     summary.unchanged, summary.errors_kept, summary.todo = counts["unchanged"], counts["errors_kept"], len(todo)
-    if todo and engine == "local" and pool == "threads" and model is None:
+    if todo and runner == "local" and pool == "threads" and model is None:
         model = spec.load()  # before the clock starts: the rate and ETA are the classification's
     bar = Progress(len(todo), stream=progress_stream, enabled=progress)
     if on_planned is not None:
@@ -588,12 +261,12 @@ def scan(root: str | os.PathLike, store: LibraryStore, spec: ModelSpec, *, jobs:
     if jobs is None:
         from ..predict import default_jobs, usable_cores
 
-        jobs = default_jobs() if engine == "local" and pool == "threads" else min(4, usable_cores())
+        jobs = default_jobs() if runner == "local" and pool == "threads" else min(4, usable_cores())
     try:
-        if todo and engine == "local":
+        if todo and runner == "local":
             run_local(todo, spec, store, jobs=jobs, pool=pool, on_record=stored, model=model, stop=stop)
         elif todo:
-            from .ray_engine import run_ray
+            from .ray_runner import run_ray
 
             run_ray(todo, spec, store, actors=jobs, address=address, on_record=stored, stop=stop)
     except KeyboardInterrupt:
