@@ -296,7 +296,7 @@ def test_a_write_while_reading_waits_for_the_other_writer_instead_of_failing(tmp
             rows = store.rows(page=2)
             first = next(rows)
             reading.set()
-            store.update_stat(first["path"], size=2, mtime_ns=2, fp="g")
+            store.put({**first, "size": 2, "mtime_ns": 2, "fingerprint": "g"})
             done.set()
             seen["rows"] = 1 + len(list(rows))
             seen["size"] = store.get(first["path"], "m")["size"]

@@ -214,7 +214,7 @@ def test_scan_progress_stop_resume_rescan_prune_and_the_clis_rows(tmp_path, tiny
     assert any("were removed" in line or "was removed" in line for line in pruned.lines), pruned.lines
 
     # 5. the same rows as the CLI's scan of the same folder
-    from codeFeature.collection.cli import main as cli
+    from codeFeature.cli import main as cli
 
     cli_db = tmp_path / "cli.sqlite"
     assert cli(["scan", str(music), "--db", str(cli_db), "--model", "tiny", "--quiet"]) == 0

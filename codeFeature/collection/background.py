@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
+from ..errors import GenreError
 from .serve import configured_libraries, configured_scan_folders
 from .store import readable
 
@@ -47,7 +48,7 @@ AGAIN = "press Scan again to go on"
 STATES = ("starting", "walking", "classifying", "stopping", "finished", "stopped", "failed")
 
 
-class ScanRefused(Exception):
+class ScanRefused(GenreError):
     """A scan was not started; ``str(exc)`` is the message for the visitor."""
 
 
@@ -163,7 +164,6 @@ class ScanJob:
                 status.eta = max(status.total - status.done, 0) / status.rate
 
     def _run(self) -> None:
-        from ..errors import GenreError
         from .classify import ModelSpec
         from .scan import scan
         from .store import DEFAULT_WAIT, LibraryError, LibraryStore, busy_message, is_busy

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from ..errors import ConfigError
 from .store import LibraryStore, unpack_segments
 
 FORMATS = (".csv", ".parquet", ".jsonl")
@@ -66,7 +67,7 @@ def export(store: LibraryStore, out: str | os.PathLike, *, model: Optional[str] 
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"{out}: the export format follows the extension; use one of {', '.join(FORMATS)}")
+        raise ConfigError(f"{out}: the export format follows the extension; use one of {', '.join(FORMATS)}")
     rows = list(flat_rows(store, model=model, segments=suffix != ".csv"))
     labels = []
     for row in rows:
@@ -175,5 +176,5 @@ def check_folder_name(label) -> None:
         problem = f"it is longer than {MAX_FOLDER_NAME} bytes"
     if problem is not None:
         shown = repr(label[:60] + "..." if isinstance(label, str) and len(label) > 60 else label)
-        raise ValueError(f"the genre label {shown} cannot be a folder name: {problem}; nothing was made "
+        raise ConfigError(f"the genre label {shown} cannot be a folder name: {problem}; nothing was made "
                          "(the labels come from the model's manifest.json: fix it there and scan again)")

@@ -46,6 +46,8 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
+from ..errors import GenreError
+
 SCHEMA_VERSION = 1
 
 #: Bytes read from each end of a file for its fingerprint.
@@ -113,7 +115,7 @@ COLUMNS = ("path", "path_text", "model", "model_hash", "precision", "size", "mti
 JSON_COLUMNS = ("reasons", "top", "rule", "labels", "probabilities", "top_tags", "warnings", "extra_labels")
 
 
-class LibraryError(Exception):
+class LibraryError(GenreError):
     """A database that cannot be used (not SQLite, a newer schema, unwritable)."""
 
 
@@ -123,6 +125,10 @@ class DatabaseBusyError(LibraryError):
 
 class DamagedDatabaseError(LibraryError):
     """The database failed SQLite's quick integrity check; it was left as it is."""
+
+
+class NoStoredResultError(LibraryError, ValueError):
+    """An error row has no prediction to rebuild (a ValueError too, as it was before it had a name)."""
 
 
 #: Seconds a command waits for another program's write to the database to end before giving up.
@@ -257,14 +263,14 @@ def load_prediction(row: dict):
 
     Raises
     ------
-    ValueError
+    NoStoredResultError
         If the row is an error row (there is nothing to rebuild).
     """
     from ..decision import DecisionRule
     from ..predict import Prediction
 
     if row.get("status") != "ok":
-        raise ValueError(f"{row.get('path_text')!r} has no stored result: {row.get('error')}")
+        raise NoStoredResultError(f"{row.get('path_text')!r} has no stored result: {row.get('error')}")
     starts, probabilities, extras = unpack_segments(row["segments"])
     extra_labels = {name: tuple(labels) for name, labels in (row.get("extra_labels") or {}).items()}
     rule = DecisionRule(**row["rule"]) if row.get("rule") else DecisionRule()
@@ -409,13 +415,6 @@ class LibraryStore:
         with self.db:
             self.db.execute(f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
                             f"VALUES ({', '.join('?' * len(COLUMNS))})", values)
-
-    def update_stat(self, path: bytes, *, size: int, mtime_ns: int, fp: str) -> None:
-        """Record a file's new size, mtime and fingerprint after a change that left its audio alone
-        (a tag write), so the next scan does not classify it again."""
-        with self.db:
-            self.db.execute("UPDATE results SET size=?, mtime_ns=?, fingerprint=? WHERE path=?",
-                            (size, mtime_ns, fp, path))
 
     def forget(self, paths: Iterable[bytes]) -> int:
         """Delete every model's row of ``paths`` (and their tag history), in one transaction; returns rows deleted."""

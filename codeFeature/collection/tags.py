@@ -54,6 +54,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ..errors import ConfigError, GenreError
 from ..regular_file import open_regular
 from .store import LibraryError, LibraryStore, fingerprint, readable
 
@@ -73,8 +74,12 @@ _BLOCK = 1 << 14
 _MAX_SEARCHES = 64
 
 
-class TagError(Exception):
+class TagError(GenreError):
     """A file that cannot be tagged safely; the message says why in plain words."""
+
+
+class TagFormatError(GenreError, ValueError):
+    """mutagen does not recognise the file's format: reported as an error, not a skip (not a TagError)."""
 
 
 @dataclass
@@ -168,7 +173,7 @@ def _mutagen_class(name, kind: str):
     if hasattr(name, "seek"):
         name.seek(0)
     if audio is None:
-        raise ValueError("mutagen does not recognise this file")
+        raise TagFormatError("mutagen does not recognise this file")
     return type(audio)
 
 
@@ -632,7 +637,7 @@ def apply_tags(store: LibraryStore, *, model: str, write: bool = False, include_
     import mutagen
 
     if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"--min-confidence must be between 0 and 1 (a probability such as 0.5), not {min_confidence}")
+        raise ConfigError(f"--min-confidence must be between 0 and 1 (a probability such as 0.5), not {min_confidence}")
     with _RunLock(store):
         changes = recover(store, write=write)
         rows = [row for row in store.rows(model, with_segments=False) if row["status"] == "ok"]

@@ -21,10 +21,15 @@ from typing import Iterable, Iterator, Optional
 
 from ..audio import SUPPORTED_EXTENSIONS
 from ..regular_file import file_kind
+from .store import LibraryError
 
 #: Extensions of audio-looking files: everything :mod:`codeFeature.audio` decodes (the ffmpeg ones
 #: too: without ffmpeg they end as an error row that says to install it).
 AUDIO_EXTENSIONS = tuple(sorted(set(SUPPORTED_EXTENSIONS)))
+
+
+class RootNotFoundError(LibraryError, FileNotFoundError):
+    """The folder (or file) to scan is not there."""
 
 
 @dataclass
@@ -126,7 +131,7 @@ def walk(root: str | bytes | os.PathLike, *, stats: Optional[WalkStats] = None,
     try:
         info = os.stat(top)
     except OSError as exc:
-        raise FileNotFoundError(f"{os.fsdecode(top)}: {exc.strerror or exc}") from exc
+        raise RootNotFoundError(f"{os.fsdecode(top)}: {exc.strerror or exc}") from exc
     if not stat_module.S_ISDIR(info.st_mode):
         found = entry(top, os.path.basename(top))  # a file named on purpose is scanned, whatever it is
         if found is not None:
