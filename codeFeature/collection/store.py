@@ -9,7 +9,7 @@ Paths are stored as the exact bytes the file system gave (``os.fsencode``), so n
 encoding round-trip; ``path_text`` is a readable form for tables and exports, with bytes that
 are not UTF-8 shown as ``\\xNN``.
 
-Tables (``SCHEMA_VERSION`` 1):
+Tables (``SCHEMA_VERSION`` 2):
 
 ``meta(key, value)``
     ``schema_version``, and when the database was created.
@@ -21,14 +21,24 @@ Tables (``SCHEMA_VERSION`` 1):
     Primary key ``(path, model)``. What was classified (``size``, ``mtime_ns``, ``fingerprint``),
     by what (``model``, ``model_hash`` = sha256 of its ``manifest.json``, ``precision``), and the
     answer: ``status`` ``"ok"`` with the verdict (``genre``, ``confidence``, ``vote_share``,
-    ``not_sure``, ``verdict``, ``reasons``, ``top``, ``rule``), ``duration``, ``rms``, ``labels``,
+    ``not_sure``, ``state``, ``outside_kind``, ``sounds_like``, ``verdict``, ``reasons``, ``top``,
+    ``rule``), ``duration``, ``rms``, ``labels``,
     the mean ``probabilities``, ``top_tags``, ``warnings`` and the per-segment evidence
     (``segments``: a NumPy ``.npz`` blob of ``starts``, ``probabilities`` and any extra outputs
-    such as musicnn's 50 tags); or ``status`` ``"error"`` with the readable ``error``.
+    such as musicnn's 50 tags); or ``status`` ``"error"`` with the readable ``error``. ``state`` is
+    the verdict's :attr:`~codeFeature.decision.Verdict.state` (``"genre"``, ``"not_sure"`` or
+    ``"outside"``; NULL on error rows), ``outside_kind`` ``"music"`` or ``"not music"`` when outside,
+    ``sounds_like`` a JSON list of words.
 ``tag_changes``
     Left from earlier versions (value-only tag history); no longer written.
 ``tag_writes``
     The tag journal (see :data:`TAG_SCHEMA`), created the first time ``tag`` runs.
+
+Older databases: a version 1 database (before ``state``, ``outside_kind`` and ``sounds_like``) opened
+for writing gains the three columns in one transaction (:meth:`LibraryStore._migrate`), each row's
+state worked out again from what it stored; opened read-only (the app, ``export``) it is left as it
+is and read with the state derived from ``not_sure`` (a version 1 row that was outside reads as
+"not_sure", hedged as it was shown when it was stored).
 """
 
 from __future__ import annotations
@@ -48,7 +58,9 @@ import numpy as np
 
 from ..errors import GenreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this code opens: older ones are migrated (read-write) or read as they are (read-only).
+READABLE_VERSIONS = (1, 2)
 
 #: Bytes read from each end of a file for its fingerprint.
 FINGERPRINT_EDGE = 1 << 20
@@ -72,6 +84,9 @@ CREATE TABLE IF NOT EXISTS results (
     confidence REAL,
     vote_share REAL,
     not_sure INTEGER,
+    state TEXT,
+    outside_kind TEXT,
+    sounds_like TEXT,
     verdict TEXT,
     reasons TEXT,
     top TEXT,
@@ -108,11 +123,15 @@ _ROOTS_SCHEMA = ("CREATE TABLE IF NOT EXISTS roots "
 
 #: The columns of ``results``, in table order.
 COLUMNS = ("path", "path_text", "model", "model_hash", "precision", "size", "mtime_ns", "fingerprint", "status",
-           "error", "duration", "rms", "genre", "confidence", "vote_share", "not_sure", "verdict", "reasons", "top",
-           "rule", "labels", "probabilities", "top_tags", "warnings", "segment_seconds", "n_segments", "segments",
-           "extra_labels", "seconds", "scanned_at")
+           "error", "duration", "rms", "genre", "confidence", "vote_share", "not_sure", "state", "outside_kind",
+           "sounds_like", "verdict", "reasons", "top", "rule", "labels", "probabilities", "top_tags", "warnings",
+           "segment_seconds", "n_segments", "segments", "extra_labels", "seconds", "scanned_at")
 #: Columns holding JSON text.
-JSON_COLUMNS = ("reasons", "top", "rule", "labels", "probabilities", "top_tags", "warnings", "extra_labels")
+JSON_COLUMNS = ("sounds_like", "reasons", "top", "rule", "labels", "probabilities", "top_tags", "warnings",
+                "extra_labels")
+#: The columns version 2 added, as a version 1 database is read without them (read-only: not migrated).
+_V1_READ = {"state": "CASE WHEN status = 'ok' THEN CASE WHEN not_sure THEN 'not_sure' ELSE 'genre' END END",
+            "outside_kind": "NULL", "sounds_like": "NULL"}
 
 
 class LibraryError(GenreError):
@@ -227,7 +246,8 @@ def record_from_prediction(prediction, *, path: bytes, model_hash: str, precisio
         "error": None, "duration": float(prediction.duration),
         "rms": None if prediction.rms is None else float(prediction.rms),
         "genre": verdict.genre, "confidence": float(verdict.confidence), "vote_share": float(verdict.vote_share),
-        "not_sure": int(verdict.not_sure), "verdict": verdict.headline, "reasons": list(verdict.reasons),
+        "not_sure": int(verdict.not_sure), "state": verdict.state, "outside_kind": verdict.outside_kind,
+        "sounds_like": list(verdict.sounds_like), "verdict": verdict.headline, "reasons": list(verdict.reasons),
         "top": [[name, float(p)] for name, p in verdict.top], "rule": verdict.rule.to_dict(),
         "labels": list(prediction.labels),
         "probabilities": [float(p) for p in prediction.mean_probabilities],
@@ -273,7 +293,8 @@ def load_prediction(row: dict):
         raise NoStoredResultError(f"{row.get('path_text')!r} has no stored result: {row.get('error')}")
     starts, probabilities, extras = unpack_segments(row["segments"])
     extra_labels = {name: tuple(labels) for name, labels in (row.get("extra_labels") or {}).items()}
-    rule = DecisionRule(**row["rule"]) if row.get("rule") else DecisionRule()
+    # from_manifest, not DecisionRule(**...): the stored rule's "outside" part is a dict to be parsed
+    rule = DecisionRule.from_manifest({"decision": row["rule"]}) if row.get("rule") else DecisionRule()
     return Prediction(model=row["model"], labels=tuple(row["labels"]), probabilities=probabilities, starts=starts,
                       segment_seconds=float(row["segment_seconds"]), duration=float(row["duration"]),
                       file=row["path_text"], timings={}, warnings=list(row.get("warnings") or []), extras=extras,
@@ -380,13 +401,20 @@ class LibraryStore:
         return LibraryError(f"{self.path} is not a library database ({text})")
 
     def _check_schema(self, readonly: bool) -> None:
+        #: How each of COLUMNS is selected: itself, or an expression for a column an older version lacks.
+        self._select = {c: c for c in COLUMNS}
         has_meta = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
         if has_meta:
             found = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(found[0]) if found else 0
-            if version != SCHEMA_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise LibraryError(f"{self.path} has schema version {version}; this version of codeFeature "
-                                   f"reads version {SCHEMA_VERSION}")
+                                   f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+            if version < SCHEMA_VERSION:
+                if readonly:
+                    self._select.update(_V1_READ)
+                else:
+                    self._migrate()
             return
         if readonly:
             raise LibraryError(f"{self.path} is not a library database (no meta table)")
@@ -396,6 +424,44 @@ class LibraryStore:
         # one transaction: a kill during creation leaves no half-made schema behind
         self.db.executescript(f"BEGIN; {_SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); "
                               f"INSERT INTO meta VALUES ('created_at', '{time.time()}'); COMMIT;")
+
+    def _migrate(self) -> None:
+        """Version 1 to 2, in one transaction (a kill leaves version 1 as it was): add ``state``,
+        ``outside_kind`` and ``sounds_like``, and fill them for every stored answer.
+
+        Each answer's verdict is worked out again from what the row stored (its probabilities, tags, rule
+        and level: :func:`load_prediction`), so a row whose rule had an outside part gets its real state;
+        a row that cannot be rebuilt gets the state its ``not_sure`` says."""
+        # an explicit transaction: ALTER TABLE would otherwise commit on its own
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._migrate_v1()
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
+
+    def _migrate_v1(self) -> None:
+        found = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if found is not None and int(found[0]) >= 2:  # another program migrated it while we waited
+            return
+        present = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
+        for column in ("state", "outside_kind", "sounds_like"):
+            if column not in present:
+                self.db.execute(f"ALTER TABLE results ADD COLUMN {column} TEXT")
+        self.db.execute(f"UPDATE results SET state = ({_V1_READ['state']})")
+        outside = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE status = 'ok' "
+                                  "AND rule LIKE '%\"outside\"%'").fetchall()
+        for row in outside:
+            parsed = _parse(row)
+            try:
+                verdict = load_prediction(parsed).verdict
+            except (GenreError, KeyError, TypeError, ValueError):
+                continue  # kept as not_sure: hedged, as it was shown
+            self.db.execute("UPDATE results SET state=?, outside_kind=?, sounds_like=? WHERE path=? AND model=?",
+                            (verdict.state, verdict.outside_kind, json.dumps(list(verdict.sounds_like)),
+                             parsed["path"], parsed["model"]))
+        self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()
@@ -460,6 +526,7 @@ class LibraryStore:
         refuse its writes at once, without waiting, whenever another program is writing.
         """
         columns = COLUMNS if with_segments else tuple(c for c in COLUMNS if c != "segments")
+        selected = ", ".join(c if self._select[c] == c else f"{self._select[c]} AS {c}" for c in columns)
         last: Optional[tuple] = None
         while True:
             conditions, args = [], []
@@ -469,7 +536,7 @@ class LibraryStore:
             if last is not None:
                 conditions.append("(path, model) > (?, ?)")
                 args.extend(last)
-            sql = f"SELECT {', '.join(columns)} FROM results"
+            sql = f"SELECT {selected} FROM results"
             if conditions:
                 sql += " WHERE " + " AND ".join(conditions)
             batch = self.db.execute(sql + " ORDER BY path, model LIMIT ?", (*args, page)).fetchall()
@@ -480,7 +547,8 @@ class LibraryStore:
             last = (batch[-1]["path"], batch[-1]["model"])
 
     def get(self, path: str | bytes | os.PathLike, model: str) -> Optional[dict]:
-        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE path=? AND model=?",
+        selected = ", ".join(c if self._select[c] == c else f"{self._select[c]} AS {c}" for c in COLUMNS)
+        row = self.db.execute(f"SELECT {selected} FROM results WHERE path=? AND model=?",
                               (path_bytes(path), model)).fetchone()
         return _parse(row) if row is not None else None
 
@@ -643,6 +711,8 @@ def _parse(row: sqlite3.Row) -> dict:
             out[column] = json.loads(out[column])
     if out.get("not_sure") is not None:
         out["not_sure"] = bool(out["not_sure"])
+    if out.get("status") == "ok" and out.get("sounds_like") is None and "sounds_like" in out:
+        out["sounds_like"] = []  # a version 1 row read without migrating
     return out
 
 
