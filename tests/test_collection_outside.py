@@ -222,7 +222,8 @@ def test_a_real_model_whose_outside_rule_fires_reaches_the_scan_the_export_and_t
     with LibraryStore(db, readonly=True) as store:
         row = store.get(song, "strict")
     assert (row["state"], row["outside_kind"], row["sounds_like"]) == ("outside", "not music", ["speech"])
-    assert row["verdict"] == record["verdict"] and row["confidence"] == pytest.approx(record["confidence"], abs=5e-5)  # JSON rounds to 4 places
+    assert row["verdict"] == record["verdict"]
+    assert row["confidence"] == pytest.approx(record["confidence"], abs=5e-5)  # the JSON rounds to four places
     exported = cli("export", "--db", db, tmp_path / "out.csv")
     assert exported.returncode == 0, exported.stderr
     with open(tmp_path / "out.csv", newline="", encoding="utf-8") as handle:
