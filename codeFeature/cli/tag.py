@@ -9,13 +9,14 @@ from .database import add_wait, with_store
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help="write the genre into the files' tags (dry run unless --write)",
-                            description="Write each file's genre into its own tags with mutagen: mp3 (ID3 TCON, and the "
-                                        "ID3v1 genre byte when there is an ID3v1 tag), flac / ogg / opus (Vorbis GENRE), "
-                                        "m4a (MP4 ©gen). Without --write, only lists old -> new per file. By default "
-                                        "only empty genres are filled. Each file is written as a copy beside it, "
-                                        "fsynced and renamed over it, so an interruption never leaves a half-written "
-                                        "file; --undo --write gives back the files' original bytes exactly.")
+    parser = sub.add_parser(
+        name, help="write the genre into the files' tags (dry run unless --write)",
+        description="Write each file's genre into its own tags with mutagen: mp3 (ID3 TCON, and the "
+                    "ID3v1 genre byte when there is an ID3v1 tag), flac / ogg / opus (Vorbis GENRE), "
+                    "m4a (MP4 ©gen). Without --write, only lists old -> new per file. By default "
+                    "only empty genres are filled. Each file is written as a copy beside it, "
+                    "fsynced and renamed over it, so an interruption never leaves a half-written "
+                    "file; --undo --write gives back the files' original bytes exactly.")
     parser.add_argument("--db", required=True)
     parser.add_argument("--model", default=None, help="whose results (default: the only model, or the default model)")
     parser.add_argument("--write", action="store_true", help="write the tags (default: a dry run)")
