@@ -62,6 +62,12 @@ def test_a_prediction_outside_the_genres_is_stored_with_its_state_and_read_back(
         assert load_prediction(row).verdict == electronic.verdict
         plain = store.get(b"/music/rock.wav", MODEL)
         assert (plain["state"], plain["outside_kind"], plain["sounds_like"]) == ("genre", None, [])
+        # the outside rule is kept once, however many rows carry it, and each row only names it
+        store.put(_record(b"/music/house.wav", _prediction([0.5, 0.8, 0.1])))
+        assert store.db.execute("SELECT count(*) FROM outside_rules").fetchone()[0] == 1
+        stored = [json.loads(r[0]) for r in store.db.execute("SELECT rule FROM results WHERE rule LIKE '%ref%'")]
+        assert len(stored) == 3 and all(set(r["outside"]) == {"ref"} for r in stored)
+        assert load_prediction(store.get(b"/music/house.wav", MODEL)).verdict.state == "outside"
 
 
 def _v1_database(path: Path, rows: list[dict]) -> None:

@@ -29,6 +29,11 @@ Tables (``SCHEMA_VERSION`` 2):
     the verdict's :attr:`~codeFeature.decision.Verdict.state` (``"genre"``, ``"not_sure"`` or
     ``"outside"``; NULL on error rows), ``outside_kind`` ``"music"`` or ``"not music"`` when outside,
     ``sounds_like`` a JSON list of words.
+``outside_rules(key, rule)``
+    The outside part of the models' decision rules (:class:`~codeFeature.decision.OutsideRule`, some 20 KB
+    of JSON for musicnn's 50 tags), kept once: a row's ``rule`` names it as ``{"outside": {"ref": key}}``,
+    ``key`` being the first 16 hex digits of the sha256 of its JSON; reading a row puts it back.
+    A version 1 row keeps its rule whole, which reads the same.
 ``tag_changes``
     Left from earlier versions (value-only tag history); no longer written.
 ``tag_writes``
@@ -104,6 +109,7 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (path, model)
 );
 CREATE INDEX IF NOT EXISTS results_model_genre ON results (model, genre);
+CREATE TABLE IF NOT EXISTS outside_rules (key TEXT PRIMARY KEY, rule TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tag_changes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     path BLOB NOT NULL,
@@ -445,6 +451,7 @@ class LibraryStore:
         found = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if found is not None and int(found[0]) >= 2:  # another program migrated it while we waited
             return
+        self.db.execute("CREATE TABLE IF NOT EXISTS outside_rules (key TEXT PRIMARY KEY, rule TEXT NOT NULL)")
         present = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
         for column in ("state", "outside_kind", "sounds_like"):
             if column not in present:
@@ -476,9 +483,12 @@ class LibraryStore:
 
     def put(self, record: dict) -> None:
         """Store one file's row (replacing that file's row for the same model) in its own transaction."""
+        record, outside = _outside_by_reference(record)
         values = [json.dumps(record.get(c)) if c in JSON_COLUMNS and record.get(c) is not None else record.get(c)
                   for c in COLUMNS]
         with self.db:
+            if outside is not None:
+                self.db.execute("INSERT OR IGNORE INTO outside_rules (key, rule) VALUES (?, ?)", outside)
             self.db.execute(f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
                             f"VALUES ({', '.join('?' * len(COLUMNS))})", values)
 
@@ -541,7 +551,7 @@ class LibraryStore:
                 sql += " WHERE " + " AND ".join(conditions)
             batch = self.db.execute(sql + " ORDER BY path, model LIMIT ?", (*args, page)).fetchall()
             for row in batch:
-                yield _parse(row)
+                yield self._with_outside(_parse(row))
             if len(batch) < page:
                 return
             last = (batch[-1]["path"], batch[-1]["model"])
@@ -550,7 +560,23 @@ class LibraryStore:
         selected = ", ".join(c if self._select[c] == c else f"{self._select[c]} AS {c}" for c in COLUMNS)
         row = self.db.execute(f"SELECT {selected} FROM results WHERE path=? AND model=?",
                               (path_bytes(path), model)).fetchone()
-        return _parse(row) if row is not None else None
+        return self._with_outside(_parse(row)) if row is not None else None
+
+    def _with_outside(self, row: dict) -> dict:
+        """``row`` with its rule's outside part put back in place of the reference :meth:`put` stored."""
+        rule = row.get("rule")
+        ref = rule.get("outside") if isinstance(rule, dict) else None
+        if not isinstance(ref, dict) or set(ref) != {"ref"}:
+            return row
+        known = self.__dict__.setdefault("_outside_rules", {})
+        if ref["ref"] not in known:
+            found = self.db.execute("SELECT rule FROM outside_rules WHERE key=?", (ref["ref"],)).fetchone()
+            if found is None:
+                raise LibraryError(f"{self.path} names a decision rule it does not hold ({ref['ref']}); "
+                                   "scan the files again into a new database file")
+            known[ref["ref"]] = json.loads(found[0])
+        row["rule"] = {**rule, "outside": known[ref["ref"]]}
+        return row
 
     def pick_model(self, model: Optional[str]) -> str:
         """``model`` if the database has rows for it; with ``None``, the only model, or the default
@@ -714,6 +740,18 @@ def _parse(row: sqlite3.Row) -> dict:
     if out.get("status") == "ok" and out.get("sounds_like") is None and "sounds_like" in out:
         out["sounds_like"] = []  # a version 1 row read without migrating
     return out
+
+
+def _outside_by_reference(record: dict) -> tuple[dict, Optional[tuple[str, str]]]:
+    """``record`` with its rule's outside part replaced by a reference, and ``(key, JSON)`` to store once;
+    ``(record, None)`` when the rule has no outside part (or only a reference already)."""
+    rule = record.get("rule")
+    outside = rule.get("outside") if isinstance(rule, dict) else None
+    if not isinstance(outside, dict) or set(outside) == {"ref"}:
+        return record, None
+    text = json.dumps(outside)  # in its own key order: the order of "not_music" and "music" matters
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return {**record, "rule": {**rule, "outside": {"ref": key}}}, (key, text)
 
 
 def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
