@@ -42,7 +42,7 @@ phases = {}
 def mark(name):
     global t0
     now = time.perf_counter(); phases[name] = now - t0; t0 = now
-import codeFeature.__main__ as cli
+import codeFeature.cli.predict as cli
 from codeFeature import model_io, predict
 mark("imports (CLI + library, no TensorFlow)")
 cli.import_tensorflow_quietly()

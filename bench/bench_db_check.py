@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from codeFeature import engines
-from codeFeature.library.store import COLUMNS, JSON_COLUMNS, LibraryStore, pack_segments
+from codeFeature.collection.store import COLUMNS, JSON_COLUMNS, LibraryStore, pack_segments
 
 
 def make(db: Path, rows: int) -> None:

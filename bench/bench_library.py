@@ -14,7 +14,7 @@ a subprocess, as a user would, with the default model. Figures:
   peak memory is the largest sum of resident memory over the scan's process tree, sampled
   from /proc every 0.5 s (for Ray: the driver, raylet and actors started under it).
 - rescan: the same folder again, nothing changed: the whole command's wall time.
-- ray1 / ray2: ``--engine ray --jobs 1|2`` on a local instance, cold, rate once warm.
+- ray1 / ray2: ``--runner ray --jobs 1|2`` on a local instance, cold, rate once warm.
 - long: one 2-hour file (GTZAN tracks end to end) named to sort first, among the songs: the
   short files' rate while the long one is classified and the peak memory.
 - pools: ``--pool threads`` against ``--pool processes``, interleaved.
@@ -191,7 +191,7 @@ def main() -> None:
             db = work / f"{name}.sqlite"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
-            figures = run_scan(songs_dir, db, "--engine", "ray", "--jobs", str(actors))
+            figures = run_scan(songs_dir, db, "--runner", "ray", "--jobs", str(actors))
             report(name, {**figures, **warm_rate(db)})
     if "long" in cases:
         long_dir = work / f"long{args.songs}"
@@ -222,7 +222,7 @@ def main() -> None:
                 figures = run_scan(songs_dir, db, "--pool", pool, *jobs)
                 report(f"pool_{pool}_{round_}", {**figures, **warm_rate(db)})
     if "ab" in cases:
-        variants = {"local": [*jobs], "ray1": ["--engine", "ray", "--jobs", "1"], "ray2": ["--engine", "ray", "--jobs", "2"]}
+        variants = {"local": [*jobs], "ray1": ["--runner", "ray", "--jobs", "1"], "ray2": ["--runner", "ray", "--jobs", "2"]}
         for round_ in range(2):
             for name, extra in variants.items():
                 db = work / f"ab-{name}-{round_}.sqlite"

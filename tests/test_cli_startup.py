@@ -62,7 +62,7 @@ def test_list_models_says_each_models_path_and_bad_settings_in_words():
 
 
 def test_display_names_are_file_names_told_apart_by_their_folders():
-    from codeFeature.__main__ import display_names
+    from codeFeature.cli.predict import display_names
 
     names = display_names(["/a/b/song.mp3", "/a/c/song.mp3", "other.wav",
                            "/very/deep/" + "x" * 80 + "_live.flac"], width=30)

@@ -22,8 +22,8 @@ import pytest
 
 from codeFeature.audio import find_ffmpeg, load_audio, open_audio
 from codeFeature.errors import NotRegularFileError
-from codeFeature.library.export import by_genre, check_folder_name
-from codeFeature.library.store import (COLUMNS, DamagedDatabaseError, DatabaseBusyError, LibraryStore, fingerprint,
+from codeFeature.collection.export import by_genre, check_folder_name
+from codeFeature.collection.store import (COLUMNS, DamagedDatabaseError, DatabaseBusyError, LibraryStore, fingerprint,
                                        lock_holders)
 from codeFeature.regular_file import open_regular
 from tests.conftest import REPO, chord, write_audio
@@ -131,9 +131,11 @@ def test_ffmpeg_decodes_the_checked_file_even_if_swapped_for_a_pipe(tmp_path):
 
 SCAN_WITH_SWAPS = textwrap.dedent("""
     import os, sys
-    from codeFeature.library import scan as scan_module
-    from codeFeature.library.scan import ModelSpec, scan
-    from codeFeature.library.store import LibraryStore
+    from codeFeature.collection import classify as classify_module
+    from codeFeature.collection import scan as scan_module
+    from codeFeature.collection.classify import ModelSpec
+    from codeFeature.collection.scan import scan
+    from codeFeature.collection.store import LibraryStore
 
     root, db, model = sys.argv[1:4]
 
@@ -142,7 +144,7 @@ SCAN_WITH_SWAPS = textwrap.dedent("""
         os.mkfifo(spare) if target is None else os.symlink(target, spare)
         os.replace(spare, path)
 
-    real_walk, real_fingerprint = scan_module.walk, scan_module.fingerprint
+    real_walk, real_fingerprint = scan_module.walk, classify_module.fingerprint
 
     def walk_then_swap(*args, **kwargs):
         yield from real_walk(*args, **kwargs)
@@ -155,7 +157,7 @@ SCAN_WITH_SWAPS = textwrap.dedent("""
             swap(os.fsdecode(path))
         return value
 
-    scan_module.walk, scan_module.fingerprint = walk_then_swap, fingerprint_then_swap
+    scan_module.walk, classify_module.fingerprint = walk_then_swap, fingerprint_then_swap
     with LibraryStore(db) as store:
         summary = scan(root, store, ModelSpec.resolve(model, "float32"), jobs=2, progress=False)
         for row in store.rows():
@@ -294,7 +296,7 @@ def test_a_write_while_reading_waits_for_the_other_writer_instead_of_failing(tmp
             rows = store.rows(page=2)
             first = next(rows)
             reading.set()
-            store.update_stat(first["path"], size=2, mtime_ns=2, fp="g")
+            store.put({**first, "size": 2, "mtime_ns": 2, "fingerprint": "g"})
             done.set()
             seen["rows"] = 1 + len(list(rows))
             seen["size"] = store.get(first["path"], "m")["size"]

@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codeFeature.library import scan as scan_module
-from codeFeature.library.export import by_genre, export
-from codeFeature.library.scan import ModelSpec, scan, walk
-from codeFeature.library.store import LibraryError, LibraryStore, load_prediction
+from codeFeature.collection import classify as classify_module
+from codeFeature.collection import scan as scan_module
+from codeFeature.collection.export import by_genre, export
+from codeFeature.collection.classify import ModelSpec
+from codeFeature.collection.scan import scan
+from codeFeature.collection.walk import WalkStats, walk
+from codeFeature.collection.store import LibraryError, LibraryStore, load_prediction
 from codeFeature.predict import predict_file
 from tests.conftest import REPO, chord, write_audio
 
@@ -83,18 +86,18 @@ def _make_unreadable(root: Path, monkeypatch) -> None:
     locked.chmod(0)
     if os.geteuid() != 0:
         return
-    real = scan_module.fingerprint
+    real = classify_module.fingerprint
 
     def denied(path, size=None):
         if os.fsencode(path) == os.fsencode(locked):
             raise PermissionError(13, "Permission denied", os.fsdecode(path))
         return real(path, size)
 
-    monkeypatch.setattr(scan_module, "fingerprint", denied)
+    monkeypatch.setattr(classify_module, "fingerprint", denied)
 
 
 def test_walk_finds_audio_looking_names_and_never_loops(messy):
-    stats = scan_module.WalkStats()
+    stats = WalkStats()
     found = list(walk(messy, stats=stats))
     names = {os.path.relpath(f.path, os.fsencode(messy)) for f in found}
     assert len(found) == len(AUDIO_LOOKING) == len(names)
@@ -293,7 +296,7 @@ def test_tags_dry_run_write_rescan_and_undo(tmp_path, spec, tiny_model):
     import mutagen
     from mutagen.id3 import ID3, TCON
 
-    from codeFeature.library.tags import apply_tags, read_genre, undo_tags
+    from codeFeature.collection.tags import apply_tags, read_genre, undo_tags
 
     root = tmp_path / "music"
     root.mkdir()
@@ -431,7 +434,7 @@ def test_prune_removes_only_files_gone_from_disk_and_never_everything(audio_dir,
 @pytest.mark.parametrize("level, precision", [("amx", "int8"), ("avx512_bf16", "int8"), ("avx2", "float32")])
 def test_a_scan_runs_the_path_the_cli_would_pick(monkeypatch, level, precision):
     from codeFeature import engines
-    from codeFeature.library.scan import ModelSpec
+    from codeFeature.collection.classify import ModelSpec
 
     monkeypatch.setattr(engines, "isa_level", lambda flags=None: level)
     monkeypatch.setattr(engines, "openvino_available", lambda: True)

@@ -20,11 +20,12 @@ import threading
 import numpy as np
 import pytest
 
-from codeFeature.library import serve
-from codeFeature.library.scan import ModelSpec, scan
-from codeFeature.library.serve import CHANGED_OR_MOVED, NO_ROOTS, NotServable, configured_libraries, open_inside, \
+from codeFeature.collection import serve
+from codeFeature.collection.classify import ModelSpec
+from codeFeature.collection.scan import scan
+from codeFeature.collection.serve import CHANGED_OR_MOVED, NO_ROOTS, NotServable, configured_libraries, open_inside, \
     read_scanned
-from codeFeature.library.store import LibraryStore, fingerprint
+from codeFeature.collection.store import LibraryStore, fingerprint
 from tests.conftest import REPO
 
 pytest.importorskip("streamlit")
@@ -452,8 +453,8 @@ def test_configured_libraries_come_from_the_command_line_and_the_environment(tmp
 @pytest.mark.parametrize("size", [0, 1, 1000, (1 << 20) - 1, 1 << 20, (1 << 20) + 7, 2 << 20, (2 << 20) + 1,
                                   (3 << 20) + 5])
 def test_the_pages_fingerprint_of_a_descriptor_is_the_scans_fingerprint(tmp_path, size):
-    from codeFeature.library.serve import fingerprint_of_descriptor
-    from codeFeature.library.store import fingerprint
+    from codeFeature.collection.serve import fingerprint_of_descriptor
+    from codeFeature.collection.store import fingerprint
 
     path = tmp_path / "f.bin"
     path.write_bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes())

@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
-from codeFeature.library.scan import ModelSpec, scan
-from codeFeature.library.store import LibraryStore
+from codeFeature.collection.classify import ModelSpec
+from codeFeature.collection.scan import scan
+from codeFeature.collection.store import LibraryStore
 from tests.conftest import REPO
 
 pytest.importorskip("streamlit")
@@ -111,3 +112,32 @@ def test_library_page_says_plainly_when_the_file_is_not_a_library(tmp_path, monk
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
     assert not at.exception and any("does not exist" in i.value for i in at.info)
+
+
+def test_library_page_shows_and_filters_the_verdict_state(tmp_path, monkeypatch):
+    """Songs outside the model's genres: counted apart, named "outside the three" in the table, kept by the
+    "outside only" filter and left out of the others (rows made from synthetic predictions, no model)."""
+    from tests.test_collection_outside import _prediction, _record
+
+    db = tmp_path / "lib.sqlite"
+    made = {"/m/electronic.wav": _prediction([0.5, 0.9, 0.1]), "/m/house.wav": _prediction([0.5, 0.8, 0.1]),
+            "/m/rock.wav": _prediction([0.5, 0.1, 0.1])}
+    with LibraryStore(db) as store:
+        for path, prediction in made.items():
+            store.put(_record(path.encode(), prediction))
+        unsure = _record(b"/m/unsure.wav", _prediction([0.5, 0.1, 0.1], outside=False))
+        unsure.update(not_sure=1, state="not_sure", verdict="not sure: rock or jazz")
+        store.put(unsure)
+    serve_libraries(monkeypatch, db)
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert (_metric(at, "Files"), _metric(at, "Not sure"), _metric(at, "Outside")) == ("4", "1", "2")
+    table = at.dataframe[0].value
+    assert dict(zip(table["file"], table["state"])) == {"electronic.wav": "outside the three",
+                                                       "house.wav": "outside the three", "rock.wav": "genre",
+                                                       "unsure.wav": "not sure"}
+    for show, files in (("outside only", {"electronic.wav", "house.wav"}), ("not sure only", {"unsure.wav"}),
+                        ("sure only", {"rock.wav"})):
+        at.selectbox(key="lib_show").set_value(show).run()
+        assert set(at.dataframe[0].value["file"]) == files, show

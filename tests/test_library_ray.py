@@ -1,4 +1,4 @@
-"""The Ray engine stores what the local engine stores (a real local Ray instance, one actor)."""
+"""The Ray runner stores what the local runner stores (a real local Ray instance, one actor)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import os
 import numpy as np
 import pytest
 
-from codeFeature.library.scan import ModelSpec, scan
-from codeFeature.library.store import LibraryStore, load_prediction
+from codeFeature.collection.classify import ModelSpec
+from codeFeature.collection.scan import scan
+from codeFeature.collection.store import LibraryStore, load_prediction
 from tests.conftest import REPO, chord, write_audio  # noqa: F401
 
-ray = pytest.importorskip("ray", reason="ray[data] is in requirements.txt; install it to run the Ray engine")
+ray = pytest.importorskip("ray", reason="ray[data] is in requirements.txt; install it to run the Ray runner")
 
 
-def test_ray_engine_gives_the_local_engines_results(tmp_path, tiny_model_dir, tiny_model):
+def test_ray_runner_gives_the_local_runners_results(tmp_path, tiny_model_dir, tiny_model):
     root = tmp_path / "music"
     (root / "sub").mkdir(parents=True)
     for i, ext in enumerate(("wav", "flac", "ogg", "mp3")):
@@ -32,7 +33,7 @@ def test_ray_engine_gives_the_local_engines_results(tmp_path, tiny_model_dir, ti
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"py_modules": [codeFeature]})
     try:
         with LibraryStore(tmp_path / "ray.sqlite") as store:
-            summary = scan(root, store, spec, jobs=1, engine="ray", progress=False)
+            summary = scan(root, store, spec, jobs=1, runner="ray", progress=False)
             remote = {r["path"]: r for r in store.rows()}
     finally:
         ray.shutdown()
@@ -51,7 +52,7 @@ def test_ray_engine_gives_the_local_engines_results(tmp_path, tiny_model_dir, ti
 
 
 def test_the_cli_ray_scan_is_quiet_and_writes_nothing_to_the_home_folder(tmp_path, tiny_model_dir):
-    """``scan --engine ray`` from a folder other than the repository, with a fresh home folder: the workers get
+    """``scan --runner ray`` from a folder other than the repository, with a fresh home folder: the workers get
     the package from Ray's runtime_env (no PYTHONPATH), Ray's local instance gets a one-time token instead of
     writing ``~/.ray/auth_token``, and no error-level core_worker line reaches the terminal."""
     import subprocess
@@ -67,7 +68,7 @@ def test_the_cli_ray_scan_is_quiet_and_writes_nothing_to_the_home_folder(tmp_pat
     # the driver finds the package through its own PYTHONPATH only; the workers must get it from Ray
     env.update(HOME=str(home), PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, "-m", "codeFeature", "scan", str(root), "--db", str(tmp_path / "r.sqlite"),
-                           "--engine", "ray", "--jobs", "1", "--model", str(tiny_model_dir), "--precision", "float32"],
+                           "--runner", "ray", "--jobs", "1", "--model", str(tiny_model_dir), "--precision", "float32"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "2 audio files found in 1 folder" in done.stderr and "2 classified now (0 errors)" in done.stderr

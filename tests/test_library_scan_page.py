@@ -1,7 +1,7 @@
 """Scanning from the Library page (AppTest): only the folders the server allows, progress, Stop, rescan,
 prune, errors in words, and the very rows ``python -m codeFeature scan`` stores.
 
-The scans run in the server's background thread (:mod:`codeFeature.library.background`) with the tiny
+The scans run in the server's background thread (:mod:`codeFeature.collection.background`) with the tiny
 untrained model installed as ``tiny`` through ``CODEFEATURE_MODEL_PATH``. A gate on the classification
 holds files back when a test needs a scan caught in the middle; nothing here depends on how fast the
 machine is (every wait is bounded and polls a state).
@@ -17,9 +17,9 @@ import time
 import numpy as np
 import pytest
 
-from codeFeature.library import background
-from codeFeature.library import scan as scan_module
-from codeFeature.library.store import LibraryStore, load_prediction
+from codeFeature.collection import background
+from codeFeature.collection import classify as classify_module
+from codeFeature.collection.store import LibraryStore, load_prediction
 from tests.conftest import REPO, chord, write_audio
 
 pytest.importorskip("streamlit")
@@ -95,7 +95,7 @@ class Gate:
         self.lock = threading.Lock()
         self.calls = 0
         self.open_for = open_for
-        real = scan_module.classify_path
+        real = classify_module.classify_path
 
         def gated(item, model, spec):
             with self.lock:
@@ -105,7 +105,7 @@ class Gate:
                 assert self.released.wait(SCAN_BOUND), "the test never released the gate"
             return real(item, model, spec)
 
-        monkeypatch.setattr(scan_module, "classify_path", gated)
+        monkeypatch.setattr(classify_module, "classify_path", gated)
 
 
 def _progress_texts(at):
@@ -214,7 +214,7 @@ def test_scan_progress_stop_resume_rescan_prune_and_the_clis_rows(tmp_path, tiny
     assert any("were removed" in line or "was removed" in line for line in pruned.lines), pruned.lines
 
     # 5. the same rows as the CLI's scan of the same folder
-    from codeFeature.library.cli import main as cli
+    from codeFeature.cli import main as cli
 
     cli_db = tmp_path / "cli.sqlite"
     assert cli(["scan", str(music), "--db", str(cli_db), "--model", "tiny", "--quiet"]) == 0
@@ -231,7 +231,8 @@ def test_scan_progress_stop_resume_rescan_prune_and_the_clis_rows(tmp_path, tiny
 
 
 def test_the_genre_chart_counts_whole_files(tmp_path, tiny_model_dir, tiny_model, monkeypatch):
-    from codeFeature.library.scan import ModelSpec, scan
+    from codeFeature.collection.classify import ModelSpec
+    from codeFeature.collection.scan import scan
 
     music = tmp_path / "music"
     music.mkdir()

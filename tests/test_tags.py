@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from codeFeature.library.store import LibraryStore, fingerprint
-from codeFeature.library.tags import (TEMP_NAME, apply_tags, file_hash, id3v1_genre, read_genre, temp_path,
+from codeFeature.collection.store import LibraryStore, fingerprint
+from codeFeature.collection.tags import (TEMP_NAME, apply_tags, file_hash, id3v1_genre, read_genre, temp_path,
                                       undo_tags)
 from tests.conftest import REPO
 
@@ -251,7 +251,7 @@ def test_an_id3v1_genre_counts_as_a_genre(tmp_path):
 
 
 def test_a_scan_never_takes_a_leftover_copy_for_music(tmp_path):
-    from codeFeature.library.scan import WalkStats, walk
+    from codeFeature.collection.walk import WalkStats, walk
 
     song = _mp3(tmp_path / "song.mp3")
     leftover = Path(os.fsdecode(temp_path(os.fsencode(song))))
@@ -366,7 +366,7 @@ def _copies(folder: Path) -> set:
 #: A child that runs ``main(argv)`` with a SIGKILL planted at one exact step of the write or the undo.
 _PLANTED = """
 import os, signal, sys
-from codeFeature.library import store, tags
+from codeFeature.collection import store, tags
 
 where, nth = sys.argv[1], int(sys.argv[2])
 count = [0]
@@ -472,7 +472,7 @@ def test_sigkill_at_twenty_instants_never_damages_a_file(tmp_path):
 
 
 def test_undo_recipe_rebuilds_any_edit_exactly():
-    from codeFeature.library.tags import _BLOCK, apply_undo, make_undo
+    from codeFeature.collection.tags import _BLOCK, apply_undo, make_undo
 
     rng = random.Random(33)
     for case in range(40):
@@ -496,8 +496,8 @@ def test_undo_recipe_rebuilds_any_edit_exactly():
 
 
 def test_a_second_tag_run_on_the_same_database_is_refused(tmp_path):
-    from codeFeature.library.store import LibraryError
-    from codeFeature.library.tags import _RunLock
+    from codeFeature.collection.store import LibraryError
+    from codeFeature.collection.tags import _RunLock
 
     song = _mp3(tmp_path / "song.mp3")
     with LibraryStore(tmp_path / "lib.sqlite") as store:

@@ -2,14 +2,14 @@
 
 A page of the multipage app started by ``streamlit run app.py -- --library DATABASE [--scan-folder FOLDER]``.
 UI only: the database is written by a scan (``python -m codeFeature scan``, or the same scan started here
-and run by :mod:`codeFeature.library.background` in a thread of the server); the page itself only reads
-it. A file's analysis is rebuilt from its stored row (:func:`codeFeature.library.store.load_prediction`),
+and run by :mod:`codeFeature.collection.background` in a thread of the server); the page itself only reads
+it. A file's analysis is rebuilt from its stored row (:func:`codeFeature.collection.store.load_prediction`),
 never classified again. The audio is decoded only for the pictures and the player.
 
 A visitor never names a path: the databases are the ones the server was started with
-(:func:`codeFeature.library.serve.configured_libraries`), the folders a visitor may scan are the ones it
-was started with (:func:`codeFeature.library.serve.configured_scan_folders`), and a file's bytes come only
-from :func:`codeFeature.library.serve.read_scanned` (inside a scanned root, unchanged since the scan).
+(:func:`codeFeature.collection.serve.configured_libraries`), the folders a visitor may scan are the ones it
+was started with (:func:`codeFeature.collection.serve.configured_scan_folders`), and a file's bytes come only
+from :func:`codeFeature.collection.serve.read_scanned` (inside a scanned root, unchanged since the scan).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import streamlit as st
 
 from codeFeature import GenreError, load_audio
 from codeFeature.config import FeatureConfig
-from codeFeature.library import background
-from codeFeature.library.serve import (NO_ROOTS, NotServable, configured_libraries, configured_scan_folders,
+from codeFeature.collection import background
+from codeFeature.collection.serve import (NO_ROOTS, NotServable, configured_libraries, configured_scan_folders,
                                        read_scanned)
-from codeFeature.library.store import LibraryError, LibraryStore, load_prediction
+from codeFeature.collection.store import LibraryError, LibraryStore, load_prediction
 from codeFeature.model_io import default_model_name, list_models, read_manifest, resolve_model_dir
 import ui
 
@@ -46,6 +46,21 @@ HOW_TO_ALLOW_SCANS = ("Scanning from this page is off: whoever starts the server
                       "scan in a terminal: `python -m codeFeature scan FOLDER --db DATABASE`.")
 #: Error rows listed under a finished scan (all of them are in the table: "errors only").
 ERRORS_SHOWN = 50
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                 "twelve")
+#: The "Show" filter: its options, and the verdict state each keeps (None: no state filter).
+SHOW = {"everything": None, "sure only": "genre", "not sure only": "not_sure", "outside only": "outside",
+        "errors only": None}
+
+
+def state_words(state, n_labels: int) -> str | None:
+    """A stored verdict state as the table shows it: "genre", "not sure" or "outside the ten" (the model's
+    number of genres in words); None for an error row."""
+    if state is None:
+        return None
+    if state == "outside":
+        return f"outside the {_NUMBER_WORDS[n_labels] if n_labels < len(_NUMBER_WORDS) else n_labels}"
+    return state.replace("_", " ")
 
 
 def _stamp(path: str) -> tuple:
@@ -69,8 +84,9 @@ def load_table(path: str, model: str, stamp: tuple) -> pd.DataFrame:
         "folder": [os.path.dirname(r["path_text"]) for r in rows],
         "genre": [r["genre"] if r["status"] == "ok" else None for r in rows],
         "confidence": [r["confidence"] for r in rows],
-        "not sure": [bool(r["not_sure"]) if r["status"] == "ok" else None for r in rows],
+        "state": [state_words(r["state"], len(r["labels"] or ())) if r["status"] == "ok" else None for r in rows],
         "verdict": [r["verdict"] if r["status"] == "ok" else "error" for r in rows],
+        "_state": [r["state"] if r["status"] == "ok" else None for r in rows],
         "seconds": [r["duration"] for r in rows],
         "sounds like": [", ".join(t for t, _ in (r["top_tags"] or [])[:3]) for r in rows],
         "error": [r["error"] for r in rows],
@@ -102,9 +118,10 @@ def model_config(name: str):
 def genre_chart(table: pd.DataFrame):
     import altair as alt
 
-    ok = table[table["genre"].notna()]
-    counts = ok.groupby(["genre", "not sure"]).size().reset_index(name="files")
-    counts["answer"] = counts["not sure"].map({False: "sure", True: "not sure"})
+    # a song outside the genres is in none of them: its nearest genre is not counted as one of its files
+    ok = table[table["genre"].notna() & (table["_state"] != "outside")]
+    counts = ok.groupby(["genre", "_state"]).size().reset_index(name="files")
+    counts["answer"] = counts["_state"].map({"genre": "sure", "not_sure": "not sure"})
     return alt.Chart(counts).mark_bar().encode(
         # whole files only: without these the axis of a small library reads 0.5, 1.5
         x=alt.X("files:Q", title="files", axis=alt.Axis(tickMinStep=1, format="d")),
@@ -123,7 +140,9 @@ def filters(table: pd.DataFrame) -> pd.DataFrame:
     with middle:
         genres = st.multiselect("Genres", sorted(table["genre"].dropna().unique()), key="lib_genres")
     with right:
-        show = st.selectbox("Show", ["everything", "sure only", "not sure only", "errors only"], key="lib_show")
+        show = st.selectbox("Show", list(SHOW), key="lib_show",
+                            help="sure: one genre; not sure: the evidence is too weak to name one; outside: the "
+                                 "model hears music outside its genres, or no music")
     min_conf = st.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, key="lib_conf",
                          help="The winning genre's probability averaged over the song's segments.")
     shown = table
@@ -131,10 +150,8 @@ def filters(table: pd.DataFrame) -> pd.DataFrame:
         shown = shown[shown["path"].str.contains(query, case=False, regex=False)]
     if genres:
         shown = shown[shown["genre"].isin(genres)]
-    if show == "sure only":
-        shown = shown[shown["not sure"] == False]  # noqa: E712 (a column of True / False / None)
-    elif show == "not sure only":
-        shown = shown[shown["not sure"] == True]  # noqa: E712
+    if SHOW.get(show) is not None:
+        shown = shown[shown["_state"] == SHOW[show]]
     elif show == "errors only":
         shown = shown[shown["error"].notna()]
     if min_conf > 0:
@@ -329,24 +346,26 @@ def main() -> None:
         else names[0]
     table = load_table(db, model, stamp)
     ok = table["genre"].notna()
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Files", len(table))
     cols[1].metric("Classified", int(ok.sum()))
-    cols[2].metric("Not sure", int((table["not sure"] == True).sum()))  # noqa: E712
-    cols[3].metric("Errors", int((~ok).sum()))
-    if ok.any():
+    cols[2].metric("Not sure", int((table["_state"] == "not_sure").sum()))
+    cols[3].metric("Outside", int((table["_state"] == "outside").sum()),
+                   help="Songs the model places outside its genres (other music, or not music)")
+    cols[4].metric("Errors", int((~ok).sum()))
+    if (ok & (table["_state"] != "outside")).any():
         chart = genre_chart(table)
         st.altair_chart(chart, width="stretch", height=chart.height + 90)  # Streamlit shrinks it otherwise
     shown = filters(table)
     st.caption(f"{len(shown)} of {len(table)} files. Click a column to sort, a row to open its analysis.")
     event = st.dataframe(
-        shown.drop(columns=["path", "_raw"]), key="lib_table", hide_index=True, width="stretch", height=360,
+        shown.drop(columns=["path", "_raw", "_state"]), key="lib_table", hide_index=True, width="stretch", height=360,
         on_select="rerun", selection_mode="single-row",
         column_config={
             "confidence": st.column_config.ProgressColumn("confidence", min_value=0.0, max_value=1.0,
                                                           format="percent"),
             "seconds": st.column_config.NumberColumn("seconds", format="%.0f"),
-            "not sure": st.column_config.CheckboxColumn("not sure"),
+            "state": st.column_config.TextColumn("state", help="genre, not sure, or outside the model's genres"),
         })
     rows = event.selection.rows if event is not None else []
     chosen = st.selectbox("Open a file", list(shown.index), index=None, format_func=lambda i: table.at[i, "path"],

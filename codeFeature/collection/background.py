@@ -6,7 +6,7 @@ keeps the job in a registry keyed by the database, where every later page run (o
 it again (:func:`current`) to show its progress, its errors and its summary, or to stop it.
 
 The thread runs exactly what ``python -m codeFeature scan FOLDER --db DB`` runs:
-:func:`codeFeature.library.scan.scan` with the default model (or an installed one the visitor picked),
+:func:`codeFeature.collection.scan.scan` with the default model (or an installed one the visitor picked),
 the model's default precision and the CLI's default number of workers. So the database, the resume
 after a stop and the stored results are the CLI's: a scan started in the app and one started in a
 terminal can take turns on one database.
@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
+from ..errors import GenreError
 from .serve import configured_libraries, configured_scan_folders
 from .store import readable
 
@@ -47,7 +48,7 @@ AGAIN = "press Scan again to go on"
 STATES = ("starting", "walking", "classifying", "stopping", "finished", "stopped", "failed")
 
 
-class ScanRefused(Exception):
+class ScanRefused(GenreError):
     """A scan was not started; ``str(exc)`` is the message for the visitor."""
 
 
@@ -163,8 +164,8 @@ class ScanJob:
                 status.eta = max(status.total - status.done, 0) / status.rate
 
     def _run(self) -> None:
-        from ..errors import GenreError
-        from .scan import ModelSpec, scan
+        from .classify import ModelSpec
+        from .scan import scan
         from .store import DEFAULT_WAIT, LibraryError, LibraryStore, busy_message, is_busy
 
         status = self.status()

@@ -11,20 +11,24 @@ CSV stays flat (one row per file) for spreadsheets.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
+from ..errors import ConfigError
 from .store import LibraryStore, unpack_segments
 
 FORMATS = (".csv", ".parquet", ".jsonl")
 #: Columns of every export, before the ``p_<genre>`` ones.
+#: ``state`` is "genre", "not_sure" or "outside" (:attr:`codeFeature.decision.Verdict.state`), ``outside_kind``
+#: "music" or "not music" when outside, ``sounds_like`` its words joined by ", " (empty when none).
 BASE_COLUMNS = ("path", "model", "model_hash", "precision", "status", "genre", "confidence", "vote_share",
-                "not_sure", "verdict", "reasons", "top_tags", "duration", "n_segments", "error", "size",
-                "mtime_ns", "fingerprint", "scanned_at")
+                "not_sure", "state", "outside_kind", "sounds_like", "verdict", "reasons", "top_tags", "duration",
+                "n_segments", "error", "size", "mtime_ns", "fingerprint", "scanned_at")
 
 
 def flat_rows(store: LibraryStore, *, model: Optional[str] = None, segments: bool = False):
@@ -35,6 +39,7 @@ def flat_rows(store: LibraryStore, *, model: Optional[str] = None, segments: boo
         out["scanned_at"] = iso_time(row.get("scanned_at"))
         out["reasons"] = "; ".join(row.get("reasons") or [])
         out["top_tags"] = ", ".join(tag for tag, _ in (row.get("top_tags") or []))
+        out["sounds_like"] = ", ".join(row.get("sounds_like") or []) if row["status"] == "ok" else None
         if row["status"] == "ok":
             out.update({f"p_{label}": p for label, p in zip(row["labels"], row["probabilities"])})
         if segments:
@@ -58,41 +63,76 @@ def iso_time(epoch: Optional[float]) -> Optional[str]:
 def export(store: LibraryStore, out: str | os.PathLike, *, model: Optional[str] = None) -> int:
     """Write ``store``'s rows to ``out``, in the format its extension names; returns the row count.
 
+    ``out`` is replaced whole: the rows are written to a temporary file beside it, synced and renamed
+    over it.
+
     Raises
     ------
-    ValueError
-        For an extension other than :data:`FORMATS`.
+    ConfigError
+        For an extension other than :data:`FORMATS` (a ValueError too).
     """
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"{out}: the export format follows the extension; use one of {', '.join(FORMATS)}")
+        raise ConfigError(f"{out}: the export format follows the extension; use one of {', '.join(FORMATS)}")
     rows = list(flat_rows(store, model=model, segments=suffix != ".csv"))
     labels = []
     for row in rows:
         labels += [k for k in row if k.startswith("p_") and k not in labels]
     columns = list(BASE_COLUMNS) + labels + ([] if suffix == ".csv" else ["segment_starts", "segment_probabilities"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        with open(out, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    elif suffix == ".jsonl":
-        with open(out, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps({c: row.get(c) for c in columns}) + "\n")
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with _replacing(out) as temp:
+        if suffix == ".csv":
+            with open(temp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+                _sync(handle)
+        elif suffix == ".jsonl":
+            with open(temp, "w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps({c: row.get(c) for c in columns}) + "\n")
+                _sync(handle)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        records = [{c: row.get(c) for c in columns} for row in rows]
-        for record in records:
-            if record["scanned_at"] is not None:
-                record["scanned_at"] = datetime.fromisoformat(record["scanned_at"].replace("Z", "+00:00"))
-        table = pa.Table.from_pylist(records, schema=_schema(labels))
-        pq.write_table(table, out)
+            records = [{c: row.get(c) for c in columns} for row in rows]
+            for record in records:
+                if record["scanned_at"] is not None:
+                    record["scanned_at"] = datetime.fromisoformat(record["scanned_at"].replace("Z", "+00:00"))
+            table = pa.Table.from_pylist(records, schema=_schema(labels))
+            pq.write_table(table, temp)
+            with open(temp, "rb+") as handle:
+                _sync(handle)
     return len(rows)
+
+
+@contextlib.contextmanager
+def _replacing(out: Path) -> Iterator[Path]:
+    """A temporary file beside ``out`` (beside its target when ``out`` is a symlink, which then keeps
+    pointing at the new file), renamed over it once written: an interrupted export never leaves a
+    half-written file where the old one was."""
+    target = Path(os.path.realpath(out))
+    temp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        yield temp
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself on disk (not every file system allows it)
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _sync(handle) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 def _schema(labels: list[str]):
@@ -175,5 +215,5 @@ def check_folder_name(label) -> None:
         problem = f"it is longer than {MAX_FOLDER_NAME} bytes"
     if problem is not None:
         shown = repr(label[:60] + "..." if isinstance(label, str) and len(label) > 60 else label)
-        raise ValueError(f"the genre label {shown} cannot be a folder name: {problem}; nothing was made "
+        raise ConfigError(f"the genre label {shown} cannot be a folder name: {problem}; nothing was made "
                          "(the labels come from the model's manifest.json: fix it there and scan again)")

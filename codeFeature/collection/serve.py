@@ -40,6 +40,7 @@ import stat as stat_module
 import sys
 from typing import Iterable, Mapping, Optional, Sequence
 
+from ..errors import GenreError
 from .store import FINGERPRINT_EDGE
 
 #: The environment variable naming library databases (``os.pathsep``-separated).
@@ -67,7 +68,7 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOCTTY = getattr(os, "O_NOCTTY", 0)
 
 
-class NotServable(Exception):
+class NotServable(GenreError):
     """The file is not read; ``str(exc)`` is the message for the visitor."""
 
 

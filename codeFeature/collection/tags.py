@@ -8,8 +8,8 @@ What is guaranteed
 ------------------
 * **Nothing is written without** ``write``: the dry run lists ``old -> new`` per file.
 * **What is there is respected.** By default only files with no genre are filled; ``overwrite``
-  replaces existing genres. Not-sure results are skipped unless ``include_not_sure``; results
-  below ``min_confidence`` are skipped. A file whose size or mtime differ from its row (changed
+  replaces existing genres. Not-sure results are skipped unless ``include_not_sure``, songs outside
+  the model's genres unless ``include_outside``; results below ``min_confidence`` are skipped. A file whose size or mtime differ from its row (changed
   since the scan), a hard-linked file (a copy would split its names) and a file owned by another
   user whose owner cannot be kept are skipped with a message. In mp3s the ID3v2 version stays
   (v2.3 stays v2.3, v2.4 stays v2.4, a new tag is v2.4; mutagen cannot write v2.2, which becomes
@@ -54,6 +54,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ..errors import ConfigError, GenreError
 from ..regular_file import open_regular
 from .store import LibraryError, LibraryStore, fingerprint, readable
 
@@ -73,8 +74,12 @@ _BLOCK = 1 << 14
 _MAX_SEARCHES = 64
 
 
-class TagError(Exception):
+class TagError(GenreError):
     """A file that cannot be tagged safely; the message says why in plain words."""
+
+
+class TagFormatError(GenreError, ValueError):
+    """mutagen does not recognise the file's format: reported as an error, not a skip (not a TagError)."""
 
 
 @dataclass
@@ -168,7 +173,7 @@ def _mutagen_class(name, kind: str):
     if hasattr(name, "seek"):
         name.seek(0)
     if audio is None:
-        raise ValueError("mutagen does not recognise this file")
+        raise TagFormatError("mutagen does not recognise this file")
     return type(audio)
 
 
@@ -611,7 +616,8 @@ def _unchanged(row: dict) -> bool:
 
 
 def apply_tags(store: LibraryStore, *, model: str, write: bool = False, include_not_sure: bool = False,
-               overwrite: bool = False, min_confidence: float = 0.0, keep_times: bool = False) -> list[TagChange]:
+               include_outside: bool = False, overwrite: bool = False, min_confidence: float = 0.0,
+               keep_times: bool = False) -> list[TagChange]:
     """Plan (and with ``write``, do) a genre tag for each of ``model``'s results.
 
     Parameters
@@ -622,6 +628,10 @@ def apply_tags(store: LibraryStore, *, model: str, write: bool = False, include_
         Change files; otherwise only list ``old -> new``.
     include_not_sure : bool
         Also tag results that are not sure (with the best guess).
+    include_outside : bool
+        Also tag songs the model placed outside its genres (state ``"outside"``) with its best guess;
+        without it they are never tagged, whatever ``include_not_sure`` says: their "genre" is only
+        the nearest of genres the song is not in.
     overwrite : bool
         Replace genres the files already have; by default only empty genres are filled.
     min_confidence : float
@@ -632,7 +642,7 @@ def apply_tags(store: LibraryStore, *, model: str, write: bool = False, include_
     import mutagen
 
     if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"--min-confidence must be between 0 and 1 (a probability such as 0.5), not {min_confidence}")
+        raise ConfigError(f"--min-confidence must be between 0 and 1 (a probability such as 0.5), not {min_confidence}")
     with _RunLock(store):
         changes = recover(store, write=write)
         rows = [row for row in store.rows(model, with_segments=False) if row["status"] == "ok"]
@@ -644,7 +654,12 @@ def apply_tags(store: LibraryStore, *, model: str, write: bool = False, include_
             if kind is None:
                 changes.append(TagChange(shown, "skip", note=NO_TAG))
                 continue
-            if row["not_sure"] and not include_not_sure:
+            if row.get("state") == "outside":
+                if not include_outside:
+                    changes.append(TagChange(shown, "skip", note=f"{row['verdict']}; --include-outside tags it "
+                                                                 f"with the nearest genre, {row['genre']}"))
+                    continue
+            elif row["not_sure"] and not include_not_sure:
                 changes.append(TagChange(shown, "skip", note=f"{row['verdict']} ({'; '.join(row['reasons'])}); "
                                                              "--include-not-sure tags it with the best guess"))
                 continue

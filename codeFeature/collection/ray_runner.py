@@ -1,9 +1,9 @@
 """The scan on a Ray cluster: Ray Data maps batches of file paths through a pool of actors.
 
 Each actor loads the model once (:class:`Classifier`) and turns a batch of paths into
-``results`` rows with the same :func:`~.scan.classify_path` the local engine uses, so both
-engines store the same answers. The rows stream back to the driver, which writes them to the
-SQLite database one transaction per file, as the local engine does.
+``results`` rows with the same :func:`~.classify.classify_path` the local runner uses, so both
+runners store the same answers. The rows stream back to the driver, which writes them to the
+SQLite database one transaction per file, as the local runner does.
 
 Why stream to the driver rather than write Parquet shards to merge: a row is small (a few KB
 with its per-segment evidence) and the driver writes it as it arrives, so an interrupted scan
@@ -39,8 +39,9 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .scan import Found, ModelSpec, classify_path
-from .store import LibraryStore, error_record
+from .classify import ModelSpec, classify_path, worker_failed
+from .store import LibraryStore
+from .walk import Found
 
 #: Files per Ray Data batch: small, so rows come back while the scan runs and an actor busy with
 #: a two-hour file holds up few others.
@@ -68,9 +69,7 @@ class Classifier:
             try:
                 record = classify_path(item, self.model, self.spec)
             except Exception as exc:  # classify_path turns bad files into rows; this is a last resort
-                record = error_record(path=item.path, model=self.spec.name, model_hash=self.spec.model_hash,
-                                      precision=self.spec.precision, size=item.size, mtime_ns=item.mtime_ns, fp="",
-                                      error=f"the worker failed on this file ({type(exc).__name__}: {exc})")
+                record = worker_failed(item, self.spec, exc)
             rows.append(pickle.dumps(record))
         return {"record": np.array(rows, dtype=object)}
 

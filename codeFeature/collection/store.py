@@ -9,7 +9,7 @@ Paths are stored as the exact bytes the file system gave (``os.fsencode``), so n
 encoding round-trip; ``path_text`` is a readable form for tables and exports, with bytes that
 are not UTF-8 shown as ``\\xNN``.
 
-Tables (``SCHEMA_VERSION`` 1):
+Tables (``SCHEMA_VERSION`` 2):
 
 ``meta(key, value)``
     ``schema_version``, and when the database was created.
@@ -21,14 +21,29 @@ Tables (``SCHEMA_VERSION`` 1):
     Primary key ``(path, model)``. What was classified (``size``, ``mtime_ns``, ``fingerprint``),
     by what (``model``, ``model_hash`` = sha256 of its ``manifest.json``, ``precision``), and the
     answer: ``status`` ``"ok"`` with the verdict (``genre``, ``confidence``, ``vote_share``,
-    ``not_sure``, ``verdict``, ``reasons``, ``top``, ``rule``), ``duration``, ``rms``, ``labels``,
+    ``not_sure``, ``state``, ``outside_kind``, ``sounds_like``, ``verdict``, ``reasons``, ``top``,
+    ``rule``), ``duration``, ``rms``, ``labels``,
     the mean ``probabilities``, ``top_tags``, ``warnings`` and the per-segment evidence
     (``segments``: a NumPy ``.npz`` blob of ``starts``, ``probabilities`` and any extra outputs
-    such as musicnn's 50 tags); or ``status`` ``"error"`` with the readable ``error``.
+    such as musicnn's 50 tags); or ``status`` ``"error"`` with the readable ``error``. ``state`` is
+    the verdict's :attr:`~codeFeature.decision.Verdict.state` (``"genre"``, ``"not_sure"`` or
+    ``"outside"``; NULL on error rows), ``outside_kind`` ``"music"`` or ``"not music"`` when outside,
+    ``sounds_like`` a JSON list of words.
+``outside_rules(key, rule)``
+    The outside part of the models' decision rules (:class:`~codeFeature.decision.OutsideRule`, some 20 KB
+    of JSON for musicnn's 50 tags), kept once: a row's ``rule`` names it as ``{"outside": {"ref": key}}``,
+    ``key`` being the first 16 hex digits of the sha256 of its JSON; reading a row puts it back.
+    A version 1 row keeps its rule whole, which reads the same.
 ``tag_changes``
     Left from earlier versions (value-only tag history); no longer written.
 ``tag_writes``
     The tag journal (see :data:`TAG_SCHEMA`), created the first time ``tag`` runs.
+
+Older databases: a version 1 database (before ``state``, ``outside_kind`` and ``sounds_like``) opened
+for writing gains the three columns in one transaction (:meth:`LibraryStore._migrate`), each row's
+state worked out again from what it stored; opened read-only (the app, ``export``) it is left as it
+is and read with the state derived from ``not_sure`` (a version 1 row that was outside reads as
+"not_sure", hedged as it was shown when it was stored).
 """
 
 from __future__ import annotations
@@ -46,7 +61,11 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+from ..errors import GenreError
+
+SCHEMA_VERSION = 2
+#: Versions this code opens: older ones are migrated (read-write) or read as they are (read-only).
+READABLE_VERSIONS = (1, 2)
 
 #: Bytes read from each end of a file for its fingerprint.
 FINGERPRINT_EDGE = 1 << 20
@@ -70,6 +89,9 @@ CREATE TABLE IF NOT EXISTS results (
     confidence REAL,
     vote_share REAL,
     not_sure INTEGER,
+    state TEXT,
+    outside_kind TEXT,
+    sounds_like TEXT,
     verdict TEXT,
     reasons TEXT,
     top TEXT,
@@ -87,6 +109,7 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (path, model)
 );
 CREATE INDEX IF NOT EXISTS results_model_genre ON results (model, genre);
+CREATE TABLE IF NOT EXISTS outside_rules (key TEXT PRIMARY KEY, rule TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tag_changes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     path BLOB NOT NULL,
@@ -106,14 +129,18 @@ _ROOTS_SCHEMA = ("CREATE TABLE IF NOT EXISTS roots "
 
 #: The columns of ``results``, in table order.
 COLUMNS = ("path", "path_text", "model", "model_hash", "precision", "size", "mtime_ns", "fingerprint", "status",
-           "error", "duration", "rms", "genre", "confidence", "vote_share", "not_sure", "verdict", "reasons", "top",
-           "rule", "labels", "probabilities", "top_tags", "warnings", "segment_seconds", "n_segments", "segments",
-           "extra_labels", "seconds", "scanned_at")
+           "error", "duration", "rms", "genre", "confidence", "vote_share", "not_sure", "state", "outside_kind",
+           "sounds_like", "verdict", "reasons", "top", "rule", "labels", "probabilities", "top_tags", "warnings",
+           "segment_seconds", "n_segments", "segments", "extra_labels", "seconds", "scanned_at")
 #: Columns holding JSON text.
-JSON_COLUMNS = ("reasons", "top", "rule", "labels", "probabilities", "top_tags", "warnings", "extra_labels")
+JSON_COLUMNS = ("sounds_like", "reasons", "top", "rule", "labels", "probabilities", "top_tags", "warnings",
+                "extra_labels")
+#: The columns version 2 added, as a version 1 database is read without them (read-only: not migrated).
+_V1_READ = {"state": "CASE WHEN status = 'ok' THEN CASE WHEN not_sure THEN 'not_sure' ELSE 'genre' END END",
+            "outside_kind": "NULL", "sounds_like": "NULL"}
 
 
-class LibraryError(Exception):
+class LibraryError(GenreError):
     """A database that cannot be used (not SQLite, a newer schema, unwritable)."""
 
 
@@ -123,6 +150,10 @@ class DatabaseBusyError(LibraryError):
 
 class DamagedDatabaseError(LibraryError):
     """The database failed SQLite's quick integrity check; it was left as it is."""
+
+
+class NoStoredResultError(LibraryError, ValueError):
+    """An error row has no prediction to rebuild (a ValueError too, as it was before it had a name)."""
 
 
 #: Seconds a command waits for another program's write to the database to end before giving up.
@@ -221,7 +252,8 @@ def record_from_prediction(prediction, *, path: bytes, model_hash: str, precisio
         "error": None, "duration": float(prediction.duration),
         "rms": None if prediction.rms is None else float(prediction.rms),
         "genre": verdict.genre, "confidence": float(verdict.confidence), "vote_share": float(verdict.vote_share),
-        "not_sure": int(verdict.not_sure), "verdict": verdict.headline, "reasons": list(verdict.reasons),
+        "not_sure": int(verdict.not_sure), "state": verdict.state, "outside_kind": verdict.outside_kind,
+        "sounds_like": list(verdict.sounds_like), "verdict": verdict.headline, "reasons": list(verdict.reasons),
         "top": [[name, float(p)] for name, p in verdict.top], "rule": verdict.rule.to_dict(),
         "labels": list(prediction.labels),
         "probabilities": [float(p) for p in prediction.mean_probabilities],
@@ -256,17 +288,18 @@ def load_prediction(row: dict):
 
     Raises
     ------
-    ValueError
+    NoStoredResultError
         If the row is an error row (there is nothing to rebuild).
     """
     from ..decision import DecisionRule
     from ..predict import Prediction
 
     if row.get("status") != "ok":
-        raise ValueError(f"{row.get('path_text')!r} has no stored result: {row.get('error')}")
+        raise NoStoredResultError(f"{row.get('path_text')!r} has no stored result: {row.get('error')}")
     starts, probabilities, extras = unpack_segments(row["segments"])
     extra_labels = {name: tuple(labels) for name, labels in (row.get("extra_labels") or {}).items()}
-    rule = DecisionRule(**row["rule"]) if row.get("rule") else DecisionRule()
+    # from_manifest, not DecisionRule(**...): the stored rule's "outside" part is a dict to be parsed
+    rule = DecisionRule.from_manifest({"decision": row["rule"]}) if row.get("rule") else DecisionRule()
     return Prediction(model=row["model"], labels=tuple(row["labels"]), probabilities=probabilities, starts=starts,
                       segment_seconds=float(row["segment_seconds"]), duration=float(row["duration"]),
                       file=row["path_text"], warnings=list(row.get("warnings") or []), extras=extras,
@@ -373,13 +406,20 @@ class LibraryStore:
         return LibraryError(f"{self.path} is not a library database ({text})")
 
     def _check_schema(self, readonly: bool) -> None:
+        #: How each of COLUMNS is selected: itself, or an expression for a column an older version lacks.
+        self._select = {c: c for c in COLUMNS}
         has_meta = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
         if has_meta:
             found = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(found[0]) if found else 0
-            if version != SCHEMA_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise LibraryError(f"{self.path} has schema version {version}; this version of codeFeature "
-                                   f"reads version {SCHEMA_VERSION}")
+                                   f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+            if version < SCHEMA_VERSION:
+                if readonly:
+                    self._select.update(_V1_READ)
+                else:
+                    self._migrate()
             return
         if readonly:
             raise LibraryError(f"{self.path} is not a library database (no meta table)")
@@ -389,6 +429,45 @@ class LibraryStore:
         # one transaction: a kill during creation leaves no half-made schema behind
         self.db.executescript(f"BEGIN; {_SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); "
                               f"INSERT INTO meta VALUES ('created_at', '{time.time()}'); COMMIT;")
+
+    def _migrate(self) -> None:
+        """Version 1 to 2, in one transaction (a kill leaves version 1 as it was): add ``state``,
+        ``outside_kind`` and ``sounds_like``, and fill them for every stored answer.
+
+        Each answer's verdict is worked out again from what the row stored (its probabilities, tags, rule
+        and level: :func:`load_prediction`), so a row whose rule had an outside part gets its real state;
+        a row that cannot be rebuilt gets the state its ``not_sure`` says."""
+        # an explicit transaction: ALTER TABLE would otherwise commit on its own
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._migrate_v1()
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
+
+    def _migrate_v1(self) -> None:
+        found = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if found is not None and int(found[0]) >= 2:  # another program migrated it while we waited
+            return
+        self.db.execute("CREATE TABLE IF NOT EXISTS outside_rules (key TEXT PRIMARY KEY, rule TEXT NOT NULL)")
+        present = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
+        for column in ("state", "outside_kind", "sounds_like"):
+            if column not in present:
+                self.db.execute(f"ALTER TABLE results ADD COLUMN {column} TEXT")
+        self.db.execute(f"UPDATE results SET state = ({_V1_READ['state']})")
+        outside = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE status = 'ok' "
+                                  "AND rule LIKE '%\"outside\"%'").fetchall()
+        for row in outside:
+            parsed = _parse(row)
+            try:
+                verdict = load_prediction(parsed).verdict
+            except (GenreError, KeyError, TypeError, ValueError):
+                continue  # kept as not_sure: hedged, as it was shown
+            self.db.execute("UPDATE results SET state=?, outside_kind=?, sounds_like=? WHERE path=? AND model=?",
+                            (verdict.state, verdict.outside_kind, json.dumps(list(verdict.sounds_like)),
+                             parsed["path"], parsed["model"]))
+        self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()
@@ -403,18 +482,14 @@ class LibraryStore:
 
     def put(self, record: dict) -> None:
         """Store one file's row (replacing that file's row for the same model) in its own transaction."""
+        record, outside = _outside_by_reference(record)
         values = [json.dumps(record.get(c)) if c in JSON_COLUMNS and record.get(c) is not None else record.get(c)
                   for c in COLUMNS]
         with self.db:
+            if outside is not None:
+                self.db.execute("INSERT OR IGNORE INTO outside_rules (key, rule) VALUES (?, ?)", outside)
             self.db.execute(f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
                             f"VALUES ({', '.join('?' * len(COLUMNS))})", values)
-
-    def update_stat(self, path: bytes, *, size: int, mtime_ns: int, fp: str) -> None:
-        """Record a file's new size, mtime and fingerprint after a change that left its audio alone
-        (a tag write), so the next scan does not classify it again."""
-        with self.db:
-            self.db.execute("UPDATE results SET size=?, mtime_ns=?, fingerprint=? WHERE path=?",
-                            (size, mtime_ns, fp, path))
 
     def forget(self, paths: Iterable[bytes]) -> int:
         """Delete every model's row of ``paths`` (and their tag history), in one transaction; returns rows deleted."""
@@ -460,6 +535,7 @@ class LibraryStore:
         refuse its writes at once, without waiting, whenever another program is writing.
         """
         columns = COLUMNS if with_segments else tuple(c for c in COLUMNS if c != "segments")
+        selected = ", ".join(c if self._select[c] == c else f"{self._select[c]} AS {c}" for c in columns)
         last: Optional[tuple] = None
         while True:
             conditions, args = [], []
@@ -469,20 +545,37 @@ class LibraryStore:
             if last is not None:
                 conditions.append("(path, model) > (?, ?)")
                 args.extend(last)
-            sql = f"SELECT {', '.join(columns)} FROM results"
+            sql = f"SELECT {selected} FROM results"
             if conditions:
                 sql += " WHERE " + " AND ".join(conditions)
             batch = self.db.execute(sql + " ORDER BY path, model LIMIT ?", (*args, page)).fetchall()
             for row in batch:
-                yield _parse(row)
+                yield self._with_outside(_parse(row))
             if len(batch) < page:
                 return
             last = (batch[-1]["path"], batch[-1]["model"])
 
     def get(self, path: str | bytes | os.PathLike, model: str) -> Optional[dict]:
-        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM results WHERE path=? AND model=?",
+        selected = ", ".join(c if self._select[c] == c else f"{self._select[c]} AS {c}" for c in COLUMNS)
+        row = self.db.execute(f"SELECT {selected} FROM results WHERE path=? AND model=?",
                               (path_bytes(path), model)).fetchone()
-        return _parse(row) if row is not None else None
+        return self._with_outside(_parse(row)) if row is not None else None
+
+    def _with_outside(self, row: dict) -> dict:
+        """``row`` with its rule's outside part put back in place of the reference :meth:`put` stored."""
+        rule = row.get("rule")
+        ref = rule.get("outside") if isinstance(rule, dict) else None
+        if not isinstance(ref, dict) or set(ref) != {"ref"}:
+            return row
+        known = self.__dict__.setdefault("_outside_rules", {})
+        if ref["ref"] not in known:
+            found = self.db.execute("SELECT rule FROM outside_rules WHERE key=?", (ref["ref"],)).fetchone()
+            if found is None:
+                raise LibraryError(f"{self.path} names a decision rule it does not hold ({ref['ref']}); "
+                                   "scan the files again into a new database file")
+            known[ref["ref"]] = json.loads(found[0])
+        row["rule"] = {**rule, "outside": known[ref["ref"]]}
+        return row
 
     def pick_model(self, model: Optional[str]) -> str:
         """``model`` if the database has rows for it; with ``None``, the only model, or the default
@@ -643,7 +736,21 @@ def _parse(row: sqlite3.Row) -> dict:
             out[column] = json.loads(out[column])
     if out.get("not_sure") is not None:
         out["not_sure"] = bool(out["not_sure"])
+    if out.get("status") == "ok" and out.get("sounds_like") is None and "sounds_like" in out:
+        out["sounds_like"] = []  # a version 1 row read without migrating
     return out
+
+
+def _outside_by_reference(record: dict) -> tuple[dict, Optional[tuple[str, str]]]:
+    """``record`` with its rule's outside part replaced by a reference, and ``(key, JSON)`` to store once;
+    ``(record, None)`` when the rule has no outside part (or only a reference already)."""
+    rule = record.get("rule")
+    outside = rule.get("outside") if isinstance(rule, dict) else None
+    if not isinstance(outside, dict) or set(outside) == {"ref"}:
+        return record, None
+    text = json.dumps(outside)  # in its own key order: the order of "not_music" and "music" matters
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return {**record, "rule": {**rule, "outside": {"ref": key}}}, (key, text)
 
 
 def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
