@@ -74,11 +74,15 @@ def parse_args(argv=None):
                    help="share of valid tracks (in each version) whose style tags may reach min_style")
     p.add_argument("--max-confidence", type=float, default=0.5,
                    help="stage 2 fires only while the head's winner has less than this mean probability")
+    p.add_argument("--no-noise-check", action="store_true",
+                   help="skip the GTZAN tracks mixed with noise (only reported, never fitted on)")
     p.add_argument("--per-kind", type=int, default=8, help="synthetic signals per generator")
     p.add_argument("--cache", type=Path, default=CACHE)
     p.add_argument("--write-manifest", action="store_true", help="write decision.outside into the model's manifest")
     p.add_argument("--check", action="store_true", help="print the real_music table with the manifest's rule")
     p.add_argument("--real-music", type=Path, default=REAL_MUSIC)
+    p.add_argument("--precision", default=None,
+                   help="--check only: the precision to load the model at (default: the command line's, auto)")
     return p.parse_args(argv)
 
 
@@ -302,12 +306,14 @@ def evaluate(spec: dict, gtzan: list[dict], synthetic: list[dict], labels, base_
     return out
 
 
-def check(model_ref, real_music: Path) -> dict:
-    """The real_music table: file, label, verdict; and the counts the issue asks for."""
+def check(model_ref, real_music: Path, precision=None) -> dict:
+    """The real_music table: file, label, verdict; and the counts the issue asks for. The model is loaded as
+    the command line loads it (``precision`` None: its default), so these are the answers people get."""
     from codeFeature.model_io import load_model
     from codeFeature.predict import predict_file
 
-    model = load_model(model_ref, precision="float32")
+    model = load_model(model_ref, precision=precision)
+    print(f"{model.name}: {getattr(model, 'engine', '')} {getattr(model, 'precision', '')}".rstrip())
     with open(real_music / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     counts = {"outside": 0, "outside_hedged": 0, "outside_said_outside": 0, "in_genre": 0, "in_genre_right": 0,
@@ -336,7 +342,7 @@ def main(argv=None) -> int:
         if not (args.real_music / "labels.csv").exists():
             print(f"error: no {args.real_music}/labels.csv", file=sys.stderr)
             return 2
-        check(args.model, args.real_music)
+        check(args.model, args.real_music, args.precision)
         return 0
     from codeFeature.model_io import load_model, read_manifest, resolve_model_dir
 
@@ -346,8 +352,8 @@ def main(argv=None) -> int:
         print(f"error: {args.model} has no tags output; the outside rule reads musicnn's tags", file=sys.stderr)
         return 2
     data = audio_data(args.data, args.gtzan)
-    gtzan = gtzan_evidence(model, data, KEEP_VERSIONS + CHECK_VERSIONS, args.cache)
     synthetic = synthetic_evidence(model, args.per_kind, args.cache)
+    gtzan = gtzan_evidence(model, data, KEEP_VERSIONS + (() if args.no_noise_check else CHECK_VERSIONS), args.cache)
     n_valid = sum(r["split"] == "valid" and r["version"] == "clean" for r in gtzan)
     source = (f"python -m training.outside_rule --model {display_path(Path(model.path))} --write-manifest: "
               f"stage 1, not music: logistic regression of the GTZAN train tracks (clean, band-limited, 78-rpm-like) "
