@@ -123,3 +123,39 @@ def test_an_absent_rule_never_fires_on_the_same_evidence():
     spec, _ = fit_rule(gtzan, synthetic, TAGS, len(GENRES), c_grid=(1.0,))
     with_rule = dataclasses.replace(DecisionRule(), outside=OutsideRule.from_dict(spec))
     assert DecisionRule.from_manifest({"decision": with_rule.to_dict()}) == with_rule
+
+
+# --- the shipped rule: one verdict through every surface ---
+
+def test_the_shipped_rule_gives_one_verdict_through_file_bytes_json_and_table(tmp_path):
+    """Pink noise through the shipped default model, read as a file, as bytes, and by the command line's JSON
+    and table: the same "outside" verdict everywhere (the manifest's rule, not a surface's own)."""
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from codeFeature.model_io import load_model
+    from codeFeature.predict import predict_file
+    from training.outside_synth import pink
+
+    model = load_model("musicnn_genre")
+    if model.decision_rule.outside is None:
+        pytest.skip("the shipped default model has no outside rule in its manifest")
+    song = tmp_path / "noise.wav"
+    sf.write(song, pink(np.random.default_rng(3), 16000, 16000 * 8), 16000)
+    by_file = predict_file(song, model=model).verdict
+    by_bytes = predict_file(song.read_bytes(), model=model, filename="noise.wav").verdict
+    assert by_file.state == "outside" and by_file.outside_kind == "not music"
+    assert by_bytes.to_dict() == by_file.to_dict()
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "codeFeature", str(song), "--model", "musicnn_genre", *extra],
+                              capture_output=True, text=True, timeout=600)
+
+    shown = run("--json")
+    assert shown.returncode == 0, shown.stderr
+    record = json.loads(shown.stdout.strip().splitlines()[-1])
+    assert (record["state"], record["outside_kind"], record["verdict"]) == ("outside", "not music", by_file.headline)
+    table = run()
+    assert table.returncode == 0 and by_file.headline in table.stdout
