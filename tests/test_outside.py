@@ -159,3 +159,16 @@ def test_the_shipped_rule_gives_one_verdict_through_file_bytes_json_and_table(tm
     assert (record["state"], record["outside_kind"], record["verdict"]) == ("outside", "not music", by_file.headline)
     table = run()
     assert table.returncode == 0 and by_file.headline in table.stdout
+
+
+def test_the_cache_keeps_each_inference_path_apart(tmp_path):
+    from types import SimpleNamespace
+
+    from training.outside_rule import _weights_key
+
+    (tmp_path / "model.weights.h5").write_bytes(b"weights")
+    reference = _weights_key(SimpleNamespace(path=tmp_path, engine="tensorflow", precision="float32"))
+    int8 = _weights_key(SimpleNamespace(path=tmp_path, engine="openvino", precision="int8"))
+    assert reference != int8 and int8.startswith(reference)
+    (tmp_path / "model.weights.h5").write_bytes(b"other weights")
+    assert _weights_key(SimpleNamespace(path=tmp_path, engine="tensorflow", precision="float32")) != reference

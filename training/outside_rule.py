@@ -84,7 +84,8 @@ def parse_args(argv=None):
     p.add_argument("--check", action="store_true", help="print the real_music table with the manifest's rule")
     p.add_argument("--real-music", type=Path, default=REAL_MUSIC)
     p.add_argument("--precision", default=None,
-                   help="--check only: the precision to load the model at (default: the command line's, auto)")
+                   help="--check: the precision to load the model at (default: the command line's, auto); when "
+                        "fitting: also count the clean GTZAN tracks the fitted rule flags at this precision")
     return p.parse_args(argv)
 
 
@@ -137,8 +138,11 @@ def degrade(x: np.ndarray, version: str, sample_rate: int, seed: int) -> np.ndar
 # --- evidence: the model's probabilities and tags, per segment, cached ---
 
 def _weights_key(model) -> str:
-    weights = Path(model.path) / "model.weights.h5"
-    return hashlib.sha1(weights.read_bytes()).hexdigest()
+    """The model's weights, and its inference path unless it is the reference (TensorFlow float32), so outputs of
+    another path (int8) are never mixed with the reference's in the cache."""
+    weights = hashlib.sha1((Path(model.path) / "model.weights.h5").read_bytes()).hexdigest()
+    path = (getattr(model, "engine", "tensorflow"), getattr(model, "precision", "float32"))
+    return weights if path == ("tensorflow", "float32") else f"{weights}|{path[0]} {path[1]}"
 
 
 def _cached(cache: Path, key: str, compute):
@@ -371,6 +375,11 @@ def main(argv=None) -> int:
                              max_not_music=args.max_not_music, max_style=args.max_style,
                              max_confidence=args.max_confidence, source=source)
     figures["answers"] = evaluate(spec, gtzan, synthetic, model.labels, model.decision_rule)
+    if args.precision is not None:  # the fit reads float32; people may get another path (int8)
+        served = load_model(args.model, precision=args.precision)
+        answers = evaluate(spec, gtzan_evidence(served, data, ("clean",), args.cache), [], served.labels,
+                           served.decision_rule)
+        figures[f"answers at {served.engine} {served.precision}"] = answers
     print(json.dumps(figures, indent=1))
     if args.write_manifest:
         folder = resolve_model_dir(args.model)
