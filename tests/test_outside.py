@@ -172,3 +172,13 @@ def test_the_cache_keeps_each_inference_path_apart(tmp_path):
     assert reference != int8 and int8.startswith(reference)
     (tmp_path / "model.weights.h5").write_bytes(b"other weights")
     assert _weights_key(SimpleNamespace(path=tmp_path, engine="tensorflow", precision="float32")) != reference
+
+
+def test_a_model_that_is_not_there_is_said_in_words(tmp_path, capsys):
+    from training.outside_rule import main
+
+    assert main(["--model", str(tmp_path / "no_such_model")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert main(["--check", "--real-music", str(tmp_path)]) == 2
+    assert "labels.csv" in capsys.readouterr().err

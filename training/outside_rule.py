@@ -346,7 +346,17 @@ def check(model_ref, real_music: Path, precision=None) -> dict:
 
 @exit_on_missing_data
 def main(argv=None) -> int:
+    from codeFeature.errors import GenreError
+
     args = parse_args(argv)
+    try:
+        return run(args)
+    except GenreError as exc:  # a model that is not there or cannot load: said in words, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
     if args.check:
         if not (args.real_music / "labels.csv").exists():
             print(f"error: no {args.real_music}/labels.csv", file=sys.stderr)
