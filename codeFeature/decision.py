@@ -68,13 +68,19 @@ class OutsideRule:
       fitted to tell training songs from sounds outside them), exceeds ``min_score``; or when its
       **distance**, the per-tag RMS distance from ``z`` to the nearest of the genres' ``centroids``
       (each genre's average training profile), exceeds ``max_distance`` (0: off);
-    * or when its strongest music tag (of ``music_tags``) is below ``min_music`` (then not music).
+    * or when its strongest music tag (of ``music_tags``) is below ``min_music`` (then not music);
+    * or, music outside the genres, when one of ``style_tags`` (tags that name music outside the genres:
+      electronic, house...) stands out above the training songs (standardised score ``min_style`` or more)
+      **and** the genre head is unsure of every genre (the winner's mean probability below
+      ``max_confidence``): the tags name another style and the head does not recognise one of its own.
 
     An outside song is **not music** when its profile lies nearer one of ``not_music`` (reference
     profiles of non-music sounds, e.g. ``{"speech": [...], "noise": [...]}``) than any genre centroid
     and any of ``music`` (profiles of music outside the genres), and it "sounds like" that profile's
     name; otherwise it is music outside the genres and sounds like up to three of the ``describe`` tags
     that stand out most above the training songs (standardised score at least ``min_describe``).
+    With ``score_kind`` "not music" (a score fitted to tell music from non-music), a song the score
+    flags is not music, and the profiles only say what it sounds like.
     """
 
     tags: tuple[str, ...]
@@ -92,6 +98,10 @@ class OutsideRule:
     min_music: float = 0.0
     describe: tuple[str, ...] = ()
     min_describe: float = 1.0
+    style_tags: tuple[str, ...] = ()
+    min_style: float = 0.0
+    max_confidence: float = 0.0
+    score_kind: str = "nearest"
     source: str = ""
 
     @classmethod
@@ -113,20 +123,31 @@ class OutsideRule:
                        music_tags=tuple(str(t) for t in spec.get("music_tags", ())),
                        min_music=float(spec.get("min_music", 0.0)),
                        describe=tuple(str(t) for t in spec.get("describe", ())),
-                       min_describe=float(spec.get("min_describe", 1.0)), source=str(spec.get("source", "")))
+                       min_describe=float(spec.get("min_describe", 1.0)),
+                       style_tags=tuple(str(t) for t in spec.get("style_tags", ())),
+                       min_style=float(spec.get("min_style", 0.0)),
+                       max_confidence=float(spec.get("max_confidence", 0.0)),
+                       score_kind=str(spec.get("score_kind", "nearest")), source=str(spec.get("source", "")))
         except KeyError as missing:
             raise ConfigError(f"the decision's 'outside' lacks {missing}") from None
         except (TypeError, ValueError) as error:
             raise ConfigError(f"the decision's 'outside' is malformed: {error}") from None
         if not centroids or min(rule.scale) <= 0 or rule.max_distance < 0:
             raise ConfigError("the decision's 'outside' needs centroids, positive scales and max_distance >= 0")
+        if rule.score_kind not in ("nearest", "not music"):
+            raise ConfigError(f"decision outside score_kind={rule.score_kind!r}: use 'nearest' or 'not music'")
         if rule.transform not in ("none", "logit"):
             raise ConfigError(f"decision outside transform={rule.transform!r}: use 'none' or 'logit'")
         if not 0.0 <= rule.min_score < 1.0 or (rule.min_score > 0 and not weights):
             raise ConfigError("decision outside min_score must lie in [0, 1) and needs weights")
-        if rule.max_distance == 0 and rule.min_score == 0 and rule.min_music == 0:
-            raise ConfigError("the decision's 'outside' sets no test (max_distance, min_score or min_music)")
-        unknown = [t for t in rule.music_tags + rule.describe if t not in tags]
+        if not 0.0 <= rule.max_confidence <= 1.0 or (rule.max_confidence > 0 and not (rule.style_tags
+                                                                                   and rule.min_style > 0)):
+            raise ConfigError("decision outside max_confidence must lie in [0, 1] and needs style_tags and "
+                              "min_style > 0")
+        if rule.max_distance == 0 and rule.min_score == 0 and rule.min_music == 0 and rule.max_confidence == 0:
+            raise ConfigError("the decision's 'outside' sets no test (max_distance, min_score, min_music or "
+                              "max_confidence)")
+        unknown = [t for t in rule.music_tags + rule.describe + rule.style_tags if t not in tags]
         if unknown:
             raise ConfigError(f"the decision's 'outside' names tags the model lacks: {', '.join(unknown)}")
         return rule
@@ -138,7 +159,8 @@ class OutsideRule:
                 "transform": self.transform, "weights": list(self.weights), "bias": self.bias,
                 "min_score": self.min_score, "music_tags": list(self.music_tags),
                 "min_music": self.min_music, "describe": list(self.describe), "min_describe": self.min_describe,
-                "source": self.source}
+                "style_tags": list(self.style_tags), "min_style": self.min_style,
+                "max_confidence": self.max_confidence, "score_kind": self.score_kind, "source": self.source}
 
     def standardise(self, profile: np.ndarray) -> np.ndarray:
         x = np.asarray(profile, np.float64)
@@ -157,12 +179,16 @@ class OutsideRule:
             return 0.0
         return float(1.0 / (1.0 + np.exp(-(np.dot(self.weights, z) + self.bias))))
 
-    def assess(self, tags: np.ndarray) -> Optional[tuple[str, str, tuple[str, ...]]]:
+    def assess(self, tags: np.ndarray, confidence: Optional[float] = None
+               ) -> Optional[tuple[str, str, tuple[str, ...]]]:
         """``(kind, reason, sounds_like)`` when the song is outside, else None.
 
         Parameters
         ----------
         tags : np.ndarray, shape (n_segments, n_tags)
+        confidence : float, optional
+            The genre head's winner's mean probability; without it the style test (``max_confidence``)
+            never fires.
         """
         tags = np.asarray(tags, np.float64)
         if tags.ndim != 2 or tags.shape[1] != len(self.tags) or not len(tags):
@@ -176,6 +202,9 @@ class OutsideRule:
                 return ("not music", f"no music tag reaches {percent(self.min_music)} (the strongest has "
                         f"{percent(strongest)})", self._nearest_not_music(z) or ())
         score = self.score(z)
+        if self.min_score > 0 and score > self.min_score and self.score_kind == "not music":
+            return ("not music", f"its tags score {score:.2f} for sounding unlike music, above the "
+                    f"{self.min_score:.2f} that few training songs reach", self._nearest_not_music(z) or ())
         if self.min_score > 0 and score > self.min_score:
             why = (f"its tags score {score:.2f} for sounding unlike the training songs, above the "
                    f"{self.min_score:.2f} that few of them reach")
@@ -183,7 +212,14 @@ class OutsideRule:
             why = (f"its tags lie {nearest_genre:.2f} from the nearest genre's typical tags, beyond "
                    f"the {self.max_distance:.2f} that fits most of the training songs")
         else:
-            return None
+            style = self.style(z)
+            if style is None or confidence is None or not self.max_confidence or confidence >= self.max_confidence:
+                return None
+            tag, level = style
+            # music by the tags' own words: only the tests above decide "not music"
+            return ("music", f"its tags name {tag.lower()} ({level:.2f} standard deviations above the training "
+                    f"songs, beyond the {self.min_style:.2f} few of them reach) and no genre is clear (the best has "
+                    f"{percent(confidence)}, under {percent(self.max_confidence)})", self.sounds_like(z))
         if self.not_music:
             gaps = self.distance(z, [v for _, v in self.not_music])
             i = int(np.argmin(gaps))
@@ -193,6 +229,14 @@ class OutsideRule:
                 return ("not music", why + f"; they are nearest those of {self.not_music[i][0]}",
                         (self.not_music[i][0],))
         return ("music", why, self.sounds_like(z))
+
+    def style(self, z: np.ndarray) -> Optional[tuple[str, float]]:
+        """The ``style_tags`` tag that stands out most, with its standardised score, when that reaches
+        ``min_style`` (else None)."""
+        if not self.style_tags or self.min_style <= 0:
+            return None
+        level, tag = max((float(z[self.tags.index(t)]), t) for t in self.style_tags)
+        return (tag, level) if level >= self.min_style else None
 
     def _nearest_not_music(self, z: np.ndarray) -> Optional[tuple[str, ...]]:
         if not self.not_music:
@@ -461,7 +505,7 @@ def decide(probabilities: np.ndarray, labels: Sequence[str], *, rule: Optional[D
     kind, sounds_like = None, ()
     silent = rms is not None and rms < SILENT_RMS
     if rule.outside is not None and tags is not None and not silent:
-        found = rule.outside.assess(tags)
+        found = rule.outside.assess(tags, confidence=float(mean[best]))
         if found is not None:
             kind, why, sounds_like = found
             # the outside reason first: it is the answer; the genre reasons stay as further detail

@@ -214,7 +214,10 @@ def test_outside_rule_round_trips_through_the_manifest_and_rejects_bad_specs():
     assert DecisionRule.from_manifest(json.loads(json.dumps({"decision": rule.to_dict()}))) == rule
     good = _outside_rule().to_dict()
     for bad in ({"centroids": [[0.0] * 4]}, {"scale": [0.0] * 5}, {"max_distance": 0},
-                {"describe": ["techno"]}, {"transform": "log"}, {"min_score": 0.5}, {"min_score": 1.5, "weights": [1] * 5}, {"mean": ["x"] * 5}, {"mean": [float("nan")] * 5}):
+                {"describe": ["techno"]}, {"transform": "log"}, {"min_score": 0.5},
+                {"min_score": 1.5, "weights": [1] * 5}, {"mean": ["x"] * 5}, {"mean": [float("nan")] * 5},
+                {"score_kind": "guess"}, {"max_confidence": 0.5}, {"style_tags": ["rock"], "max_confidence": 0.5},
+                {"style_tags": ["rock"], "min_style": 1.0, "max_confidence": 1.5}):
         with pytest.raises(ConfigError):
             OutsideRule.from_dict({**good, **bad})
     missing = dict(good)
@@ -235,12 +238,16 @@ def _outside_cases(draw):
     tags = np.asarray(draw(st.lists(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=5, max_size=5),
                                     min_size=n_segments, max_size=n_segments)))
     linear = draw(st.booleans())
+    styled = draw(st.booleans())
     outside = _outside_rule(max_distance=draw(st.sampled_from([0.5, 2.0, 4.0])),
                             min_music=draw(st.sampled_from([0.0, 0.3])), music_tags=["rock", "electronic"],
                             transform=draw(st.sampled_from(["none", "logit"])),
                             weights=[0.5, 1.0, 1.0, 0.5, 1.0] if linear else [], bias=-3.0,
                             min_score=0.6 if linear else 0.0,
-                            music={"dance": [0.0, 3.0, 3.0, 3.0, 0.0]} if linear else {})
+                            music={"dance": [0.0, 3.0, 3.0, 3.0, 0.0]} if linear else {},
+                            score_kind=draw(st.sampled_from(["nearest", "not music"])),
+                            style_tags=["electronic", "House"] if styled else [], min_style=1.5 if styled else 0.0,
+                            max_confidence=draw(st.sampled_from([0.3, 0.6, 1.0])) if styled else 0.0)
     rule = DecisionRule(aggregate=rule.aggregate, min_confidence=rule.min_confidence, min_margin=rule.min_margin,
                         outside=outside)
     return table, labels, rule, tags
@@ -265,6 +272,15 @@ def test_the_words_agree_with_the_numbers_in_every_state(case):
             shown, limit = map(float, re.findall(r"(\d+\.\d+)", why)[:2])
             if " score " in why:  # "its tags score S ..., above the M ...": S is the score, S > M
                 assert shown == pytest.approx(o.score(z), abs=0.006) and o.score(z) > o.min_score
+                assert (verdict.outside_kind == "not music") or o.score_kind == "nearest"
+            elif "name" in why:  # "its tags name T (L ... beyond the M ...) and no genre is clear (the best has C%,
+                # under X%)": T's standardised level L >= M, and the winner's mean probability C < X
+                tag, level = o.style(z)
+                assert verdict.outside_kind == "music" and f"name {tag.lower()} " in why
+                assert shown == pytest.approx(level, abs=0.006) and level >= o.min_style
+                assert verdict.confidence < o.max_confidence
+                best, limit_shown = re.search(r"the best has (\d+)%, under (\d+)%", why).groups()
+                assert abs(float(best) - 100 * verdict.confidence) <= 0.5 + 1e-9
             else:  # "its tags lie D from the nearest genre's typical tags, beyond the M ...": D > M
                 assert shown == pytest.approx(nearest, abs=0.006) and nearest > o.max_distance
             assert shown >= limit
@@ -278,8 +294,47 @@ def test_the_words_agree_with_the_numbers_in_every_state(case):
     else:
         # not outside: the tags are within reach of a genre by the rule's own numbers
         assert nearest <= o.max_distance and (o.min_score == 0 or o.score(z) <= o.min_score)
+        # and either no style tag stands out or the head is sure enough of its winner
+        assert o.style(z) is None or verdict.confidence >= o.max_confidence
         assert verdict.sounds_like == () and verdict.outside_kind is None
         if verdict.state == "genre":
             assert verdict.headline == verdict.genre
         else:
             assert verdict.headline.startswith("not sure: ")
+
+
+def test_the_style_stage_needs_a_style_tag_and_an_unsure_head():
+    rule = DecisionRule(outside=_outside_rule(max_distance=0.0, style_tags=["electronic", "House"], min_style=1.5,
+                                              max_confidence=0.6))
+    labels = ("rock", "other")
+    house = np.array([[0.2, 0.2, 0.5, 0.2, 0.2]] * 2)  # House 3 standard deviations above the training songs
+    unsure = np.asarray([[0.6, 0.4], [0.5, 0.5]])
+    v = decide(unsure, labels, rule=rule, tags=house)
+    assert v.state == "outside" and v.outside_kind == "music" and v.sounds_like[0] == "house"
+    assert v.reasons[0].startswith("its tags name house (3.00 standard deviations above the training songs")
+    assert "the best has 55%, under 60%" in v.reasons[0]
+    # the head sure of one of its genres: its answer stands, whatever the tags say
+    assert decide(_two_genre_probs(), labels, rule=rule, tags=house).state == "genre"
+    # no style tag standing out: an unsure head's answer stands (this rule has no not-sure threshold)
+    assert decide(unsure, labels, rule=rule, tags=np.array([[0.2] * 5] * 2)).state == "genre"
+    # without the head's confidence (assess alone) the style stage never fires
+    assert rule.outside.assess(house) is None
+    with pytest.raises(ConfigError):  # max_confidence needs style tags and a level
+        _outside_rule(max_confidence=0.5)
+    with pytest.raises(ConfigError):
+        _outside_rule(style_tags=["techno"], min_style=1.0, max_confidence=0.5)
+    with pytest.raises(ConfigError):
+        _outside_rule(score_kind="maybe")
+
+
+def test_a_not_music_score_says_not_music_even_near_a_genre():
+    # a song at the "mid-everything" genre centroid, but the score (fitted music against non-music) is high
+    spec = dict(weights=[0.0, 0.0, 0.0, 0.0, 1.0], bias=0.0, min_score=0.5, max_distance=0.0, not_music={})
+    tags = np.array([[0.2, 0.2, 0.2, 0.2, 0.25]] * 2)  # speechy 0.5 spread above: score 0.62
+    nearest = decide(_two_genre_probs(), ("rock", "other"), rule=DecisionRule(outside=_outside_rule(**spec)), tags=tags)
+    assert nearest.state == "outside" and nearest.outside_kind == "music"  # by the nearest profile: a genre's
+    said = decide(_two_genre_probs(), ("rock", "other"),
+                  rule=DecisionRule(outside=_outside_rule(**spec, score_kind="not music")), tags=tags)
+    assert said.outside_kind == "not music" and said.headline == "not music" and said.sounds_like == ()
+    assert said.reasons[0] == ("its tags score 0.62 for sounding unlike music, above the 0.50 that few training "
+                               "songs reach")
