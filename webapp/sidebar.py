@@ -92,28 +92,28 @@ def legacy_figures(card: dict, precision: str | None = None) -> tuple[list[Figur
     valid = metrics.get("valid")
     shown_in = ""
     if precision in ("bfloat16", "int8") and isinstance(metrics.get(f"valid_{precision}"), dict):
-        valid, shown_in = metrics[f"valid_{precision}"], f", in {precision} as it runs here"
+        valid, shown_in = metrics[f"valid_{precision}"], f" Measured in {precision}, as it runs here."
     figures, notes = [], []
     refit = isinstance(valid, dict) and valid.get("fit_on") == "train" and "valid_refit" in metrics
     cv = metrics.get("cv_artist_5fold")
     command = card.get("reproduce", "")
     if isinstance(cv, dict) and isinstance(cv.get("track_accuracy"), (int, float)) and cv.get("tracks"):
         figures.append(Figure("Artist-grouped 5-fold CV, tracks", cv["track_accuracy"], int(cv["tracks"]),
-                              "GTZAN train + valid; each fold's head fitted on the other folds (artists never "
-                              "shared between them)" + (": the estimate for this model, refit on all of them"
-                                                        if refit else ""), command))
+                              "GTZAN train + valid, each fold scored by a head fitted on the others (no artist in "
+                              "both)" + (": the estimate for this model, refit on all of them." if refit else "."),
+                              command))
     if isinstance(valid, dict):
         where = _valid_set(card)
         if refit:
             prefix, on = "Same recipe fitted on train only, valid", (
-                f"{where}, which also selected the recipe; not this model, which was refit on train + valid "
-                "and has seen these tracks")
+                f"{where}, which also selected the recipe. Not this model: it was refit on train + valid and "
+                "has seen these tracks.")
         else:
-            prefix, on = "Valid accuracy", f"{where}, which also selected this model"
+            prefix, on = "Valid accuracy", f"{where}, which also selected this model."
         for key, count, unit in (("track_accuracy", "tracks", "tracks"), ("segment_accuracy", "segments", "segments")):
             if isinstance(valid.get(key), (int, float)) and valid.get(count):
                 figures.append(Figure(f"{prefix} {unit}" if refit else f"{prefix}, {unit}", valid[key],
-                                      int(valid[count]), on + shown_in, command))
+                                      int(valid[count]), (on + shown_in).strip(), command))
         ece = valid.get("ece")
         if isinstance(ece, dict):
             ece = ece.get("track")
@@ -132,10 +132,12 @@ def show_figures(card: dict, precision: str | None) -> None:
     if not figures and not notes:
         return
     st.sidebar.markdown("**Measured**")
-    for figure in figures:
+    for k, figure in enumerate(figures):
         st.sidebar.markdown(f"{figure.label}: **{figure.value * 100:.1f} %** (n = {figure.n})",
                             help=("Reproduce: `" + figure.command + "`") if figure.command else None)
-        if figure.measured_on:
+        # figures measured on the same data (tracks and segments of one split) share one line saying on what
+        last_of_group = k + 1 == len(figures) or figures[k + 1].measured_on != figure.measured_on
+        if figure.measured_on and last_of_group:
             st.sidebar.caption(figure.measured_on)
     if notes:
         st.sidebar.caption("; ".join(n[:1].upper() + n[1:] for n in notes) + ".")
