@@ -10,6 +10,7 @@ import soundfile as sf
 
 from codeFeature import load_model, predict_file
 from codeFeature.model_io import default_model_name
+from tests.app_models import THREE_LABELS, write_own_label_models
 from tests.conftest import REPO, chord
 
 pytest.importorskip("streamlit")
@@ -381,28 +382,10 @@ def test_a_model_fitted_on_train_says_valid_selected_it(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- any number of labels
 
-THREE_LABELS = ["zouk", "drone", "chiptune"]
-
-
 @pytest.fixture(scope="module")
 def three_label_models(tmp_path_factory):
     """A models folder with one untrained (seeded) model answering with three made-up labels."""
-    import keras
-    import numpy as np
-
-    from codeFeature.config import DEFAULT_CONFIG
-    from codeFeature.model_io import save_model
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input(DEFAULT_CONFIG.input_shape), keras.layers.Flatten(),
-                              keras.layers.Dense(len(THREE_LABELS), activation="softmax")])
-    model(np.zeros((1, *DEFAULT_CONFIG.input_shape), np.float32))
-    models = tmp_path_factory.mktemp("models")
-    save_model(model, models / "own_three", {"name": "own_three", "labels": THREE_LABELS, "task": "genre",
-                                             "feature_config": DEFAULT_CONFIG.to_dict(),
-                                             "description": "three made-up labels, untrained"})
-    (models / "default.txt").write_text("own_three\n")
-    return models
+    return write_own_label_models(tmp_path_factory.mktemp("models"))
 
 
 def test_a_model_of_three_made_up_labels_gets_its_own_charts_legend_and_colours(three_label_models, monkeypatch):

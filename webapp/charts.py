@@ -109,8 +109,20 @@ def probability_chart(labels, probabilities, *, votes=None, winner: str | None =
     )
     # the figure beside its bar; the scale runs on past 100 % so that it is never cut off on a phone
     text = [base.mark_text(align="left", dx=4, fontSize=12).encode(x="probability:Q", y=y, text="text:N")]
-    chart = alt.layer(bars, *text).properties(height=24 * len(frame))
+    chart = alt.layer(bars, *text).properties(height=PROBABILITY_ROW * len(frame))
     return chart.properties(title=title) if title else chart
+
+
+#: Height in pixels of one label's row in a probability chart, and what its axis and title add below them.
+PROBABILITY_ROW = 24
+PROBABILITY_AXIS = 90
+
+
+def probability_chart_height(n_labels: int) -> int:
+    """The height to draw a probability chart of ``n_labels`` rows at: Streamlit does not size a chart from
+    its spec but fits the whole spec, axis included, into its own height, so a model of two or three labels
+    would get rows squeezed to nothing."""
+    return PROBABILITY_ROW * int(n_labels) + PROBABILITY_AXIS
 
 
 def probability_text(labels, probabilities, *, votes=None, measure: str = SONG_MEAN) -> str:

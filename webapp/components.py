@@ -62,6 +62,7 @@ def show_verdict(prediction) -> None:
         st.markdown("**Mean probability and votes, every genre**")
         st.altair_chart(charts.probability_chart(prediction.labels, prediction.mean_probabilities, votes=votes,
                                                  winner=verdict.genre), width="stretch",
+                        height=charts.probability_chart_height(len(prediction.labels)),
                         alt=charts.probability_text(prediction.labels, prediction.mean_probabilities, votes=votes))
 
 
@@ -144,7 +145,8 @@ def _closeup(prediction, samples, config, key: str) -> None:
     # which take a moment on a busy server, come after them instead of holding them back
     with right:
         st.altair_chart(charts.probability_chart(prediction.labels, probs, winner=label, measure=ONE_SEGMENT),
-                        width="stretch", alt=charts.probability_text(prediction.labels, probs, measure=ONE_SEGMENT))
+                        width="stretch", height=charts.probability_chart_height(len(prediction.labels)),
+                        alt=charts.probability_text(prediction.labels, probs, measure=ONE_SEGMENT))
     with left:
         _show_pictures([(p.title, p.png()) for p in song_panels(piece, config, offset=start, width=CLOSEUP_WIDTH)])
 
