@@ -16,7 +16,8 @@ from tests.conftest import REPO, chord
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-import ui  # noqa: E402
+from webapp import analysis_queue, memory, models, uploads  # noqa: E402
+from webapp import settings as app_settings  # noqa: E402
 
 TIMEOUT = 180
 
@@ -34,7 +35,7 @@ def _wav_bytes(seconds=4.0, rate=44100, seed_hz=0.0):
 # ---------------------------------------------------------------- the bounded store
 
 def test_the_store_keeps_within_its_budget_least_recently_used_first_out():
-    store = ui.SessionStore(1000)
+    store = memory.SessionStore(1000)
     for k in range(10):
         assert store.put(f"session-{k}", "upload_result", f"value {k}", 300)
         assert store.nbytes <= 1000 and len(store) <= 3
@@ -54,7 +55,7 @@ def test_the_store_keeps_within_its_budget_least_recently_used_first_out():
 
 
 def test_the_store_forgets_the_sessions_the_server_no_longer_knows():
-    store = ui.SessionStore(10_000)
+    store = memory.SessionStore(10_000)
     for sid in ("a", "b", "c"):
         store.put(sid, "x", sid, 100)
         store.put(sid, "y", sid, 100)
@@ -65,8 +66,8 @@ def test_the_store_forgets_the_sessions_the_server_no_longer_knows():
 @pytest.fixture
 def small_store(monkeypatch):
     """A store that holds one session's song and pictures but not two sessions' worth."""
-    store = ui.SessionStore(int(2.5e6))
-    monkeypatch.setattr(ui, "KEPT", store)
+    store = memory.SessionStore(int(2.5e6))
+    monkeypatch.setattr(memory, "store", lambda: store)
     return store
 
 
@@ -86,7 +87,7 @@ def test_a_session_whose_audio_was_let_go_still_shows_its_verdict(small_store, m
     """Two sessions (ids switched under AppTest, which gives every run the same one) with more audio than the
     budget: the first session's audio goes; its page then says so in words and keeps the verdict."""
     who = {"id": "first"}
-    monkeypatch.setattr(ui, "session_id", lambda: who["id"])
+    monkeypatch.setattr(memory, "session_id", lambda: who["id"])
     first = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     first.run()
     first.file_uploader[0].set_value(("one.wav", _wav_bytes(6.0), "audio/wav")).run()
@@ -112,7 +113,7 @@ def test_a_session_whose_audio_was_let_go_still_shows_its_verdict(small_store, m
 
 def test_with_one_slot_two_analyses_run_one_after_the_other_and_the_second_is_told_why():
     released = []
-    queue = ui.AnalysisQueue(1, max_waiting=4, max_wait=60, release=lambda: released.append(1))
+    queue = analysis_queue.AnalysisQueue(1, max_waiting=4, max_wait=60, release=lambda: released.append(1))
     events, lock = [], threading.Lock()
     first_in, first_may_end, second_told = threading.Event(), threading.Event(), threading.Event()
     running = {"now": 0, "most": 0}
@@ -123,7 +124,7 @@ def test_with_one_slot_two_analyses_run_one_after_the_other_and_the_second_is_to
 
     def analysis(name, started=None, may_end=None):
         def told(ahead):
-            note(f"{name} waits: {ui.waiting_message(ahead)}")
+            note(f"{name} waits: {analysis_queue.waiting_message(ahead)}")
             second_told.set()
 
         with queue.turn(on_wait=told):
@@ -158,14 +159,14 @@ def test_with_one_slot_two_analyses_run_one_after_the_other_and_the_second_is_to
 
 
 def test_a_full_queue_refuses_at_once_in_words_and_a_long_wait_ends():
-    queue = ui.AnalysisQueue(1, max_waiting=0, max_wait=60, release=lambda: None)
+    queue = analysis_queue.AnalysisQueue(1, max_waiting=0, max_wait=60, release=lambda: None)
     with queue.turn():
-        with pytest.raises(ui.ServerBusy, match="busy with 1 other analysis and cannot queue more; try again"):
+        with pytest.raises(analysis_queue.ServerBusy, match="busy with 1 other analysis and cannot queue more; try again"):
             with queue.turn():
                 pass
-    patient = ui.AnalysisQueue(1, max_waiting=3, max_wait=0.05, release=lambda: None)
+    patient = analysis_queue.AnalysisQueue(1, max_waiting=3, max_wait=0.05, release=lambda: None)
     with patient.turn():
-        with pytest.raises(ui.ServerBusy, match="still busy with 1 other analysis after 0.05 s; try again"):
+        with pytest.raises(analysis_queue.ServerBusy, match="still busy with 1 other analysis after 0.05 s; try again"):
             with patient.turn():
                 pass
         assert patient.waiting == 0  # the visitor who gave up is out of the line
@@ -174,13 +175,13 @@ def test_a_full_queue_refuses_at_once_in_words_and_a_long_wait_ends():
 
 
 def test_waiting_message_counts_in_words():
-    assert ui.waiting_message(1).startswith("Waiting for 1 other analysis to finish")
-    assert ui.waiting_message(3).startswith("Waiting for 3 other analyses to finish")
+    assert analysis_queue.waiting_message(1).startswith("Waiting for 1 other analysis to finish")
+    assert analysis_queue.waiting_message(3).startswith("Waiting for 3 other analyses to finish")
 
 
 def test_a_visitor_who_cannot_get_a_turn_reads_that_the_server_is_busy(monkeypatch):
-    queue = ui.AnalysisQueue(1, max_waiting=2, max_wait=0.05, release=lambda: None)
-    monkeypatch.setattr(ui, "QUEUE", queue)
+    queue = analysis_queue.AnalysisQueue(1, max_waiting=2, max_wait=0.05, release=lambda: None)
+    monkeypatch.setattr(analysis_queue, "server_queue", lambda: queue)
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
     with queue.turn():  # another visitor's analysis holds the only slot
@@ -222,23 +223,25 @@ class _FakeRuntime:
 
 
 def test_a_closed_tab_is_ended_after_its_grace_and_its_kept_objects_freed(monkeypatch):
-    store = ui.SessionStore(10_000)
-    monkeypatch.setattr(ui, "KEPT", store)
-    monkeypatch.setattr(ui, "_SWEEPER", ui._Sweeper())
-    monkeypatch.setattr(ui, "SESSION_GRACE_SECONDS", 30)
+    store = memory.SessionStore(10_000)
+    monkeypatch.setattr(memory, "store", lambda: store)
     trims = []
-    monkeypatch.setattr(ui, "release_memory", lambda: trims.append(1))
-    runtime = _FakeRuntime()
+    monkeypatch.setattr(memory, "release_memory", lambda: trims.append(1))
+    runtime, sweeper = _FakeRuntime(), memory.Sweeper()
+
+    def sweep(now):
+        return memory.sweep_sessions(runtime, now=now, grace=30, sweeper=sweeper)
+
     runtime.active = {"open", "closing"}
     for sid in ("open", "closing", "forgotten"):  # "forgotten": Streamlit dropped it without a word
         store.put(sid, "upload_result", sid, 100)
-    assert ui.sweep_sessions(runtime, now=1000.0) == (0, 100)  # only the unknown session's objects go
+    assert sweep(1000.0) == (0, 100)  # only the unknown session's objects go
     runtime.active.discard("closing")
     runtime.stored.add("closing")  # the tab closed: stored for a reconnect
-    assert ui.sweep_sessions(runtime, now=1001.0) == (0, 0)
-    assert ui.sweep_sessions(runtime, now=1020.0) == (0, 0)  # within its grace: the visitor may come back
+    assert sweep(1001.0) == (0, 0)
+    assert sweep(1020.0) == (0, 0)  # within its grace: the visitor may come back
     assert store.sessions() == {"open", "closing"}
-    ended, freed = ui.sweep_sessions(runtime, now=1031.5)
+    ended, freed = sweep(1031.5)
     assert (ended, freed) == (1, 100) and store.sessions() == {"open"}
     runtime.run_loop()  # the session manager ends it on the server's loop: uploads and media go with it
     assert runtime.closed == ["closing"]
@@ -246,28 +249,45 @@ def test_a_closed_tab_is_ended_after_its_grace_and_its_kept_objects_freed(monkey
 
 
 def test_a_visitor_who_comes_back_in_time_keeps_the_session(monkeypatch):
-    monkeypatch.setattr(ui, "KEPT", ui.SessionStore(10_000))
-    monkeypatch.setattr(ui, "_SWEEPER", ui._Sweeper())
-    monkeypatch.setattr(ui, "SESSION_GRACE_SECONDS", 30)
-    monkeypatch.setattr(ui, "release_memory", lambda: None)
-    runtime = _FakeRuntime()
+    store = memory.SessionStore(10_000)
+    monkeypatch.setattr(memory, "store", lambda: store)
+    monkeypatch.setattr(memory, "release_memory", lambda: None)
+    runtime, sweeper = _FakeRuntime(), memory.Sweeper()
     runtime.stored = {"blip"}
-    ui.KEPT.put("blip", "upload_result", "x", 100)
-    ui.sweep_sessions(runtime, now=0.0)
-    ui.sweep_sessions(runtime, now=40.0)  # past the grace: an end is scheduled on the loop...
+    store.put("blip", "upload_result", "x", 100)
+    memory.sweep_sessions(runtime, now=0.0, grace=30, sweeper=sweeper)
+    memory.sweep_sessions(runtime, now=40.0, grace=30, sweeper=sweeper)  # past the grace: an end is scheduled...
     runtime.stored.discard("blip")
     runtime.active.add("blip")  # ...but the tab reconnected before the loop ran it
     runtime.run_loop()
     assert runtime.closed == []
 
 
+def test_the_grace_comes_from_the_settings_and_never_outlives_half_the_ttl(monkeypatch):
+    """With no grace given, the sweep takes CODEFEATURE_APP_SESSION_GRACE, capped at half of Streamlit's TTL."""
+    from streamlit import config
+
+    store = memory.SessionStore(10_000)
+    monkeypatch.setattr(memory, "store", lambda: store)
+    monkeypatch.setattr(memory, "release_memory", lambda: None)
+    ttl = config.get_option("server.disconnectedSessionTTL")
+    for grace, ended_at in ((5, 5.0), (10 * ttl, ttl / 2)):
+        monkeypatch.setattr(app_settings, "current", lambda grace=grace: app_settings.AppSettings(
+            session_grace_seconds=grace))
+        runtime, sweeper = _FakeRuntime(), memory.Sweeper()
+        runtime.stored = {"gone"}
+        assert memory.sweep_sessions(runtime, now=0.0, sweeper=sweeper)[0] == 0
+        assert memory.sweep_sessions(runtime, now=ended_at - 0.01, sweeper=sweeper)[0] == 0
+        assert memory.sweep_sessions(runtime, now=ended_at, sweeper=sweeper)[0] == 1
+
+
 # ---------------------------------------------------------------- upload limits
 
 def test_an_upload_beyond_the_limit_is_refused_in_words_before_it_is_read():
     limit = 2 * 2**20
-    ui.check_upload(b"\0" * limit, "fits.wav", limit=limit)
-    with pytest.raises(ui.UploadRefused) as refused:
-        ui.check_upload(b"\0" * (limit + 2**20), "big.wav", limit=limit)
+    uploads.check_upload(b"\0" * limit, "fits.wav", limit=limit)
+    with pytest.raises(uploads.UploadRefused) as refused:
+        uploads.check_upload(b"\0" * (limit + 2**20), "big.wav", limit=limit)
     assert str(refused.value) == ("big.wav is 3 MB; this server takes files up to 2 MB. A compressed copy "
                                   "(mp3, ogg or flac) is smaller")
 
@@ -275,12 +295,12 @@ def test_an_upload_beyond_the_limit_is_refused_in_words_before_it_is_read():
 def test_the_server_limit_is_streamlits_max_upload_size_and_the_page_refuses_beyond_it(monkeypatch):
     from streamlit import config
 
-    assert ui.max_upload_bytes() == config.get_option("server.maxUploadSize") * 2**20
+    assert uploads.max_upload_bytes() == config.get_option("server.maxUploadSize") * 2**20
     decoded = []
-    monkeypatch.setattr(ui, "decode_upload", lambda *a, **k: decoded.append(a) or pytest.fail("decoded"))
+    monkeypatch.setattr(uploads, "decode_upload", lambda *a, **k: decoded.append(a) or pytest.fail("decoded"))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
-    monkeypatch.setattr(ui, "max_upload_bytes", lambda: 2**19)
+    monkeypatch.setattr(uploads, "max_upload_bytes", lambda: 2**19)
     at.file_uploader[0].set_value(("long.wav", _wav_bytes(4.0), "audio/wav")).run()
     assert not at.exception and not decoded
     assert len(at.error) == 1
@@ -293,7 +313,7 @@ def test_the_repository_sets_the_upload_limit_and_a_session_ttl():
 
     settings = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())["server"]
     assert 0 < settings["maxUploadSize"] <= 200
-    assert ui.SESSION_GRACE_SECONDS <= settings["disconnectedSessionTTL"] / 2
+    assert app_settings.AppSettings().session_grace_seconds <= settings["disconnectedSessionTTL"] / 2
 
 
 def _temporary_files():
@@ -308,7 +328,7 @@ def test_audio_longer_than_allowed_is_refused_from_its_header_without_decoding(m
     before = _temporary_files()
     monkeypatch.setattr(audio, "_collect", lambda *a, **k: pytest.fail("decoded a file its header says is too long"))
     with pytest.raises(AudioTooLongError) as refused:
-        ui.decode_upload(data, "long.wav", sample_rate=8000, max_seconds=60)
+        uploads.decode_upload(data, "long.wav", sample_rate=8000, max_seconds=60)
     assert str(refused.value) == ("long.wav is 1 min 10 s long; up to 1 min of audio is analysed here. Cut the part you "
                                   "want classified")
     assert _temporary_files() <= before  # the spooled copy is gone
@@ -346,7 +366,7 @@ def test_audio_whose_header_does_not_say_is_cut_off_as_soon_as_it_passes_the_lim
     monkeypatch.setattr(audio, "open_audio", no_length)
     before = _temporary_files()
     with pytest.raises(AudioTooLongError, match="long.wav is longer than 1 min; up to 1 min of audio is analysed"):
-        ui.decode_upload(data, "long.wav", sample_rate=8000, max_seconds=60)
+        uploads.decode_upload(data, "long.wav", sample_rate=8000, max_seconds=60)
     assert sum(seen) < 70 * 8000  # stopped before the end of the file
     assert _temporary_files() <= before
 
@@ -355,7 +375,7 @@ def test_audio_within_the_limit_decodes_as_the_library_does():
     from codeFeature import load_audio
 
     data = _wav_bytes(5.0)
-    ours = ui.decode_upload(data, "ok.wav", sample_rate=22050, max_seconds=60)
+    ours = uploads.decode_upload(data, "ok.wav", sample_rate=22050, max_seconds=60)
     theirs = load_audio(data, sample_rate=22050, filename="ok.wav")
     np.testing.assert_array_equal(ours.samples, theirs.samples)
     assert ours.warnings == theirs.warnings and ours.source_rate == theirs.source_rate
@@ -373,12 +393,46 @@ def test_the_warm_up_runs_a_full_batch_on_every_stream(monkeypatch):
     model = SimpleNamespace(config=SimpleNamespace(segment_samples=64, input_shape=(5, 7)), forward_batch=4,
                             _runner=runner, forward=lambda x: calls.append(x.shape) or [])
     monkeypatch.setattr(model_probe, "probe_model", lambda name: SimpleNamespace(ok=True))
-    monkeypatch.setattr(ui, "load_model", lambda name: model)
-    monkeypatch.setattr(ui, "predict_audio", lambda samples, model: calls.append(("song", len(samples))))
-    assert ui._load_and_warm("any") is model
+    monkeypatch.setattr(models, "load_model", lambda name: model)
+    monkeypatch.setattr(models, "predict_audio", lambda samples, model: calls.append(("song", len(samples))))
+    assert models._load_and_warm("any") is model
     assert calls == [("song", 64), (12, 5, 7)]
     # the traced TensorFlow forward has no streams: one full batch
     model._runner = None
     calls.clear()
-    ui._load_and_warm("any")
+    models._load_and_warm("any")
     assert calls[-1] == (4, 5, 7)
+
+
+# ---------------------------------------------------------------- the app's settings
+
+def test_the_app_settings_are_read_from_the_environment_and_a_bad_value_keeps_its_default(caplog):
+    read = app_settings.AppSettings.from_environ({
+        "CODEFEATURE_APP_ANALYSES": "2", "CODEFEATURE_APP_QUEUE": "0", "CODEFEATURE_APP_WAIT_SECONDS": "12.5",
+        "CODEFEATURE_APP_MAX_MINUTES": "nan", "CODEFEATURE_APP_KEEP_MB": "lots", "CODEFEATURE_APP_SESSION_GRACE": " "})
+    assert (read.analyses_at_once, read.max_waiting, read.max_wait_seconds) == (2, 0, 12.5)
+    default = app_settings.AppSettings()
+    assert (read.max_minutes, read.keep_mb, read.session_grace_seconds) == (
+        default.max_minutes, default.keep_mb, default.session_grace_seconds)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "CODEFEATURE_APP_MAX_MINUTES='nan'" in warned and "CODEFEATURE_APP_KEEP_MB='lots'" in warned
+    assert app_settings.AppSettings.from_environ({"CODEFEATURE_APP_ANALYSES": "0"}).analyses_at_once == 1
+
+
+def test_the_app_reads_its_settings_at_first_use_not_at_import():
+    """Importing every module of the app reads no setting and builds no queue or store: an operator's
+    variable set after the import (or a test's) is the one used."""
+    import subprocess
+    import sys
+
+    script = ("import webapp.upload, webapp.sidebar, webapp.components, webapp.memory, webapp.analysis_queue\n"
+              "from webapp import settings, analysis_queue, memory\n"
+              "assert settings._current is None, 'read at import'\n"
+              "import os; os.environ['CODEFEATURE_APP_ANALYSES'] = '3'; os.environ['CODEFEATURE_APP_KEEP_MB'] = '7'\n"
+              "assert analysis_queue.server_queue().slots == 3\n"
+              "assert memory.store().budget == 7_000_000\n"
+              "print('ok')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEFEATURE_APP_")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

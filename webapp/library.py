@@ -29,7 +29,7 @@ from codeFeature.collection.serve import (NO_ROOTS, NotServable, configured_libr
                                        read_scanned)
 from codeFeature.collection.store import LibraryError, LibraryStore, load_prediction
 from codeFeature.model_io import default_model_name, list_models, read_manifest, resolve_model_dir
-import ui
+from webapp import charts, components
 
 log = logging.getLogger("app.library")
 #: Files longer than this are shown without the decoded pictures (decoding hours of audio for a plot is slow).
@@ -126,7 +126,7 @@ def genre_chart(table: pd.DataFrame):
         # whole files only: without these the axis of a small library reads 0.5, 1.5
         x=alt.X("files:Q", title="files", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("genre:N", sort="-x", title=None, axis=alt.Axis(labelOverlap=False)),
-        color=alt.Color("genre:N", scale=ui.genre_colour_scale(), legend=None),
+        color=alt.Color("genre:N", scale=charts.genre_colour_scale(), legend=None),
         opacity=alt.Opacity("answer:N", scale=alt.Scale(domain=["sure", "not sure"], range=[1.0, 0.4]),
                             legend=alt.Legend(title=None, orient="bottom")),
         tooltip=["genre", "answer", "files"],
@@ -191,8 +191,8 @@ def show_file(db: str, model: str, raw_path: bytes) -> None:
         st.warning(str(exc))
     except GenreError as exc:
         st.info(f"The file no longer decodes ({exc}); showing the stored results only.")
-    ui.show_analysis(prediction, audio_bytes=audio_bytes, key="library", samples=samples,
-                     sample_rate=config.sample_rate if config else None, config=config)
+    components.show_analysis(prediction, audio_bytes=audio_bytes, key="library", samples=samples,
+                             sample_rate=config.sample_rate if config else None, config=config)
 
 
 def _clock(seconds: float | None) -> str:

@@ -1,6 +1,6 @@
 """Listen live: record a clip, or classify what the microphone hears as it hears it.
 
-A page of the multipage app started by ``streamlit run app.py`` (registered in its ``PAGES``;
+A page of the app started by ``streamlit run app.py`` (registered in its ``PAGES``;
 the sidebar's model choice, made there, is used here).
 UI only: recordings go through the same :mod:`codeFeature` pipeline as uploads
 (``load_audio`` + ``predict_audio``); the continuous stream goes through
@@ -28,7 +28,8 @@ import streamlit as st
 from codeFeature import GenreError, load_audio, predict_audio
 from codeFeature.model_io import default_model_name
 from codeFeature.stream import StreamClassifier, StreamError, frame_to_array
-from ui import get_model, preload_model, show_analysis
+from webapp.components import show_analysis
+from webapp.models import get_model, preload_model
 
 
 def _import_webrtc():
