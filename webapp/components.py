@@ -201,9 +201,9 @@ def show_analysis(prediction, *, samples=None, sample_rate: int | None = None, a
     if samples is not None:
         samples = np.asarray(samples, dtype=np.float32)
         if sample_rate is not None and sample_rate != config.sample_rate:
-            import soxr
+            from codeFeature.resample import resample
 
-            samples = soxr.resample(samples, sample_rate, config.sample_rate, quality="HQ").astype(np.float32)
+            samples = resample(samples, sample_rate, config.sample_rate)
     if audio_bytes is not None:
         st.audio(audio_bytes)
     elif samples is not None:
