@@ -13,7 +13,9 @@ import hashlib
 import logging
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from codeFeature.runtime import prepare_process  # noqa: E402  (before TensorFlow and librosa)
+
+prepare_process()
 
 import streamlit as st
 

@@ -39,7 +39,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.isa:
         os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa  # before OpenVINO loads oneDNN
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from codeFeature.runtime import prepare_process
+
+    prepare_process(tf_log_level="3")
     import numpy as np
     import openvino as ov
 

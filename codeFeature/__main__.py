@@ -26,7 +26,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from .runtime import prepare_process  # noqa: E402
+
+# the CLI is an entry point: TensorFlow's and numba's set-up before either starts
+prepare_process()
 
 from .model_io import PRECISIONS  # noqa: E402  (numpy and the config only; TensorFlow loads with a model)
 from .native_stderr import filtered_native_stderr  # noqa: E402

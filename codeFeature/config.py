@@ -39,6 +39,15 @@ EXTRA_ROWS: dict[str, int] = {"contrast": 7, "tonnetz": 6}
 #: librosa's spectral contrast: 6 octave bands above 200 Hz; the top band's lower edge must lie below Nyquist.
 CONTRAST_MIN_RATE = 2 * 200 * 2 ** 5
 
+#: musicnn's signal (:mod:`codeFeature.musicnn`, after Pons & Serra's ``musicnn`` package): 16 kHz audio, a
+#: 512-sample window, a 256-sample hop, 96 mel bands.
+MUSICNN_SAMPLE_RATE = 16000
+MUSICNN_N_FFT = 512
+MUSICNN_HOP = 256
+MUSICNN_N_MELS = 96
+#: Frames per 3 s patch: the original's ``librosa.time_to_frames(3, ...) + 1``.
+MUSICNN_FRAMES = 187
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -165,8 +174,6 @@ class FeatureConfig:
         if self.feature == "spectrogram_image":
             return (self.image_size, self.image_size, 3)
         # musicnn patches: the original cuts 3 s at 16 kHz into 187 frames
-        from .musicnn import MUSICNN_FRAMES
-
         return (MUSICNN_FRAMES, self.n_mels)
 
     def to_dict(self) -> dict[str, Any]:

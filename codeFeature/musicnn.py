@@ -25,14 +25,9 @@ from typing import Any
 
 import numpy as np
 
+# musicnn's signal constants belong to the feature configuration (codeFeature.config); named here too
+from .config import MUSICNN_FRAMES, MUSICNN_HOP, MUSICNN_N_FFT, MUSICNN_N_MELS, MUSICNN_SAMPLE_RATE  # noqa: F401
 from .errors import ConfigError
-
-MUSICNN_SAMPLE_RATE = 16000
-MUSICNN_N_FFT = 512
-MUSICNN_HOP = 256
-MUSICNN_N_MELS = 96
-#: Frames per 3 s patch: the original's ``librosa.time_to_frames(3, ...) + 1``.
-MUSICNN_FRAMES = 187
 
 #: Million Song Dataset tags, in the order of ``musicnn/configuration.py`` (``MSD_LABELS``).
 MSD_TAGS: tuple[str, ...] = (
@@ -365,12 +360,14 @@ def embedding_forward(model: Any, layer: str = "penultimate") -> Any:
     import dataclasses
 
     from . import engines, quantise
+    from .cpu import isa_level
+    from .inference_path import Plan
 
     keras_model = embedding_model(model.keras_model, layer)
     runner = None
     if model.engine == "openvino":
         # the same engine and precision as the tagger's (converted once, then cached like it)
-        plan = engines.Plan("openvino", model.precision, engines.isa_level())
+        plan = Plan("openvino", model.precision, isa_level())
         runner = engines.build_openvino(keras_model, model.path, model.config.input_shape, plan,
                                         list(model.manifest.get("bfloat16_layers", [])), tag=layer,
                                         moments=quantise.read_calibration(model.path, model.manifest))
