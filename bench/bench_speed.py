@@ -516,7 +516,7 @@ def main(argv=None) -> int:
     if "embed" not in args.skip:
         print("musicnn embedding", flush=True)
         from codeFeature.features import segment_features
-        from codeFeature.musicnn import embedding_forward
+        from codeFeature.model_io import embedding_forward
         from codeFeature.split import segment_array
 
         tagger = cf.load_model("musicnn_msd")

@@ -454,6 +454,41 @@ def _build_keras_model(folder: Path, manifest: dict, config: FeatureConfig, prec
     return model
 
 
+def embedding_forward(model: Any, layer: str = "penultimate") -> Any:
+    """``model`` answering with one of its inner representations, through the fast inference path.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        A musicnn model folder loaded with :func:`load_model`.
+    layer : str
+        As for :func:`codeFeature.musicnn.embedding_model`.
+
+    Returns
+    -------
+    LoadedModel
+        Its ``forward(x)[0]`` is the embedding, shape (n, dim): one traced graph, run in batches that
+        keep the front end's activations bounded, as for predictions (calling the Keras model on a
+        whole song at once holds ~50 MB per segment).
+    """
+    import dataclasses
+
+    from . import engines, quantise
+    from .cpu import isa_level
+    from .inference_path import Plan
+    from .musicnn import embedding_model
+
+    keras_model = embedding_model(model.keras_model, layer)
+    runner = None
+    if model.engine == "openvino":
+        # the same engine and precision as the tagger's (converted once, then cached like it)
+        plan = Plan("openvino", model.precision, isa_level())
+        runner = engines.build_openvino(keras_model, model.path, model.config.input_shape, plan,
+                                        list(model.manifest.get("bfloat16_layers", [])), tag=layer,
+                                        moments=quantise.read_calibration(model.path, model.manifest))
+    return dataclasses.replace(model, keras_model=keras_model, _graph=None, _runner=runner)
+
+
 class LazyKerasModel:
     """A model folder's float32 Keras model, built on first use.
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -109,9 +109,6 @@ class Settings:
         if self.engine_cache is None:
             return Path.home() / ".cache" / "codefeature"
         return Path(self.engine_cache) if self.engine_cache else None
-
-    def with_(self, **changes) -> "Settings":
-        return replace(self, **changes)
 
 
 _lock = threading.Lock()

@@ -319,7 +319,7 @@ def test_a_damaged_or_stale_cache_entry_is_converted_again(tmp_path, monkeypatch
 
 @needs_openvino
 def test_openvino_embedding_matches_the_original(reference, tmp_path, monkeypatch):
-    from codeFeature.musicnn import embedding_forward
+    from codeFeature.model_io import embedding_forward
 
     monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
     tagger = load_model("musicnn_msd", precision="float32", engine="openvino")

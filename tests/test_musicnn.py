@@ -15,10 +15,10 @@ import pytest
 
 from codeFeature.config import FeatureConfig
 from codeFeature.errors import ConfigError
-from codeFeature.model_io import load_model
+from codeFeature.model_io import embedding_forward, load_model
 from codeFeature.musicnn import (
-    BFLOAT16_LAYERS, MSD_TAGS, MTT_TAGS, MUSICNN_FRAMES, MUSICNN_N_MELS, build_musicnn, embedding_forward,
-    embedding_model, fold_frontend_signs, musicnn_logmel)
+    BFLOAT16_LAYERS, MSD_TAGS, MTT_TAGS, MUSICNN_FRAMES, MUSICNN_N_MELS, build_musicnn, embedding_model,
+    fold_frontend_signs, musicnn_logmel)
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
