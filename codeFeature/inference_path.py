@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import settings
-from .cpu import BFLOAT16_LEVELS, INT8_EXACT_LEVELS, ISA_LEVELS, CpuFacts, describe_isa, machine_facts
+from .cpu import BFLOAT16_LEVELS, ISA_LEVELS, CpuFacts, describe_isa, machine_facts
 from .errors import ConfigError
 
 #: Compute precisions :func:`plan` (and :func:`codeFeature.model_io.load_model`) accept;
@@ -34,7 +34,7 @@ class Plan:
         ``"float32"``, ``"bfloat16"`` (the heavy layers in TensorFlow; the whole graph in OpenVINO) or
         ``"int8"`` (the heavy convolutions in int8, the rest float32; OpenVINO only).
     isa : str
-        The :func:`isa_level` it was chosen for.
+        The level (:func:`codeFeature.cpu.isa_level`) it was chosen for.
     """
 
     engine: str
@@ -66,7 +66,7 @@ class Plan:
 #: * AVX-512 without VNNI, AVX2 with or without AVX-VNNI, and below: OpenVINO float32 (on a Zen 3, 25.7
 #:   against 66 ms a segment for TensorFlow's float32, the same answers to 9e-6). int8 is left out there:
 #:   with AVX-VNNI it was no faster; without VNNI it is exact only with 7-bit input
-#:   (:func:`int8_input_codes`), which the shipped folders' ``valid_check`` did not judge (it was run at
+#:   (:func:`codeFeature.int8_rewrites.int8_input_codes`), which the shipped folders' ``valid_check`` did not judge (it was run at
 #:   8 bits on a VNNI CPU), and it is not yet measured on a real AVX2-only CPU.
 #: * TensorFlow float32 last: always there.
 AUTO_PATHS = {

@@ -180,11 +180,9 @@ def stack_rows(conv: Any, kernel: np.ndarray) -> tuple[Any, np.ndarray]:
     return ops.concat(rows, 1).output(0), np.ascontiguousarray(kernel[:, 0, :, None, :])
 
 
-#: ISA levels where :func:`rows_as_columns` runs. With AMX-INT8 kernels musicnn's 7 x 38 timbral convolution
-#: took 5.2-5.3 ms a segment as it is and 2.5-2.8 transposed (its 7 x 67 twin 2.0-2.2 and 1.5-2.0); with
-#: AVX512-VNNI ones transposing made both slower (3.0-3.8 -> 4.2-4.4 ms, 2.7-3.2 -> 3.6-3.8).
-#: ``python -m bench.openvino_layers [--isa AVX512_CORE_BF16] [--rows-as-columns on|off]``, one thread,
-#: Xeon family 6 model 207, 2026-12-05.
+#: ISA levels where :func:`rows_as_columns` runs: AMX's int8 kernels run musicnn's timbral convolutions about twice
+#: as fast transposed, AVX512-VNNI's slower (figures and commands in docs/performance.md, measured with
+#: ``python -m bench.openvino_layers [--isa AVX512_CORE_BF16] [--rows-as-columns on|off]``).
 TRANSPOSE_ROW_KERNELS_ON = ("amx",)
 
 
@@ -244,7 +242,7 @@ def rows_as_columns(ov_model: Any) -> int:
     return done
 
 
-#: Phases of the polyphase rewrite (:func:`polyphase_int8`): 4 was the fastest of 4, 8 and 16 on a Zen 4.
+#: Phases of the polyphase rewrite (:func:`polyphase_int8`): 4 was the fastest of 4, 8 and 16 measured.
 POLYPHASE = 4
 
 

@@ -18,15 +18,15 @@ warm-up beside a CLI, ``--pool processes``, Ray actors, the test suite beside th
 takes the advice systematically:
 
 1. **A cache location of its own** (:func:`configure`, run by
-   :func:`codeFeature.runtime.prepare_process`, which every entry point calls first -- the CLI, the
-   app, pool workers, Ray actors, training and benchmark scripts -- before any librosa kernel is
-   decorated: numba picks a function's cache folder when the function is decorated, from
+   :func:`codeFeature.runtime.prepare_process`, which the entry points call first -- the CLI, the
+   app, pool workers, Ray actors, training and benchmark scripts -- or else by the gate below, before
+   any librosa kernel is decorated: numba picks a function's cache folder when the function is decorated, from
    ``numba.config.CACHE_DIR``, which is set just before librosa's first kernel module loads).
    The folder is under the user's cache folder and its name carries the Python, numba, llvmlite,
    NumPy and librosa versions, librosa's source stamp and the CPU, so a cache left by other
    versions -- possibly poisoned by the race in numba's default place, librosa's ``__pycache__`` --
    is never read. The environment is left alone: child processes (pools, Ray actors on this
-   machine) call ``prepare_process`` too and compute the same folder. A ``NUMBA_CACHE_DIR`` the
+   machine) import codeFeature too and compute the same folder. A ``NUMBA_CACHE_DIR`` the
    user set is respected: it is used instead, never emptied.
 2. **Filled once, under an inter-process lock** (:func:`ensure_ready`). The first process to need
    librosa takes an exclusive file lock, empties the folder (anything there without a "ready"
@@ -34,10 +34,11 @@ takes the advice systematically:
    import, runs every feature pipeline of the project on a short synthetic signal (compiling the
    kernels numba compiles on first call), records the files it made, and lets go. Others wait on
    the lock, then find the record and only load. After the record exists no lock is taken.
-3. **Lazily and automatically.** :func:`configure` puts a gate on librosa's lazy attribute loader
+3. **Lazily and automatically.** ``import codeFeature`` puts a gate on librosa's lazy attribute loader
    (librosa 0.10+ loads its submodules on first attribute access, which is when its kernels
    compile): the first ``librosa.<anything>`` in a process runs :func:`ensure_ready`, then the gate
-   removes itself. ``import codeFeature`` itself stays cheap (no numba import).
+   removes itself (:func:`ensure_ready` calls :func:`configure` first where ``prepare_process`` has not).
+   ``import codeFeature`` itself stays cheap (no numba import, no setting read).
 
 Why a lock rather than compiling into a private folder and renaming it into place: numba keeps
 the folder it chose at decoration for the whole life of the process and also writes to it later
@@ -48,9 +49,7 @@ work away. If the lock cannot be had (a folder that cannot be written, or a hold
 let go within :data:`LOCK_TIMEOUT` seconds), the process compiles into a private temporary folder
 and shares nothing: slower, never unsafe.
 
-What is not covered: a process that never calls ``prepare_process`` (a program using the library
-directly: its librosa kernels use numba's default cache, as any librosa user's do), a process that
-imported librosa's submodules before it (its kernels are already bound to numba's default cache;
+What is not covered: a process that imported librosa's submodules before :mod:`codeFeature` (its kernels are already bound to numba's default cache;
 :func:`status` says so), and kernels
 first compiled for a type the warm-up did not use (numba compiles those on first call; they are
 plain ``@jit`` kernels, stored in one file each, which the race above does not concern), and a
@@ -209,7 +208,7 @@ def configure() -> CacheSetup:
         if "numba" in sys.modules:
             _point_numba_at(setup.kernels)
         _setup = setup
-        _install_gate()
+        install_gate()
         return setup
 
 
@@ -230,8 +229,12 @@ def _point_numba_at(kernels: Path) -> None:
 
 # ---------------------------------------------------------------- the gate
 
-def _install_gate() -> None:
-    """Run :func:`ensure_ready` on the first ``librosa.<name>`` that loads something, then step aside."""
+def install_gate() -> None:
+    """Run :func:`ensure_ready` on the first ``librosa.<name>`` that loads something, then step aside.
+
+    Run by ``import codeFeature`` (it reads no setting and imports only librosa's lazy package), so that
+    every process of the library -- an entry point that called ``prepare_process`` or not -- compiles or
+    loads librosa's kernels through the project's folder and its lock."""
     try:
         import librosa  # the package alone: librosa loads its submodules lazily
     except ImportError:

@@ -5,7 +5,7 @@ read their configuration from the environment once, when they load, so whatever 
 be in place before the first use; each entry point (the command line's ``main``, ``app.py``, the web
 pages, the pool workers and Ray actors, the training and benchmark scripts, the model probe's child)
 calls :func:`prepare_process` first. A program using the library directly may call it too, first thing;
-without it the library works the same, with TensorFlow's own allocator and numba's default cache.
+without it the library gives the same answers, with TensorFlow's own (larger) memory pool.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def prepare_process(*, tf_log_level: str = "2") -> None:
       the terminal.
     * librosa's numba kernels get the project's own cache folder, filled by one process at a time
       (:func:`codeFeature.numba_cache.configure`; numba issue 10128), through ``numba.config`` rather
-      than the environment.
+      than the environment (``import codeFeature``'s gate does it at librosa's first use otherwise).
 
     Both variables are set with ``setdefault``: a value the user gave wins, and child processes inherit
     them as they would any of the user's.
