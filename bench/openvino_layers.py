@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     import numpy as np
     import openvino as ov
 
-    from codeFeature import cpu, engines, quantise
+    from codeFeature import engines, quantise
+    from codeFeature.cpu import cpu_model, describe_isa, isa_level
     from codeFeature.inference_path import Plan
     from codeFeature.int8_rewrites import Int8Options
     from codeFeature.model_io import load_model
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
         print(f"{args.model} runs on {model.inference_path} here, not OpenVINO: nothing to count")
         return 1
     # the graph load_model compiled, converted once more (its float32 Keras model is built for that)
-    plan = Plan(model.engine, model.precision, cpu.isa_level())
+    plan = Plan(model.engine, model.precision, isa_level())
     graph = engines.openvino_graph(model.keras_model, model.config.input_shape, plan,
                                    list(model.manifest.get("bfloat16_layers", [])),
                                    moments=quantise.read_calibration(model.path, model.manifest), options=options)
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     counted = sum(by_kind.values())
     print(f"{args.model}: {model.inference_path}; one thread, batch {args.batch}, fastest of {args.passes} passes "
           f"of {args.segments} segments; load average {os.getloadavg()[0]:.1f}")
-    print(f"CPU: {cpu.cpu_model()}, computing at {cpu.describe_isa()}; one-row int8 convolutions "
+    print(f"CPU: {cpu_model()}, computing at {describe_isa()}; one-row int8 convolutions "
           f"transposed: {'yes' if options.transposes_rows(plan.precision, plan.isa) else 'no'}")
     print(f"{cpu:.2f} CPU ms a segment ({counted:.2f} in counted layers)\n")
     print(f"{'ms/segment':>10s} {'share':>6s}  layer kind, kernel")
