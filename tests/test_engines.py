@@ -219,6 +219,7 @@ def test_every_path_agrees_with_float32(engine, precision, reference, float32_ou
     if precision == "bfloat16" and not cpu.isa_level() in ("amx", "avx512_bf16"):
         pytest.skip(f"this CPU ({cpu.describe_isa()}) has no native bfloat16")
     monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
+    settings.reload()  # the checks above read the settings already
     model = load_model("musicnn_genre", precision=precision, engine=engine)
     assert (model.engine, model.precision) == (engine, precision)
     outputs = model.forward(reference["patches"])
