@@ -409,3 +409,18 @@ def test_first_inferences_on_several_threads_at_once_never_hang(tmp_path):
             continue
         assert process.returncode == 0 and out.strip() == "ok", err[-2000:]
     assert hung == 0, f"{hung} of 12 processes hung in their first inferences"
+
+
+def test_int8_options_default_to_the_library_and_key_what_they_change():
+    """The rewrites are chosen by arguments: the defaults are the library's choice per level (and add nothing
+    to a cached conversion's key, so that it stays the one the library has always used)."""
+    default = int8_rewrites.DEFAULT_INT8_OPTIONS
+    assert default.key() == ()
+    assert default.codes("avx512_vnni") == 255 and default.codes("avx2") == 127
+    assert [level for level in cpu.ISA_LEVELS if default.transposes_rows("int8", level)] == \
+        list(int8_rewrites.TRANSPOSE_ROW_KERNELS_ON)
+    assert not default.transposes_rows("float32", "amx")
+    forced = int8_rewrites.Int8Options(input_codes=127, rows_as_columns=True)
+    assert forced.codes("amx") == 127 and forced.transposes_rows("int8", "avx2") and forced.key() == ()
+    assert not int8_rewrites.Int8Options(rows_as_columns=False).transposes_rows("int8", "amx")
+    assert int8_rewrites.Int8Options(stack_rows=False, polyphase=False).key() != ()
