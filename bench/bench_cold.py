@@ -135,8 +135,7 @@ def main(argv=None) -> int:
                 for name, value in phases.items():
                     target.setdefault(name, []).append(value)
 
-    # imported only now: the library sets TF_ONEDNN_USE_SYSTEM_ALLOCATOR on import, which the timed children
-    # (the bare `import tensorflow` among them) would otherwise inherit
+    # imported only now, so that nothing of the library's is in this process while the children are timed
     from codeFeature import engines
     cpu = engines.cpu_model()
     print(f"\ncold start, {args.rounds} rounds, medians; CPU: {cpu}; {os.cpu_count()} cores")

@@ -17,7 +17,9 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from codeFeature.runtime import prepare_process  # noqa: E402  (before TensorFlow and librosa)
+
+prepare_process()
 
 import numpy as np  # noqa: E402
 

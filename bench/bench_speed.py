@@ -26,7 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from codeFeature.runtime import prepare_process  # noqa: E402  (before TensorFlow and librosa)
+
+prepare_process()
 REPO = Path(__file__).resolve().parent.parent
 
 import numpy as np  # noqa: E402
@@ -520,7 +522,7 @@ def main(argv=None) -> int:
     if "embed" not in args.skip:
         print("musicnn embedding", flush=True)
         from codeFeature.features import segment_features
-        from codeFeature.musicnn import embedding_forward
+        from codeFeature.model_io import embedding_forward
         from codeFeature.segments import segment_array
 
         tagger = cf.load_model("musicnn_msd")

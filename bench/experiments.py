@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from codeFeature.runtime import prepare_process  # noqa: E402
+
+prepare_process()
 REPO = Path(__file__).resolve().parent.parent
 
 import numpy as np  # noqa: E402
@@ -285,7 +287,7 @@ def exp_env(models, reps):
 _COLD_CHILD = r"""
 import os, sys, time, json
 t0 = time.perf_counter()
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from codeFeature.runtime import prepare_process; prepare_process()
 import codeFeature as cf
 t1 = time.perf_counter()
 import keras, tensorflow

@@ -27,7 +27,7 @@ Options:
   kernels GPTQ-rounded against the folder's calibration or (``plain rounding``) rounded to nearest
   (then only the timbral ones are int8). ``timbral convolutions only`` keeps the temporal ones in
   float32 (the calibration before they joined); ``no polyphase / row stacking`` quantises every
-  convolution as it is, without :func:`codeFeature.engines._polyphase_int8` and ``_stack_rows``;
+  convolution as it is, without :func:`codeFeature.int8_rewrites.polyphase_int8` and ``stack_rows``;
   ``LATENCY hint`` compiles one stream on every core instead of single-threaded streams;
 * ``auto``: what ``load_model()`` picks on this CPU (see ``LoadedModel.inference_path``).
 
@@ -126,12 +126,13 @@ def worker(model_name: str, options: dict, reference: str | None) -> None:
         model_name = _recalibrated_copy(model_name)
     if options.get("calibrated_layers"):
         model_name = _recalibrated_copy(model_name, options["calibrated_layers"])
-    if options.get("no_rewrites"):  # int8 on the convolutions as they are (the row runs with no engine cache)
-        from codeFeature import engines
+    int8_options = None
+    if options.get("no_rewrites"):  # int8 on the convolutions as they are (cached apart from the library's)
+        from codeFeature.int8_rewrites import Int8Options
 
-        engines._polyphase_int8 = lambda *args: False
-        engines._stack_rows = lambda conv, kernel: (conv.input(0).get_source_output(), kernel)
-    model = load_model(model_name, precision=options.get("precision", "float32"), engine=engine or "tensorflow")
+        int8_options = Int8Options(stack_rows=False, polyphase=False)
+    model = load_model(model_name, precision=options.get("precision", "float32"), engine=engine or "tensorflow",
+                       int8_options=int8_options)
     batch = options.get("batch") or model.forward_batch
     x = np.random.default_rng(0).uniform(0, 5, (N_SEGMENTS, *model.config.input_shape)).astype(np.float32)
     graph = tf.function(lambda a: model.keras_model(a, training=False), jit_compile=bool(options.get("xla")),
@@ -210,4 +211,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from codeFeature.runtime import prepare_process
+
+    prepare_process()  # an entry point: before TensorFlow starts
     sys.exit(main())

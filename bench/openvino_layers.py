@@ -11,8 +11,9 @@ is a single core's), and fed the same random segments repeatedly. It prints the 
 kernel kind (the ``exec type`` names the instruction set: ``brgconv_avx512_amx_I8`` is an AMX int8 convolution,
 ``brgconv_avx512_I8`` an AVX512-VNNI one) and by layer, with each layer's input and kernel shapes. Run it with
 and without ``--isa`` to see which layers an instruction set helps, and with ``--rows-as-columns on`` or ``off``
-to run the conversion with or without :func:`codeFeature.engines._rows_as_columns` whatever the CPU (by
-default it runs where ``engines.TRANSPOSE_ROW_KERNELS_ON`` says). The inputs are uniform in [0, 5], the range
+to run the conversion with or without :func:`codeFeature.int8_rewrites.rows_as_columns` whatever the CPU (by
+default it runs where ``int8_rewrites.TRANSPOSE_ROW_KERNELS_ON`` says; the choice is an ``Int8Options``
+argument of ``load_model``). The inputs are uniform in [0, 5], the range
 of musicnn's log-mel on music.
 """
 
@@ -34,34 +35,34 @@ def main(argv=None) -> int:
     parser.add_argument("--passes", type=int, default=3, help="passes; the fastest is printed")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--rows-as-columns", choices=("auto", "on", "off"), default="auto",
-                        help="transpose the one-row int8 convolutions (engines._rows_as_columns): "
+                        help="transpose the one-row int8 convolutions (int8_rewrites.rows_as_columns): "
                              "auto = where the library does")
     args = parser.parse_args(argv)
     if args.isa:
         os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa  # before OpenVINO loads oneDNN
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from codeFeature.runtime import prepare_process
+
+    prepare_process(tf_log_level="3")
     import numpy as np
     import openvino as ov
 
-    from codeFeature import engines
+    from codeFeature import engines, quantise
+    from codeFeature.cpu import cpu_model, describe_isa, isa_level
+    from codeFeature.inference_path import Plan
+    from codeFeature.int8_rewrites import Int8Options
     from codeFeature.model_io import load_model
 
-    if args.rows_as_columns != "auto":
-        engines.TRANSPOSE_ROW_KERNELS_ON = engines.ISA_LEVELS if args.rows_as_columns == "on" else ()
-    converted = []
-    real_compile = engines._compile
-
-    def keep_graph(ov_model, *rest, **kw):
-        converted.append(ov_model)
-        return real_compile(ov_model, *rest, **kw)
-
-    engines._compile = keep_graph
-    model = load_model(args.model)
-    engines._compile = real_compile
-    if model.engine != "openvino" or not converted:
+    options = Int8Options(rows_as_columns=None if args.rows_as_columns == "auto" else args.rows_as_columns == "on")
+    model = load_model(args.model, int8_options=options)
+    if model.engine != "openvino":
         print(f"{args.model} runs on {model.inference_path} here, not OpenVINO: nothing to count")
         return 1
-    compiled = ov.Core().compile_model(converted[-1], "CPU", {
+    # the graph load_model compiled, converted once more (its float32 Keras model is built for that)
+    plan = Plan(model.engine, model.precision, isa_level())
+    graph = engines.openvino_graph(model.keras_model, model.config.input_shape, plan,
+                                   list(model.manifest.get("bfloat16_layers", [])),
+                                   moments=quantise.read_calibration(model.path, model.manifest), options=options)
+    compiled = ov.Core().compile_model(graph, "CPU", {
         "INFERENCE_PRECISION_HINT": "bf16" if model.precision == "bfloat16" else "f32",
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1, "PERF_COUNT": True})
     request = compiled.create_infer_request()
@@ -86,8 +87,8 @@ def main(argv=None) -> int:
     counted = sum(by_kind.values())
     print(f"{args.model}: {model.inference_path}; one thread, batch {args.batch}, fastest of {args.passes} passes "
           f"of {args.segments} segments; load average {os.getloadavg()[0]:.1f}")
-    print(f"CPU: {engines.cpu_model()}, computing at {engines.describe_isa()}; one-row int8 convolutions "
-          f"transposed: {'yes' if engines._transposes_rows(engines.Plan(model.engine, model.precision, engines.isa_level())) else 'no'}")
+    print(f"CPU: {cpu_model()}, computing at {describe_isa()}; one-row int8 convolutions "
+          f"transposed: {'yes' if options.transposes_rows(plan.precision, plan.isa) else 'no'}")
     print(f"{cpu:.2f} CPU ms a segment ({counted:.2f} in counted layers)\n")
     print(f"{'ms/segment':>10s} {'share':>6s}  layer kind, kernel")
     for (kind, exec_type), ms in sorted(by_kind.items(), key=lambda kv: -kv[1])[:args.top]:

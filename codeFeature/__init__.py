@@ -5,24 +5,20 @@
 >>> prediction = predict_file("song.mp3", model=model)
 >>> prediction.genre, prediction.confidence   # doctest: +SKIP
 
-Nothing is downloaded or loaded at import; TensorFlow is imported by the first
-:func:`load_model` call.
+Nothing is downloaded or loaded at import, no setting is read and the environment is left
+alone; TensorFlow is imported by the first :func:`load_model` call. A program using the library
+calls :func:`codeFeature.runtime.prepare_process` first for TensorFlow's memory-saving allocator
+(the command line and the app do).
 """
 
-import os as _os
-
-# TensorFlow's oneDNN kernels otherwise keep a memory pool of their own: ~300 MB more resident
-# memory with musicnn, for no speed (bench/README.md). Read when TensorFlow starts, so set it here.
-_os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
-
-# librosa's numba kernels get a cache folder of the project's own, filled by one process at a time
-# (numba issue 10128: processes compiling them at once can leave a cache that crashes every later
-# process). Must come before librosa's kernels are decorated, i.e. before their first use.
+# librosa's numba kernels: the first librosa.<name> in a process first makes sure of the project's own
+# cache folder, filled by one process at a time (numba issue 10128; codeFeature.numba_cache). The gate
+# reads no setting and leaves the environment alone; it must be in place before librosa's kernels load.
 from . import numba_cache as _numba_cache
 
-_numba_cache.configure()
+_numba_cache.install_gate()
 
-from .config import DEFAULT_CONFIG, GENRES, FeatureConfig
+from .config import DEFAULT_CONFIG, GENRES, FeatureConfig  # noqa: E402
 from .errors import (AudioDecodeError, AudioTooShortError, ConfigError, GenreError, ModelError,
                      UnsupportedFormatError)
 from .audio import DecodedAudio, decode, load_audio, SUPPORTED_EXTENSIONS

@@ -40,6 +40,15 @@ EXTRA_ROWS: dict[str, int] = {"contrast": 7, "tonnetz": 6}
 #: librosa's spectral contrast: 6 octave bands above 200 Hz; the top band's lower edge must lie below Nyquist.
 CONTRAST_MIN_RATE = 2 * 200 * 2 ** 5
 
+#: musicnn's signal (:mod:`codeFeature.musicnn`, after Pons & Serra's ``musicnn`` package): 16 kHz audio, a
+#: 512-sample window, a 256-sample hop, 96 mel bands.
+MUSICNN_SAMPLE_RATE = 16000
+MUSICNN_N_FFT = 512
+MUSICNN_HOP = 256
+MUSICNN_N_MELS = 96
+#: Frames per 3 s patch: the original's ``librosa.time_to_frames(3, ...) + 1``.
+MUSICNN_FRAMES = 187
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -138,6 +147,11 @@ class FeatureConfig:
     def segment_samples(self) -> int:
         """Samples in one segment (66150 for 3 s at 22050 Hz)."""
         return int(round(self.segment_seconds * self.sample_rate))
+
+    @property
+    def musicnn_frames(self) -> int:
+        """Frames in one musicnn patch (:data:`MUSICNN_FRAMES`: musicnn's signal, not this config's hop)."""
+        return MUSICNN_FRAMES
 
     @property
     def frames_per_segment(self) -> int:

@@ -33,6 +33,10 @@ class ModelError(GenreError):
     """A model folder is missing, malformed, or disagrees with its manifest."""
 
 
+class CalibrationError(ModelError, ValueError):
+    """A model folder's int8 calibration is missing or malformed (a :class:`ValueError` too, as it was)."""
+
+
 class NotRegularFileError(AudioDecodeError, OSError):
     """A path that is not a regular file (a named pipe, a device, a socket, a folder), refused
     before a byte is read: reading a named pipe blocks for ever and a device such as ``/dev/zero``

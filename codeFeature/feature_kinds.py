@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .errors import ConfigError
-from .musicnn import MUSICNN_FRAMES
 
 if TYPE_CHECKING:  # annotations only: config imports this module
     import numpy as np
@@ -110,7 +109,7 @@ KINDS: dict[str, FeatureKind] = {kind.name: kind for kind in (
     FeatureKind(
         name="musicnn_logmel",
         # musicnn's patches: the original cuts 3 s at 16 kHz into 187 frames
-        input_shape=lambda c: (MUSICNN_FRAMES, c.n_mels),
+        input_shape=lambda c: (c.musicnn_frames, c.n_mels),
         compute_name="musicnn_input",
         picture=lambda c, rows: Picture(f"What the model sees: musicnn's {rows}-band log-mel, log10(1 + 10000·mel)",
                                         "mel band", "viridis"),

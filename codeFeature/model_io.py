@@ -1,4 +1,4 @@
-"""Save and load model folders: ``model.json`` + ``model.weights.h5`` + ``manifest.json``.
+"""Save and load model folders: ``model.json`` + ``model.weights.h5`` + ``manifest.json``, and find them.
 
 A model folder is the only model format the project reads. The architecture is
 Keras 3 JSON, deserialised in safe mode (no Python code is loaded), the weights
@@ -21,8 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from . import settings
 from .config import FeatureConfig
 from .errors import ConfigError, ModelError
+# re-exported: the precisions load_model takes are the inference path's (codeFeature.inference_path)
+from .inference_path import PRECISIONS  # noqa: F401
 
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -39,10 +42,20 @@ def shipped_models_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models"
 
 
-#: Shipped models (:func:`shipped_models_dir`); ``CODEFEATURE_MODELS`` overrides it.
-MODELS_DIR = Path(os.environ.get("CODEFEATURE_MODELS") or shipped_models_dir())
+def default_models_dir() -> Path:
+    """The folder of shipped models: the setting ``CODEFEATURE_MODELS``, else :func:`shipped_models_dir`."""
+    return Path(settings.current().models_dir or shipped_models_dir())
+
+
+def __getattr__(name: str) -> Any:
+    # MODELS_DIR was a constant read from the environment at import; it is read at each use now
+    if name == "MODELS_DIR":
+        return default_models_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: Environment variable naming extra folders of model folders (``os.pathsep``-separated), searched
-#: after :data:`MODELS_DIR` by :func:`list_models` and :func:`resolve_model_dir`.
+#: after :func:`default_models_dir` by :func:`list_models` and :func:`resolve_model_dir` (read by :mod:`codeFeature.settings`).
 MODEL_PATH_ENV = "CODEFEATURE_MODEL_PATH"
 DEFAULT_FILE = "default.txt"
 #: Most segments per forward pass.
@@ -52,8 +65,6 @@ FORWARD_BATCH = 16
 #: 1-8 at either precision; 16 at once cost ~600 MB more at the peak and are slower); small networks
 #: run :data:`FORWARD_BATCH` at a time.
 FORWARD_BUDGET_BYTES = 128 * 2**20
-#: Compute precisions :func:`load_model` accepts; ``CODEFEATURE_PRECISION`` sets the default.
-PRECISIONS = ("auto", "float32", "bfloat16", "int8")
 
 
 @dataclass
@@ -228,16 +239,16 @@ def read_manifest(folder: str | os.PathLike) -> dict:
 def model_search_path(models_dir: str | os.PathLike | None = None) -> list[Path]:
     """Folders searched for model folders, in order.
 
-    ``models_dir`` alone when given; otherwise :data:`MODELS_DIR` (``models/``, or
+    ``models_dir`` alone when given; otherwise :func:`default_models_dir` (``models/``, or
     ``$CODEFEATURE_MODELS``) followed by each folder of ``$CODEFEATURE_MODEL_PATH``
-    (``os.pathsep``-separated, read on every call), so models trained elsewhere can be offered
+    (``os.pathsep``-separated, as the settings read it), so models trained elsewhere can be offered
     beside the shipped ones.
     """
     if models_dir is not None:
         return [Path(models_dir)]
-    extra = [Path(p).expanduser() for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p.strip()]
+    extra = [Path(p).expanduser() for p in settings.current().model_path]
     folders: list[Path] = []
-    for folder in [MODELS_DIR, *extra]:
+    for folder in [default_models_dir(), *extra]:
         if folder not in folders:
             folders.append(folder)
     return folders
@@ -296,7 +307,7 @@ def list_models(*, models_dir: str | os.PathLike | None = None, task: str | None
 
 def default_model_name(*, models_dir: str | os.PathLike | None = None) -> str:
     """The app's and CLI's default model: the name in ``models/default.txt``."""
-    root = Path(models_dir) if models_dir is not None else MODELS_DIR
+    root = Path(models_dir) if models_dir is not None else default_models_dir()
     try:
         name = (root / DEFAULT_FILE).read_text().strip()
     except OSError:
@@ -305,38 +316,6 @@ def default_model_name(*, models_dir: str | os.PathLike | None = None) -> str:
             raise ModelError(f"no models found in {root}") from None
         return genre_models[0]
     return name
-
-
-def native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX-BF16 or AVX512-BF16; the flags are read from
-    /proc/cpuinfo once per process, and ``ONEDNN_MAX_CPU_ISA`` caps them: see
-    :func:`codeFeature.engines.isa_level`).
-
-    Elsewhere bfloat16 convolutions are emulated and much slower than float32, or (TensorFlow's oneDNN
-    kernels on a CPU below AVX512-BF16) refused. ``ONEDNN_MAX_CPU_ISA`` set below ``AVX512_CORE_BF16``
-    caps oneDNN's kernels whatever /proc/cpuinfo says, so it counts as not native.
-    """
-    from .engines import isa_level
-
-    return isa_level() in ("amx", "avx512_bf16")
-
-
-def resolve_precision(precision: str | None, manifest: dict) -> str:
-    """The precision a model runs at: ``"float32"`` or ``"bfloat16"``.
-
-    ``None`` reads ``CODEFEATURE_PRECISION`` (default ``"auto"``). ``"auto"`` is bfloat16 for a model
-    whose manifest lists ``bfloat16_layers`` on a CPU with native bfloat16 (:func:`native_bfloat16`),
-    float32 otherwise. A model without ``bfloat16_layers`` always runs in float32.
-    """
-    if precision is None:
-        precision = os.environ.get("CODEFEATURE_PRECISION", "auto").strip().lower() or "auto"
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
-    if not manifest.get("bfloat16_layers"):
-        return "float32"
-    if precision == "auto":
-        return "bfloat16" if native_bfloat16() else "float32"
-    return precision
 
 
 def _with_bfloat16_layers(architecture: dict, names: list[str], where: str) -> dict:
@@ -354,7 +333,8 @@ def _with_bfloat16_layers(architecture: dict, names: list[str], where: str) -> d
 
 
 def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None,
-               precision: str | None = None, engine: str | None = None) -> LoadedModel:
+               precision: str | None = None, engine: str | None = None, facts: Any = None,
+               int8_options: Any = None) -> LoadedModel:
     """Load a model folder for inference.
 
     Parameters
@@ -379,6 +359,10 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         an explicit ``"float32"`` or ``"bfloat16"`` with engine ``"auto"`` keeps TensorFlow. If OpenVINO
         cannot convert or compile the model, ``"auto"`` falls back to TensorFlow float32 and says so
         in :attr:`LoadedModel.inference_path`.
+    facts : codeFeature.cpu.CpuFacts, optional
+        The machine's facts the path is chosen for (default this machine's; tests pass others).
+    int8_options : codeFeature.int8_rewrites.Int8Options, optional
+        Which int8 rewrites an int8 OpenVINO conversion runs (default the library's; benchmarks pass others).
 
     Returns
     -------
@@ -390,7 +374,9 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         If a file is missing, the JSON is not a safe Keras model, or the model's input or
         output shape disagrees with its manifest.
     """
-    from . import engines, quantise
+    from . import engines, inference_path, quantise
+    from .cpu import describe_isa
+    from .int8_rewrites import DEFAULT_INT8_OPTIONS
 
     folder = resolve_model_dir(name_or_dir, models_dir=models_dir)
     manifest = read_manifest(folder)
@@ -399,12 +385,11 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
     except ConfigError as exc:
         raise ModelError(f"{folder / MANIFEST_FILE}: {exc}") from exc
     if precision is None:
-        precision = os.environ.get("CODEFEATURE_PRECISION", "auto").strip().lower() or "auto"
+        precision = settings.current().precision
     if engine is None:
-        engine = os.environ.get("CODEFEATURE_ENGINE", "auto").strip().lower() or "auto"
-    plan = engines.plan(manifest, precision=precision, engine=engine)
-    if plan.engine == "tensorflow":
-        plan = engines.Plan("tensorflow", resolve_precision(plan.precision, manifest), plan.isa)
+        engine = settings.current().engine
+    options = DEFAULT_INT8_OPTIONS if int8_options is None else int8_options
+    plan = inference_path.plan(manifest, precision=precision, engine=engine, facts=facts)
     labels = tuple(str(label) for label in manifest["labels"])
     loaded = dict(name=str(manifest.get("name", folder.name)), path=folder, manifest=manifest, config=config,
                   labels=labels)
@@ -413,7 +398,7 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         moments = quantise.read_calibration(folder, manifest)
         try:
             cached = engines.cached_openvino_path(folder, plan, heavy, moments=moments,
-                                                  key_extra=_conversion_key(manifest))
+                                                  key_extra=_conversion_key(manifest), options=options)
         except OSError:  # a file of the folder is missing: the Keras path below says which, in words
             cached = None
         runner = engines.open_cached_openvino(cached, plan)
@@ -428,13 +413,13 @@ def load_model(name_or_dir: str | os.PathLike | None = None, *, models_dir: str 
         try:
             # the cache was looked up above: convert, and keep the conversion where that lookup looked
             runner = engines.convert_openvino(model, cached, config.input_shape, plan, heavy, moments=moments,
-                                              forward_batch=forward_batch_of(model))
+                                              forward_batch=forward_batch_of(model), options=options)
         except Exception as exc:  # OpenVINO raises RuntimeError and others for a graph it cannot take
             if engine == "openvino":
                 raise ModelError(f"OpenVINO could not run {folder}: {exc}") from exc
-            path = (f"TensorFlow oneDNN, float32 ({engines.describe_isa(plan.isa)}; OpenVINO failed: "
+            path = (f"TensorFlow oneDNN, float32 ({describe_isa(plan.isa)}; OpenVINO failed: "
                     f"{str(exc).splitlines()[0][:120]})")
-            plan = engines.Plan("tensorflow", "float32", plan.isa)
+            plan = inference_path.Plan("tensorflow", "float32", plan.isa)
     return LoadedModel(**loaded, keras_model=model, precision=plan.precision, engine=plan.engine,
                        inference_path=path, _runner=runner)
 
@@ -467,6 +452,41 @@ def _build_keras_model(folder: Path, manifest: dict, config: FeatureConfig, prec
     _check_shapes(model, config, labels, manifest.get("input_shape"), where=str(folder))
     _check_extra_outputs(model, manifest.get("extra_outputs", []), where=str(folder))
     return model
+
+
+def embedding_forward(model: Any, layer: str = "penultimate") -> Any:
+    """``model`` answering with one of its inner representations, through the fast inference path.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        A musicnn model folder loaded with :func:`load_model`.
+    layer : str
+        As for :func:`codeFeature.musicnn.embedding_model`.
+
+    Returns
+    -------
+    LoadedModel
+        Its ``forward(x)[0]`` is the embedding, shape (n, dim): one traced graph, run in batches that
+        keep the front end's activations bounded, as for predictions (calling the Keras model on a
+        whole song at once holds ~50 MB per segment).
+    """
+    import dataclasses
+
+    from . import engines, quantise
+    from .cpu import isa_level
+    from .inference_path import Plan
+    from .musicnn import embedding_model
+
+    keras_model = embedding_model(model.keras_model, layer)
+    runner = None
+    if model.engine == "openvino":
+        # the same engine and precision as the tagger's (converted once, then cached like it)
+        plan = Plan("openvino", model.precision, isa_level())
+        runner = engines.build_openvino(keras_model, model.path, model.config.input_shape, plan,
+                                        list(model.manifest.get("bfloat16_layers", [])), tag=layer,
+                                        moments=quantise.read_calibration(model.path, model.manifest))
+    return dataclasses.replace(model, keras_model=keras_model, _graph=None, _runner=runner)
 
 
 class LazyKerasModel:

@@ -78,11 +78,11 @@ def _folder_digest(folder: Path) -> str:
 def probe_key(folder: Path) -> str:
     """What the verdict depends on: the folder's contents, the numba cache, the versions, the engine
     and precision asked for through the environment."""
-    from . import numba_cache
+    from . import numba_cache, settings
 
     setup = numba_cache.status()
-    parts = [_folder_digest(folder), str(setup.kernels), setup.key, sys.executable,
-             os.environ.get("CODEFEATURE_PRECISION", ""), os.environ.get("CODEFEATURE_ENGINE", "")]
+    chosen = settings.current()
+    parts = [_folder_digest(folder), str(setup.kernels), setup.key, sys.executable, chosen.precision, chosen.engine]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
@@ -179,10 +179,9 @@ def _run_child(model: str, folder: Path, timeout: float, command: Optional[Seque
     # codeFeature folder in the caller's working folder from shadowing it.
     own = [sys.executable, "-m"] if _CHECKOUT else [sys.executable, "-P", "-m"]
     argv = list(command) if command is not None else [*own, "codeFeature.model_probe", str(folder)]
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env,
+        # the child inherits this environment; its main() prepares the process as every entry point does
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
                               cwd=str(_REPO) if _CHECKOUT else None)
         returncode: Optional[int] = done.returncode
         output = (done.stdout + done.stderr).decode("utf-8", "replace")
@@ -217,6 +216,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(args) != 1:
         print("usage: python -m codeFeature.model_probe MODEL_FOLDER", file=sys.stderr)
         return 64
+    from .runtime import prepare_process
+
+    prepare_process()
     import numpy as np
 
     from .errors import GenreError

@@ -9,7 +9,7 @@ and ``MTT_musicnn`` checkpoints into model folders (``models/musicnn_msd``,
 ``models/musicnn_mtt``) built by :func:`build_musicnn`.
 
 This module does no I/O; it only defines the preprocessing, the architecture and
-the tag vocabularies.
+the tag vocabularies (a loaded model's embeddings: :func:`codeFeature.model_io.embedding_forward`).
 
 References
 ----------
@@ -25,14 +25,9 @@ from typing import Any
 
 import numpy as np
 
+# musicnn's signal constants belong to the feature configuration (codeFeature.config); named here too
+from .config import MUSICNN_FRAMES, MUSICNN_HOP, MUSICNN_N_FFT, MUSICNN_N_MELS, MUSICNN_SAMPLE_RATE  # noqa: F401
 from .errors import ConfigError
-
-MUSICNN_SAMPLE_RATE = 16000
-MUSICNN_N_FFT = 512
-MUSICNN_HOP = 256
-MUSICNN_N_MELS = 96
-#: Frames per 3 s patch: the original's ``librosa.time_to_frames(3, ...) + 1``.
-MUSICNN_FRAMES = 187
 
 #: Million Song Dataset tags, in the order of ``musicnn/configuration.py`` (``MSD_LABELS``).
 MSD_TAGS: tuple[str, ...] = (
@@ -343,36 +338,3 @@ def embedding_model(tagger: Any, layer: str = "penultimate") -> Any:
     else:
         output = tagger.get_layer(layer).output
     return keras.Model(tagger.inputs, output, name=f"{tagger.name}_{layer}")
-
-
-def embedding_forward(model: Any, layer: str = "penultimate") -> Any:
-    """``model`` answering with one of its inner representations, through the fast inference path.
-
-    Parameters
-    ----------
-    model : LoadedModel
-        A musicnn model folder loaded with :func:`codeFeature.model_io.load_model`.
-    layer : str
-        As for :func:`embedding_model`.
-
-    Returns
-    -------
-    LoadedModel
-        Its ``forward(x)[0]`` is the embedding, shape (n, dim): one traced graph, run in batches that
-        keep the front end's activations bounded, as for predictions (calling the Keras model on a
-        whole song at once holds ~50 MB per segment).
-    """
-    import dataclasses
-
-    from . import engines, quantise
-
-    keras_model = embedding_model(model.keras_model, layer)
-    runner = None
-    if model.engine == "openvino":
-        # the same engine and precision as the tagger's (converted once, then cached like it)
-        plan = engines.Plan("openvino", model.precision, engines.isa_level())
-        runner = engines.build_openvino(keras_model, model.path, model.config.input_shape, plan,
-                                        list(model.manifest.get("bfloat16_layers", [])), tag=layer,
-                                        moments=quantise.read_calibration(model.path, model.manifest))
-    return dataclasses.replace(model, keras_model=keras_model, _graph=None, _runner=runner)
-

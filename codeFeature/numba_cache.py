@@ -17,24 +17,28 @@ This project starts several processes that touch librosa at once on a fresh mach
 warm-up beside a CLI, ``--pool processes``, Ray actors, the test suite beside the app), so it
 takes the advice systematically:
 
-1. **A cache location of its own** (:func:`configure`, run when :mod:`codeFeature` is imported,
-   before any librosa kernel is decorated: numba picks a function's cache folder when the
-   function is decorated, from ``numba.config.CACHE_DIR``). The folder is under the user's cache
-   folder and its name carries the Python, numba, llvmlite, NumPy and librosa versions, librosa's
-   source stamp and the CPU, so a cache left by other versions -- possibly poisoned by the race in
-   numba's default place, librosa's ``__pycache__`` -- is never read. ``NUMBA_CACHE_DIR`` is set
-   too, so child processes (pools, Ray actors on this machine) use the same folder. A
-   ``NUMBA_CACHE_DIR`` the user set is respected: it is used instead, never emptied.
+1. **A cache location of its own** (:func:`configure`, run by
+   :func:`codeFeature.runtime.prepare_process`, which the entry points call first -- the CLI, the
+   app, pool workers, Ray actors, training and benchmark scripts -- or else by the gate below, before
+   any librosa kernel is decorated: numba picks a function's cache folder when the function is decorated, from
+   ``numba.config.CACHE_DIR``, which is set just before librosa's first kernel module loads).
+   The folder is under the user's cache folder and its name carries the Python, numba, llvmlite,
+   NumPy and librosa versions, librosa's source stamp and the CPU, so a cache left by other
+   versions -- possibly poisoned by the race in numba's default place, librosa's ``__pycache__`` --
+   is never read. The environment is left alone: child processes (pools, Ray actors on this
+   machine) import codeFeature too and compute the same folder. A ``NUMBA_CACHE_DIR`` the
+   user set is respected: it is used instead, never emptied.
 2. **Filled once, under an inter-process lock** (:func:`ensure_ready`). The first process to need
    librosa takes an exclusive file lock, empties the folder (anything there without a "ready"
    record was left by an interrupted fill), imports librosa's modules that compile kernels at
    import, runs every feature pipeline of the project on a short synthetic signal (compiling the
    kernels numba compiles on first call), records the files it made, and lets go. Others wait on
    the lock, then find the record and only load. After the record exists no lock is taken.
-3. **Lazily and automatically.** :func:`configure` puts a gate on librosa's lazy attribute loader
+3. **Lazily and automatically.** ``import codeFeature`` puts a gate on librosa's lazy attribute loader
    (librosa 0.10+ loads its submodules on first attribute access, which is when its kernels
    compile): the first ``librosa.<anything>`` in a process runs :func:`ensure_ready`, then the gate
-   removes itself. ``import codeFeature`` itself stays cheap (no numba import).
+   removes itself (:func:`ensure_ready` calls :func:`configure` first where ``prepare_process`` has not).
+   ``import codeFeature`` itself stays cheap (no numba import, no setting read).
 
 Why a lock rather than compiling into a private folder and renaming it into place: numba keeps
 the folder it chose at decoration for the whole life of the process and also writes to it later
@@ -45,8 +49,8 @@ work away. If the lock cannot be had (a folder that cannot be written, or a hold
 let go within :data:`LOCK_TIMEOUT` seconds), the process compiles into a private temporary folder
 and shares nothing: slower, never unsafe.
 
-What is not covered: a process that imported librosa's submodules before :mod:`codeFeature`
-(its kernels are already bound to numba's default cache; :func:`status` says so), and kernels
+What is not covered: a process that imported librosa's submodules before :mod:`codeFeature` (its kernels are already bound to numba's default cache;
+:func:`status` says so), and kernels
 first compiled for a type the warm-up did not use (numba compiles those on first call; they are
 plain ``@jit`` kernels, stored in one file each, which the race above does not concern), and a
 process whose warm-up failed (it goes on with the shared folder unmarked; the next process empties
@@ -68,6 +72,8 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
+
+from . import settings
 
 #: How long a process waits for another one's fill before compiling privately instead. The fill
 #: compiles every kernel the features use: tens of seconds on a busy small machine.
@@ -145,7 +151,8 @@ def _librosa_stamp() -> str:
 
 def _cpu_id() -> str:
     """The CPU as numba sees it (its cache entries are per CPU model and features)."""
-    parts = [platform.machine(), os.environ.get("NUMBA_CPU_NAME", ""), os.environ.get("NUMBA_CPU_FEATURES", "")]
+    chosen = settings.current()
+    parts = [platform.machine(), chosen.numba_cpu_name, chosen.numba_cpu_features]
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -175,10 +182,12 @@ def default_root() -> Path:
 
 
 def configure() -> CacheSetup:
-    """Choose this process's numba cache folder; cheap, idempotent, called by ``import codeFeature``.
+    """Choose this process's numba cache folder; cheap, idempotent, called by
+    :func:`codeFeature.runtime.prepare_process`.
 
-    Sets ``NUMBA_CACHE_DIR`` (children inherit it) and, if numba is already imported,
-    ``numba.config.CACHE_DIR``; then puts the gate on librosa's lazy loader.
+    Sets ``numba.config.CACHE_DIR`` if numba is already imported (else :func:`ensure_ready` does, before
+    librosa's first kernel module loads); then puts the gate on librosa's lazy loader. Writes nothing
+    to the environment.
     """
     global _setup
     with _lock:
@@ -187,7 +196,7 @@ def configure() -> CacheSetup:
         key = cache_key()
         folder = default_root() / key
         ours = folder / "kernels"
-        chosen = os.environ.get("NUMBA_CACHE_DIR", "")
+        chosen = settings.current().numba_cache_dir
         if chosen and os.path.abspath(chosen) != str(ours):
             user = Path(chosen)
             setup = CacheSetup(kernels=user, lock=user / ".codeFeature.lock",
@@ -196,9 +205,10 @@ def configure() -> CacheSetup:
             setup = CacheSetup(kernels=ours, lock=folder / "lock", record=folder / "ready.json",
                                owner="codeFeature", key=key)
         setup = replace(setup, preloaded=any(name in sys.modules for name in _EAGER_MODULES))
-        _point_numba_at(setup.kernels, inherit=True)
+        if "numba" in sys.modules:
+            _point_numba_at(setup.kernels)
         _setup = setup
-        _install_gate()
+        install_gate()
         return setup
 
 
@@ -207,27 +217,24 @@ def status() -> CacheSetup:
     return configure()
 
 
-def _point_numba_at(kernels: Path, *, inherit: bool) -> None:
-    """``inherit``: through ``NUMBA_CACHE_DIR``, for this process and its children (numba reads it
-    when imported, and again when the environment changes); else for this process alone, through
-    ``numba.config`` (imported here for that)."""
-    if inherit:
-        os.environ["NUMBA_CACHE_DIR"] = str(kernels)
-        config = sys.modules.get("numba.core.config")
-    else:
-        import numba.core.config as config
+def _point_numba_at(kernels: Path) -> None:
+    """Make ``kernels`` numba's cache folder in this process (``numba.config``, imported here for that)."""
+    import numba.core.config as config
 
-        # numba re-reads its environment before each compilation when it changed since the last
-        # read: read it now, so that the value set below is not overwritten by NUMBA_CACHE_DIR
-        config.reload_config()
-    if config is not None:
-        config.CACHE_DIR = str(kernels)
+    # numba re-reads its environment before each compilation when a NUMBA_ variable changed since the
+    # last read: read it now, so that the value set below is not overwritten by an older one
+    config.reload_config()
+    config.CACHE_DIR = str(kernels)
 
 
 # ---------------------------------------------------------------- the gate
 
-def _install_gate() -> None:
-    """Run :func:`ensure_ready` on the first ``librosa.<name>`` that loads something, then step aside."""
+def install_gate() -> None:
+    """Run :func:`ensure_ready` on the first ``librosa.<name>`` that loads something, then step aside.
+
+    Run by ``import codeFeature`` (it reads no setting and imports only librosa's lazy package), so that
+    every process of the library -- an entry point that called ``prepare_process`` or not -- compiles or
+    loads librosa's kernels through the project's folder and its lock."""
     try:
         import librosa  # the package alone: librosa loads its submodules lazily
     except ImportError:
@@ -305,7 +312,7 @@ def warm_up() -> None:
     from .config import EXTRA_FEATURES, FEATURE_KINDS, FeatureConfig
     from .errors import ConfigError
     from .features import segment_features
-    from .musicnn import MUSICNN_SAMPLE_RATE
+    from .config import MUSICNN_SAMPLE_RATE
 
     for name in _ALSO_IMPORT:
         importlib.import_module(name)
@@ -365,6 +372,9 @@ def ensure_ready(*, timeout: float = LOCK_TIMEOUT) -> CacheSetup:
             return _setup  # done meanwhile, or called from inside this thread's own fill
         _filling = True
         try:
+            if not setup.preloaded:
+                # before librosa's first kernel module loads: numba binds each kernel to this folder
+                _point_numba_at(setup.kernels)
             _setup = _make_ready(_setup, timeout)
         finally:
             _filling = False
@@ -374,7 +384,7 @@ def ensure_ready(*, timeout: float = LOCK_TIMEOUT) -> CacheSetup:
 
 
 def _make_ready(setup: CacheSetup, timeout: float) -> CacheSetup:
-    if os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"):
+    if settings.current().numba_disable_jit:
         return replace(setup, filled=False, notes=setup.notes + ("numba's compiler is off (NUMBA_DISABLE_JIT)",))
     if setup.preloaded:
         return replace(setup, filled=False, notes=setup.notes + (
@@ -404,6 +414,6 @@ def _make_ready(setup: CacheSetup, timeout: float) -> CacheSetup:
         private = Path(tempfile.mkdtemp(prefix="codeFeature-numba-"))
         atexit.register(shutil.rmtree, private, ignore_errors=True)
         # this process only: children keep the shared folder and its lock
-        _point_numba_at(private, inherit=False)
+        _point_numba_at(private)
         return replace(setup, kernels=private, owner="private", filled=True,
                        notes=setup.notes + (f"{reason}: compiling into a private folder",))

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import CalibrationError, ConfigError
+
 #: The model folder's sub-folder holding one second-moment matrix per layer.
 CALIBRATION_DIR = "int8"
 #: GPTQ's damping: this fraction of ``H``'s mean diagonal is added to its diagonal before inverting
@@ -55,7 +57,7 @@ def patch_moments(inputs: np.ndarray, kernel_size: tuple[int, int], *, batch: in
     inputs = np.asarray(inputs, np.float32)
     if inputs.ndim == 4:
         if inputs.shape[-1] != 1:
-            raise ValueError(f"patch_moments needs single-channel input, got shape {inputs.shape}")
+            raise ConfigError(f"patch_moments needs single-channel input, got shape {inputs.shape}")
         inputs = inputs[..., 0]
     kh, kw = kernel_size
     total = np.zeros((kh * kw, kh * kw), np.float64)
@@ -65,7 +67,7 @@ def patch_moments(inputs: np.ndarray, kernel_size: tuple[int, int], *, batch: in
         total += (patches.T @ patches).astype(np.float64)
         count += len(patches)
     if count == 0:
-        raise ValueError("patch_moments needs at least one input")
+        raise ConfigError("patch_moments needs at least one input")
     return total / count
 
 
@@ -112,7 +114,7 @@ def gptq_round(kernel: np.ndarray, moments: np.ndarray, *, damp: float = DAMP) -
     taps = weights.shape[1]
     moments = np.asarray(moments, np.float64)
     if moments.shape != (taps, taps):
-        raise ValueError(f"moments of shape {moments.shape} do not fit a kernel of {taps} taps a channel")
+        raise ConfigError(f"moments of shape {moments.shape} do not fit a kernel of {taps} taps a channel")
     scale = kernel_scales(kernel).astype(np.float64).reshape(out, 1)
     damped = moments + damp * float(np.mean(np.diag(moments))) * np.eye(taps)
     from .blas import one_blas_thread
@@ -146,18 +148,18 @@ def read_calibration(folder: Path, manifest: dict) -> dict[str, np.ndarray]:
 
     Raises
     ------
-    ValueError
-        If a named file is missing or is not a square matrix.
+    CalibrationError
+        If a named file is missing or is not a square matrix (a ``ModelError`` and a ``ValueError``).
     """
     entry = manifest.get("int8_calibration") or {}
     found = {}
     for layer, relative in (entry.get("layers") or {}).items():
         path = Path(folder) / relative
         if not path.is_file():
-            raise ValueError(f"{folder}: the manifest's int8_calibration names {relative}, which is missing")
+            raise CalibrationError(f"{folder}: the manifest's int8_calibration names {relative}, which is missing")
         matrix = np.load(path, allow_pickle=False)
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"{path} is not a square matrix (shape {matrix.shape})")
+            raise CalibrationError(f"{path} is not a square matrix (shape {matrix.shape})")
         found[layer] = matrix.astype(np.float64)
     return found
 

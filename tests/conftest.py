@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from codeFeature.runtime import prepare_process  # noqa: E402  (before TensorFlow and librosa)
+
+prepare_process()
 
 import numpy as np
 import pytest
@@ -17,6 +19,18 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parent.parent
 SHARED_GTZAN = REPO.parent / "shared" / "data" / "gtzan"
 SR = 22050
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Every test reads the environment afresh (codeFeature.settings reads it once per process otherwise): a
+    ``monkeypatch.setenv`` before the library's first use in a test is seen; one made after it needs
+    ``settings.reload()``. Forgotten again afterwards, once monkeypatch has put the environment back."""
+    from codeFeature import settings
+
+    settings.forget()
+    yield
+    settings.forget()
 
 
 def chord(seconds: float, sample_rate: int = SR, *, channels: int = 1, seed: int = 0) -> np.ndarray:

@@ -75,7 +75,7 @@ def test_the_not_sure_rule_of_the_manifest_reaches_the_headline(tmp_path, monkey
     import json
     import shutil
 
-    from codeFeature import model_io
+    from codeFeature import model_io, settings
 
     source = model_io.resolve_model_dir("cnn_mfcc_small")
     models = tmp_path / "models"
@@ -86,7 +86,8 @@ def test_the_not_sure_rule_of_the_manifest_reaches_the_headline(tmp_path, monkey
     manifest["metrics"] = {"valid": {"track_accuracy": 0.5, "tracks": 12}}
     (models / "unsure" / "manifest.json").write_text(json.dumps(manifest))
     (models / "default.txt").write_text("unsure\n")
-    monkeypatch.setattr(model_io, "MODELS_DIR", models)
+    monkeypatch.setenv("CODEFEATURE_MODELS", str(models))
+    settings.reload()
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
     at.file_uploader[0].set_value(("song.wav", _wav_bytes(4.0), "audio/wav")).run()
@@ -104,7 +105,7 @@ def test_the_outside_state_reaches_the_headline(tmp_path, monkeypatch):
     import json
     import shutil
 
-    from codeFeature import model_io
+    from codeFeature import model_io, settings
 
     source = model_io.resolve_model_dir("musicnn_genre")
     models = tmp_path / "models"
@@ -117,7 +118,8 @@ def test_the_outside_state_reaches_the_headline(tmp_path, monkeypatch):
                                        "not_music": {"speech": [5.0] * len(tags)}, "source": "a test's rule"}
     (models / "strict" / "manifest.json").write_text(json.dumps(manifest))
     (models / "default.txt").write_text("strict\n")
-    monkeypatch.setattr(model_io, "MODELS_DIR", models)
+    monkeypatch.setenv("CODEFEATURE_MODELS", str(models))
+    settings.reload()
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
     at.file_uploader[0].set_value(("song.wav", _wav_bytes(4.0), "audio/wav")).run()

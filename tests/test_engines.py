@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codeFeature import engines
+from codeFeature import cpu, engines, inference_path, int8_rewrites, quantise, settings
+from codeFeature.cpu import CpuFacts
 from codeFeature.errors import ConfigError
 from codeFeature.model_io import LazyKerasModel, load_model
 
@@ -20,7 +21,7 @@ FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
 HEAVY = {"bfloat16_layers": ["timbral_74_conv", "timbral_77_conv"]}
 CALIBRATED = {**HEAVY, "int8_calibration": {"layers": {"timbral_74_conv": "int8/timbral_74_conv.npy"},
                                              "valid_check": {"passed": True}}}
-needs_openvino = pytest.mark.skipif(not engines.openvino_available(), reason="the openvino package is not installed")
+needs_openvino = pytest.mark.skipif(not cpu.openvino_available(), reason="the openvino package is not installed")
 
 SPR = frozenset("avx2 fma avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile".split())
 ZEN4 = SPR - {"amx_bf16", "amx_tile"}
@@ -30,16 +31,20 @@ HASWELL = frozenset("avx2 fma".split())
 
 def test_isa_levels_from_flags_and_the_onednn_cap(monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    assert [engines.isa_level(f) for f in (SPR, ZEN4, SKYLAKE, HASWELL, frozenset())] == [
+    assert [cpu.isa_level(f) for f in (SPR, ZEN4, SKYLAKE, HASWELL, frozenset())] == [
         "amx", "avx512_bf16", "avx512", "avx2", "baseline"]
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
-    assert engines.isa_level(SPR) == "avx512_bf16"
-    assert engines.isa_level(HASWELL) == "avx2"  # a cap never raises the level
+    assert cpu.isa_level(SPR, cap="AVX512_CORE_BF16") == "avx512_bf16"
+    assert cpu.isa_level(HASWELL, cap="AVX512_CORE_BF16") == "avx2"  # a cap never raises the level
+    assert cpu.isa_level(SPR, cap="avx2") == "avx2"
+    assert cpu.isa_level(SPR, cap="no-such-isa") == "amx"
+    # the setting, read from the environment at first use (or reload)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
-    assert engines.isa_level(SPR) == "avx2"
-    assert "capped by ONEDNN_MAX_CPU_ISA=avx2" in engines.describe_isa()
+    settings.reload()
+    assert cpu.isa_level(SPR) == "avx2"
+    assert "capped by ONEDNN_MAX_CPU_ISA=avx2" in cpu.describe_isa()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "no-such-isa")
-    assert engines.isa_level(SPR) == "amx"
+    settings.reload()
+    assert cpu.isa_level(SPR) == "amx"
 
 
 #: One flag set per x86-64 level, as /proc/cpuinfo shows them (only the flags the levels are told by).
@@ -71,71 +76,90 @@ def no_overrides(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.mark.parametrize("cpu", sorted(CPUS))
-def test_auto_picks_per_cpu(no_overrides, cpu):
-    level, uncalibrated, calibrated, without_openvino = EXPECTED[cpu]
-    assert engines.isa_level(CPUS[cpu]) == level
+@pytest.mark.parametrize("name", sorted(CPUS))
+def test_auto_picks_per_cpu(no_overrides, name):
+    level, uncalibrated, calibrated, without_openvino = EXPECTED[name]
+    assert cpu.isa_level(CPUS[name]) == level
     for manifest, openvino, want in ((HEAVY, True, uncalibrated), (CALIBRATED, True, calibrated),
                                      (HEAVY, False, without_openvino), (CALIBRATED, False, without_openvino)):
-        chosen = engines.plan(manifest, level=level, openvino=openvino)
+        chosen = inference_path.plan(manifest, level=level, openvino=openvino)
         assert (chosen.engine, chosen.precision, chosen.isa) == (*want, level), (manifest, openvino)
         assert chosen.description.startswith("OpenVINO" if want[0] == "openvino" else "TensorFlow")
         # models without heavy layers, and explicit precisions, stay on TensorFlow
-        assert engines.plan({}, level=level, openvino=openvino).engine == "tensorflow"
-        assert engines.plan(manifest, precision="float32", level=level, openvino=openvino) == \
-            engines.Plan("tensorflow", "float32", level)
-        assert engines.plan(manifest, engine="tensorflow", level=level, openvino=openvino).engine == "tensorflow"
+        assert inference_path.plan({}, level=level, openvino=openvino).engine == "tensorflow"
+        assert inference_path.plan(manifest, precision="float32", level=level, openvino=openvino) == \
+            inference_path.Plan("tensorflow", "float32", level)
+        assert inference_path.plan(manifest, engine="tensorflow", level=level, openvino=openvino).engine == "tensorflow"
         if openvino:  # int8 when asked, wherever OpenVINO is
-            assert engines.plan(manifest, precision="int8", level=level, openvino=True) == \
-                engines.Plan("openvino", "int8", level)
+            assert inference_path.plan(manifest, precision="int8", level=level, openvino=True) == \
+                inference_path.Plan("openvino", "int8", level)
 
 
-@pytest.mark.parametrize("level", engines.ISA_LEVELS)
+@pytest.mark.parametrize("level", cpu.ISA_LEVELS)
 def test_auto_never_picks_what_the_level_computes_wrongly_or_slowly(level):
     """By construction, for every level and model: int8 only where VNNI or AMX sums it exactly and a
     judged calibration allows it, bfloat16 only where native, and always a path that runs."""
-    assert engines.AUTO_PATHS[level][-1] == ("tensorflow", "float32")
+    assert inference_path.AUTO_PATHS[level][-1] == ("tensorflow", "float32")
     for manifest in (HEAVY, CALIBRATED):
         for openvino in (True, False):
-            chosen = engines.plan(manifest, level=level, openvino=openvino)
-            assert (chosen.engine, chosen.precision) in engines.AUTO_PATHS[level]
+            chosen = inference_path.plan(manifest, level=level, openvino=openvino)
+            assert (chosen.engine, chosen.precision) in inference_path.AUTO_PATHS[level]
             if chosen.precision == "int8":
-                assert level in engines.INT8_EXACT_LEVELS and manifest is CALIBRATED and openvino
+                assert level in cpu.INT8_EXACT_LEVELS and manifest is CALIBRATED and openvino
             if chosen.precision == "bfloat16":
-                assert level in engines.BFLOAT16_LEVELS
-            if openvino and level not in engines.BFLOAT16_LEVELS:
+                assert level in cpu.BFLOAT16_LEVELS
+            if openvino and level not in cpu.BFLOAT16_LEVELS:
                 assert chosen.engine == "openvino"  # never TensorFlow float32 where OpenVINO float32 is there
     # a calibration that valid judged to change answers, or that it never judged, runs only when asked
     for check in ({"passed": False}, None):
         judged = {**CALIBRATED, "int8_calibration": {**CALIBRATED["int8_calibration"], "valid_check": check}}
-        assert engines.plan(judged, level=level, openvino=True).precision != "int8"
-        assert engines.plan(judged, engine="openvino", level=level, openvino=True).precision != "int8"
-        assert engines.plan(judged, precision="int8", level=level, openvino=True) == \
-            engines.Plan("openvino", "int8", level)
+        assert inference_path.plan(judged, level=level, openvino=True).precision != "int8"
+        assert inference_path.plan(judged, engine="openvino", level=level, openvino=True).precision != "int8"
+        assert inference_path.plan(judged, precision="int8", level=level, openvino=True) == \
+            inference_path.Plan("openvino", "int8", level)
 
 
-def test_the_detected_machine_is_the_default(no_overrides, monkeypatch):
-    monkeypatch.setattr(engines, "isa_level", lambda flags=None: "avx2")
-    monkeypatch.setattr(engines, "openvino_available", lambda: False)
-    assert engines.plan(HEAVY) == engines.Plan("tensorflow", "float32", "avx2")
-    monkeypatch.setattr(engines, "openvino_available", lambda: True)
-    assert engines.plan(HEAVY) == engines.Plan("openvino", "float32", "avx2")
+def test_the_facts_given_decide_and_this_machine_is_the_default(no_overrides):
+    assert inference_path.plan(HEAVY, facts=CpuFacts("avx2", openvino=False)) == \
+        inference_path.Plan("tensorflow", "float32", "avx2")
+    assert inference_path.plan(HEAVY, facts=CpuFacts("avx2", openvino=True)) == \
+        inference_path.Plan("openvino", "float32", "avx2")
+    # without facts, this machine's
+    assert inference_path.plan(HEAVY) == inference_path.plan(HEAVY, facts=cpu.machine_facts())
+    assert inference_path.plan(HEAVY).isa == cpu.isa_level()
     with pytest.raises(ValueError, match="level="):
-        engines.plan(HEAVY, level="avx1024")
+        inference_path.plan(HEAVY, level="avx1024")
+    with pytest.raises(ConfigError, match="level="):
+        inference_path.plan(HEAVY, facts=CpuFacts("avx1024", openvino=True))
 
 
-def test_explicit_choices_and_bad_values(monkeypatch):
-    monkeypatch.setattr(engines, "isa_level", lambda flags=None: "avx2")
-    monkeypatch.setattr(engines, "openvino_available", lambda: False)
+def test_the_settings_choose_unless_arguments_do(no_overrides, monkeypatch):
+    facts = CpuFacts("avx512_bf16", openvino=True)
+    monkeypatch.setenv("CODEFEATURE_PRECISION", " Float32 ")
+    monkeypatch.setenv("CODEFEATURE_ENGINE", "openvino")
+    settings.reload()
+    assert inference_path.plan(HEAVY, facts=facts) == inference_path.Plan("openvino", "float32", "avx512_bf16")
+    assert inference_path.plan(HEAVY, facts=facts, precision="auto", engine="auto") == \
+        inference_path.Plan("tensorflow", "bfloat16", "avx512_bf16")
+    monkeypatch.setenv("CODEFEATURE_ENGINE", "torch")
+    settings.reload()
+    with pytest.raises(ConfigError, match="engine='torch'"):
+        inference_path.plan(HEAVY, facts=facts)
+
+
+def test_explicit_choices_and_bad_values():
+    without = CpuFacts("avx2", openvino=False)
     with pytest.raises(ConfigError, match="openvino"):
-        engines.plan(HEAVY, engine="openvino")
+        inference_path.plan(HEAVY, engine="openvino", facts=without)
     with pytest.raises(ConfigError, match="int8"):
-        engines.plan(HEAVY, precision="int8")  # no OpenVINO: int8 has no engine
+        inference_path.plan(HEAVY, precision="int8", facts=without)  # no OpenVINO: int8 has no engine
     with pytest.raises(ConfigError, match="engine="):
-        engines.plan(HEAVY, engine="torch")
-    monkeypatch.setattr(engines, "openvino_available", lambda: True)
+        inference_path.plan(HEAVY, engine="torch", facts=without)
+    with pytest.raises(ConfigError, match="float16"):
+        inference_path.plan(HEAVY, precision="float16", facts=without)
     # OpenVINO refuses bfloat16 on CPUs without it: float32 instead of a crash
-    assert engines.plan(HEAVY, engine="openvino", precision="bfloat16").precision == "float32"
+    assert inference_path.plan(HEAVY, engine="openvino", precision="bfloat16",
+                               facts=CpuFacts("avx2", openvino=True)).precision == "float32"
 
 
 def test_the_cpu_is_named_with_its_family_and_model(tmp_path):
@@ -145,22 +169,21 @@ def test_the_cpu_is_named_with_its_family_and_model(tmp_path):
             "model name\t: AMD EPYC 9R14 96-Core Processor\nflags\t\t: fpu avx512f\n\n"
     info = tmp_path / "cpuinfo"
     info.write_text(block.format(n=0, m=17) + block.format(n=1, m=99))
-    assert engines.cpu_model(str(info)) == "AMD EPYC 9R14 96-Core Processor (family 25, model 17)"
+    assert cpu.cpu_model(str(info)) == "AMD EPYC 9R14 96-Core Processor (family 25, model 17)"
     info.write_text("processor\t: 0\nmodel name\t: Some ARM board\n\n")
-    assert engines.cpu_model(str(info)) == "Some ARM board"
-    assert engines.cpu_model(str(tmp_path / "absent")) == "unknown CPU"
+    assert cpu.cpu_model(str(info)) == "Some ARM board"
+    assert cpu.cpu_model(str(tmp_path / "absent")) == "unknown CPU"
 
 
 def test_an_openvino_failure_falls_back_to_tensorflow_float32(monkeypatch, reference, tmp_path):
     monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))  # nothing cached: it must convert
-    monkeypatch.setattr(engines, "isa_level", lambda flags=None: "avx512_bf16")
-    monkeypatch.setattr(engines, "openvino_available", lambda: True)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no kernel for this CPU")
 
-    monkeypatch.setattr(engines, "convert_openvino", broken)
-    model = load_model("musicnn_genre", precision="int8", engine="auto")  # int8 runs on OpenVINO only
+    monkeypatch.setattr(engines, "convert_openvino", broken)  # a failure injected, not a machine faked
+    model = load_model("musicnn_genre", precision="int8", engine="auto",  # int8 runs on OpenVINO only
+                       facts=CpuFacts("avx512_bf16", openvino=True))
     assert (model.engine, model.precision) == ("tensorflow", "float32")
     assert "OpenVINO failed: no kernel for this CPU" in model.inference_path
     np.testing.assert_allclose(model.forward(reference["patches"][:2])[0],
@@ -191,11 +214,12 @@ PATHS = {("tensorflow", "bfloat16"): 0.03, ("openvino", "float32"): 1e-5, ("open
 
 @pytest.mark.parametrize("engine, precision", sorted(PATHS))
 def test_every_path_agrees_with_float32(engine, precision, reference, float32_outputs, tmp_path, monkeypatch):
-    if engine == "openvino" and not engines.openvino_available():
+    if engine == "openvino" and not cpu.openvino_available():
         pytest.skip("the openvino package is not installed")
-    if precision == "bfloat16" and not engines.isa_level() in ("amx", "avx512_bf16"):
-        pytest.skip(f"this CPU ({engines.describe_isa()}) has no native bfloat16")
+    if precision == "bfloat16" and not cpu.isa_level() in ("amx", "avx512_bf16"):
+        pytest.skip(f"this CPU ({cpu.describe_isa()}) has no native bfloat16")
     monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
+    settings.reload()  # the checks above read the settings already
     model = load_model("musicnn_genre", precision=precision, engine=engine)
     assert (model.engine, model.precision) == (engine, precision)
     outputs = model.forward(reference["patches"])
@@ -241,6 +265,7 @@ def test_a_cached_conversion_runs_without_tensorflow(tmp_path, reference, monkey
     assert second["path"] == first["path"]
     # the Keras model is still there for whoever asks for it, built on first use
     monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
+    settings.reload()
     lazy = load_model("musicnn_genre", precision="float32", engine="openvino").keras_model
     assert isinstance(lazy, LazyKerasModel) and "not built" in repr(lazy)
     assert lazy.get_layer("timbral_74_conv").kernel.shape[0] == 7 and "not built" not in repr(lazy)
@@ -248,19 +273,23 @@ def test_a_cached_conversion_runs_without_tensorflow(tmp_path, reference, monkey
 
 @needs_openvino
 def test_transposed_one_row_int8_convolutions_give_the_same_bits(tmp_path, monkeypatch, reference):
-    """With AMX the timbral int8 convolutions run transposed (engines._rows_as_columns): the same integer
+    """With AMX the timbral int8 convolutions run transposed (int8_rewrites.rows_as_columns): the same integer
     sums in another layout, so the same outputs to the bit as the conversion without it, whatever this CPU;
     and the two conversions are cached apart."""
     monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
-    rewritten = []
-    real = engines._rows_as_columns
-    monkeypatch.setattr(engines, "_rows_as_columns", lambda m: rewritten.append(real(m)) or rewritten[-1])
     outputs = {}
-    for levels in (engines.ISA_LEVELS, ()):
-        monkeypatch.setattr(engines, "TRANSPOSE_ROW_KERNELS_ON", levels)
-        model = load_model("musicnn_genre", precision="int8", engine="openvino")
-        outputs[bool(levels)] = model.forward(reference["patches"])
-    assert rewritten == [2]  # the 7 x 38 and 7 x 67 timbral convolutions, once
+    for transposed in (True, False):
+        options = int8_rewrites.Int8Options(rows_as_columns=transposed)
+        model = load_model("musicnn_genre", precision="int8", engine="openvino", int8_options=options)
+        outputs[transposed] = model.forward(reference["patches"])
+    # the 7 x 38 and 7 x 67 timbral convolutions, and only when asked
+    plan = inference_path.Plan("openvino", "int8", cpu.isa_level())
+    keras_model = load_model("musicnn_genre", precision="float32").keras_model
+    for transposed, left in ((True, 0), (False, 2)):
+        graph = engines.openvino_graph(keras_model, (187, 96), plan, list(model.manifest["bfloat16_layers"]),
+                                       moments=quantise.read_calibration(model.path, model.manifest),
+                                       options=int8_rewrites.Int8Options(rows_as_columns=transposed))
+        assert int8_rewrites.rows_as_columns(graph) == left  # what the conversion left to transpose
     for transposed, as_is in zip(outputs[True], outputs[False]):
         np.testing.assert_array_equal(transposed, as_is)
     assert len(list(tmp_path.glob("openvino-musicnn_genre-model-*.xml"))) == 2
@@ -291,7 +320,7 @@ def test_a_damaged_or_stale_cache_entry_is_converted_again(tmp_path, monkeypatch
 
 @needs_openvino
 def test_openvino_embedding_matches_the_original(reference, tmp_path, monkeypatch):
-    from codeFeature.musicnn import embedding_forward
+    from codeFeature.model_io import embedding_forward
 
     monkeypatch.setenv("CODEFEATURE_ENGINE_CACHE", str(tmp_path))
     tagger = load_model("musicnn_msd", precision="float32", engine="openvino")
@@ -380,3 +409,18 @@ def test_first_inferences_on_several_threads_at_once_never_hang(tmp_path):
             continue
         assert process.returncode == 0 and out.strip() == "ok", err[-2000:]
     assert hung == 0, f"{hung} of 12 processes hung in their first inferences"
+
+
+def test_int8_options_default_to_the_library_and_key_what_they_change():
+    """The rewrites are chosen by arguments: the defaults are the library's choice per level (and add nothing
+    to a cached conversion's key, so that it stays the one the library has always used)."""
+    default = int8_rewrites.DEFAULT_INT8_OPTIONS
+    assert default.key() == ()
+    assert default.codes("avx512_vnni") == 255 and default.codes("avx2") == 127
+    assert [level for level in cpu.ISA_LEVELS if default.transposes_rows("int8", level)] == \
+        list(int8_rewrites.TRANSPOSE_ROW_KERNELS_ON)
+    assert not default.transposes_rows("float32", "amx")
+    forced = int8_rewrites.Int8Options(input_codes=127, rows_as_columns=True)
+    assert forced.codes("amx") == 127 and forced.transposes_rows("int8", "avx2") and forced.key() == ()
+    assert not int8_rewrites.Int8Options(rows_as_columns=False).transposes_rows("int8", "amx")
+    assert int8_rewrites.Int8Options(stack_rows=False, polyphase=False).key() != ()

@@ -433,18 +433,18 @@ def test_prune_removes_only_files_gone_from_disk_and_never_everything(audio_dir,
 
 @pytest.mark.parametrize("level, precision", [("amx", "int8"), ("avx512_bf16", "int8"), ("avx2", "float32")])
 def test_a_scan_runs_the_path_the_cli_would_pick(monkeypatch, level, precision):
-    from codeFeature import engines
+    from codeFeature.cpu import CpuFacts
+    from codeFeature.inference_path import plan
     from codeFeature.collection.classify import ModelSpec
 
-    monkeypatch.setattr(engines, "isa_level", lambda flags=None: level)
-    monkeypatch.setattr(engines, "openvino_available", lambda: True)
+    facts = CpuFacts(level, openvino=True)
     monkeypatch.delenv("CODEFEATURE_PRECISION", raising=False)
     monkeypatch.delenv("CODEFEATURE_ENGINE", raising=False)
-    spec = ModelSpec.resolve("musicnn_genre")
+    spec = ModelSpec.resolve("musicnn_genre", facts=facts)
     assert spec.precision == precision
     manifest = json.loads((Path(spec.folder) / "manifest.json").read_text())
-    assert engines.plan(manifest).precision == spec.precision  # what load_model(auto) plans, named explicitly
-    assert engines.plan(manifest, precision=spec.precision, engine=spec.engine) == engines.plan(manifest)
+    assert plan(manifest, facts=facts).precision == spec.precision  # what load_model(auto) plans, named explicitly
+    assert plan(manifest, precision=spec.precision, engine=spec.engine, facts=facts) == plan(manifest, facts=facts)
 
 
 def test_a_database_inside_the_scanned_folder_is_not_counted_and_counts_are_in_good_english(tmp_path, spec,

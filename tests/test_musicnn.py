@@ -15,10 +15,10 @@ import pytest
 
 from codeFeature.config import FeatureConfig
 from codeFeature.errors import ConfigError
-from codeFeature.model_io import load_model
+from codeFeature.model_io import embedding_forward, load_model
 from codeFeature.musicnn import (
-    BFLOAT16_LAYERS, MSD_TAGS, MTT_TAGS, MUSICNN_FRAMES, MUSICNN_N_MELS, build_musicnn, embedding_forward,
-    embedding_model, fold_frontend_signs, musicnn_logmel)
+    BFLOAT16_LAYERS, MSD_TAGS, MTT_TAGS, MUSICNN_FRAMES, MUSICNN_N_MELS, build_musicnn, embedding_model,
+    fold_frontend_signs, musicnn_logmel)
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
@@ -288,7 +288,7 @@ def msd_bfloat16(reference):
         if "primitive descriptor" not in str(exc):
             raise
         # oneDNN has no bfloat16 convolution below AVX512-BF16 (a real AVX2 CPU, or ONEDNN_MAX_CPU_ISA=AVX2);
-        # precision "auto" never picks bfloat16 there (codeFeature.model_io.native_bfloat16)
+        # precision "auto" never picks bfloat16 there (codeFeature.inference_path.plan)
         pytest.skip("this CPU's oneDNN kernels cannot compute bfloat16 convolutions")
     return model
 
@@ -313,23 +313,27 @@ def test_bfloat16_stays_close_to_the_original(msd_bfloat16, reference):
 
 
 def test_precision_auto_follows_the_cpu_and_the_environment(monkeypatch):
-    from codeFeature import model_io
+    from codeFeature import settings
+    from codeFeature.cpu import CpuFacts
+    from codeFeature.inference_path import plan
 
     listed = {"bfloat16_layers": list(BFLOAT16_LAYERS)}
+    native, emulated = CpuFacts("avx512_bf16", openvino=False), CpuFacts("avx2", openvino=False)
     monkeypatch.delenv("CODEFEATURE_PRECISION", raising=False)
-    monkeypatch.setattr(model_io, "native_bfloat16", lambda: True)
-    assert model_io.resolve_precision(None, listed) == "bfloat16"
-    assert model_io.resolve_precision("auto", listed) == "bfloat16"
-    assert model_io.resolve_precision(None, {}) == "float32"  # nothing listed, nothing to change
-    assert model_io.resolve_precision("bfloat16", {}) == "float32"
+    settings.reload()
+    assert plan(listed, facts=native).precision == "bfloat16"
+    assert plan(listed, precision="auto", facts=native).precision == "bfloat16"
+    assert plan({}, facts=native).precision == "float32"  # nothing listed, nothing to change
+    assert plan({}, precision="bfloat16", facts=native).precision == "float32"
     monkeypatch.setenv("CODEFEATURE_PRECISION", "float32")
-    assert model_io.resolve_precision(None, listed) == "float32"
-    monkeypatch.setattr(model_io, "native_bfloat16", lambda: False)
+    settings.reload()
+    assert plan(listed, facts=native).precision == "float32"
     monkeypatch.setenv("CODEFEATURE_PRECISION", "auto")
-    assert model_io.resolve_precision(None, listed) == "float32"
-    assert model_io.resolve_precision("bfloat16", listed) == "bfloat16"  # asked for, even if emulated
+    settings.reload()
+    assert plan(listed, facts=emulated).precision == "float32"
+    assert plan(listed, precision="bfloat16", facts=emulated).precision == "bfloat16"  # asked for, even if emulated
     with pytest.raises(ConfigError, match="float16"):
-        model_io.resolve_precision("float16", listed)
+        plan(listed, precision="float16", facts=emulated)
 
 
 def test_a_manifest_listing_a_missing_layer_is_refused(tmp_path):

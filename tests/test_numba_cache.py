@@ -36,6 +36,8 @@ FEATURES_CHILD = textwrap.dedent("""
     import hashlib, json, os, sys, time
     import codeFeature, librosa
     from codeFeature import numba_cache
+    from codeFeature.runtime import prepare_process
+    prepare_process()  # what every entry point does first
     gated = getattr(librosa.__dict__.get("__getattr__"), "_codefeature_gate", False)
     heavy_at_import = "numba" in sys.modules
     go = sys.argv[1]
@@ -57,7 +59,7 @@ FEATURES_CHILD = textwrap.dedent("""
     print(json.dumps({
         "digest": hashlib.sha256(features.tobytes() + chroma.tobytes()).hexdigest(),
         "filled": status.filled, "owner": status.owner, "notes": list(status.notes),
-        "kernels": str(status.kernels), "numba_dir": numba.config.CACHE_DIR, "env": os.environ["NUMBA_CACHE_DIR"],
+        "kernels": str(status.kernels), "numba_dir": numba.config.CACHE_DIR, "env": os.environ.get("NUMBA_CACHE_DIR"),
         "gated": gated, "gate_left": getattr(librosa.__dict__.get("__getattr__"), "_codefeature_gate", False),
         "heavy_at_import": heavy_at_import}))
 """)
@@ -128,7 +130,8 @@ def test_processes_started_together_on_an_empty_cache_agree(tmp_path, monkeypatc
     assert last["filled"] is False
     for o in outputs + [last]:
         assert o["owner"] == "codeFeature" and o["notes"] == []
-        assert o["kernels"] == o["numba_dir"] == o["env"] == str(folder / "kernels")
+        assert o["kernels"] == o["numba_dir"] == str(folder / "kernels")
+        assert o["env"] is None  # through numba's config: the environment is left alone
         assert o["gated"] and not o["gate_left"] and not o["heavy_at_import"]
     record = json.loads((folder / "ready.json").read_text())
     assert record["key"] == folder.name
@@ -143,11 +146,14 @@ INSPECT_CHILD = textwrap.dedent("""
     import json, os, subprocess, sys
     import codeFeature
     from codeFeature import numba_cache
+    from codeFeature.runtime import prepare_process
+    prepare_process()
     status = numba_cache.status()
     grandchild = subprocess.run([sys.executable, "-c", "import codeFeature; from codeFeature import numba_cache;"
+                                 "from codeFeature.runtime import prepare_process; prepare_process();"
                                  "print(numba_cache.status().owner, numba_cache.status().kernels, sep=chr(9))"],
                                 capture_output=True, text=True, check=True).stdout.rstrip(chr(10)).split(chr(9))
-    print(json.dumps({"owner": status.owner, "kernels": str(status.kernels), "env": os.environ["NUMBA_CACHE_DIR"],
+    print(json.dumps({"owner": status.owner, "kernels": str(status.kernels), "env": os.environ.get("NUMBA_CACHE_DIR"),
                       "grandchild": grandchild, "numba_imported": "numba" in sys.modules}))
 """)
 
@@ -159,7 +165,7 @@ def test_own_folder_is_versioned_inherited_and_a_user_choice_wins(tmp_path, monk
                          timeout=CHILD_TIMEOUT, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     ours = json.loads(run.stdout.strip().splitlines()[-1])
-    assert ours["owner"] == "codeFeature" and ours["kernels"] == ours["env"] == str(folder / "kernels")
+    assert ours["owner"] == "codeFeature" and ours["kernels"] == str(folder / "kernels") and ours["env"] is None
     assert ours["grandchild"] == ["codeFeature", str(folder / "kernels")]  # a pool's worker uses the same folder
     assert not ours["numba_imported"]
 
@@ -173,13 +179,17 @@ def test_own_folder_is_versioned_inherited_and_a_user_choice_wins(tmp_path, monk
 
 
 LOCKED_CHILD = textwrap.dedent("""
-    import json, os
+    import json, os, subprocess, sys
     import codeFeature
     from codeFeature import numba_cache
     status = numba_cache.ensure_ready(timeout=0.5)
     import numba
+    child = subprocess.run([sys.executable, "-c", "from codeFeature.runtime import prepare_process; prepare_process();"
+                            "from codeFeature import numba_cache; print(numba_cache.status().kernels)"],
+                           capture_output=True, text=True, check=True).stdout.strip()
     print(json.dumps({"owner": status.owner, "kernels": str(status.kernels), "notes": list(status.notes),
-                      "numba_dir": numba.config.CACHE_DIR, "env": os.environ["NUMBA_CACHE_DIR"]}))
+                      "numba_dir": numba.config.CACHE_DIR, "env": os.environ.get("NUMBA_CACHE_DIR"),
+                      "child": child}))
 """)
 
 
@@ -198,7 +208,7 @@ def test_a_lock_held_too_long_means_a_private_folder_not_a_shared_write(tmp_path
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["owner"] == "private"
     assert out["numba_dir"] == out["kernels"] != str(folder / "kernels")
-    assert out["env"] == str(folder / "kernels")
+    assert out["env"] is None and out["child"] == str(folder / "kernels")  # a child computes the shared one
     assert any("no lock" in note for note in out["notes"])
     assert not (folder / "ready.json").exists()
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codeFeature import engines, quantise
+from codeFeature import cpu, inference_path, int8_rewrites, quantise
+from codeFeature.cpu import CpuFacts
 from codeFeature.model_io import MODELS_DIR, load_model
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
-needs_openvino = pytest.mark.skipif(not engines.openvino_available(), reason="the openvino package is not installed")
+needs_openvino = pytest.mark.skipif(not cpu.openvino_available(), reason="the openvino package is not installed")
 
 
 def smooth_inputs(n=6, rows=24, cols=30, seed=0):
@@ -169,8 +170,7 @@ TIMBRAL = ("timbral_74_conv", "timbral_77_conv")
 def test_valid_keeps_the_int8_layers_that_keep_its_answers(uncalibrated_copy, tmp_path, monkeypatch):
     from training.int8_calibration import calibrate, check_on_valid, keeps_valid_answers
 
-    monkeypatch.setattr(engines, "isa_level", lambda flags=None: "avx512_bf16")
-    monkeypatch.setattr(engines, "openvino_available", lambda: True)
+    zen4 = CpuFacts("avx512_bf16", openvino=True)
     x = np.random.default_rng(0).uniform(0, 4, (2, 187, 96)).astype(np.float32)
     calibrate(uncalibrated_copy, x, data_note="2 random patches")
     split = tmp_path / "valid.txt"
@@ -183,15 +183,15 @@ def test_valid_keeps_the_int8_layers_that_keep_its_answers(uncalibrated_copy, tm
     assert sorted(p.name for p in (uncalibrated_copy / "int8").glob("*.npy")) == [f"{n}.npy" for n in TIMBRAL]
     manifest = json.loads((uncalibrated_copy / "manifest.json").read_text())
     assert manifest["int8_calibration"] == entry
-    assert engines.plan(manifest) == engines.Plan("openvino", "int8", "avx512_bf16")
+    assert inference_path.plan(manifest, facts=zen4) == inference_path.Plan("openvino", "int8", "avx512_bf16")
     # where even the timbral two move segments by more than half a point, auto stays off int8
     calibrate(uncalibrated_copy, x, data_note="2 random patches")
     entry = check_on_valid(uncalibrated_copy, [tmp_path], split,
                            score=_scripted_scores({ALL_FOUR: (0.8, 0.69), TIMBRAL: (0.8, 0.694)}))
     assert not entry["valid_check"]["passed"] and tuple(entry["layers"]) == TIMBRAL
     manifest = json.loads((uncalibrated_copy / "manifest.json").read_text())
-    assert engines.plan(manifest).engine == "tensorflow"
-    assert engines.plan(manifest, precision="int8").engine == "openvino"  # still there when asked
+    assert inference_path.plan(manifest, facts=zen4).engine == "tensorflow"
+    assert inference_path.plan(manifest, precision="int8", facts=zen4).engine == "openvino"  # still there when asked
     reference = {"track_accuracy": 0.602, "segment_accuracy": 0.5217}
     assert keeps_valid_answers(reference, {"track_accuracy": 0.602, "segment_accuracy": 0.5178})  # 1 of 253
     assert not keeps_valid_answers(reference, {"track_accuracy": 0.602, "segment_accuracy": 0.5138})  # 2 of 253
@@ -278,7 +278,7 @@ def _polyphase_case(height, codes):
     low, high = 0.0, 4.0
     model = _ov_conv_pool(kernel, rows, cols, pads)
     conv = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
-    assert engines._polyphase_int8(model, conv, kernel, (low, high), input_codes=codes)
+    assert int8_rewrites.polyphase_int8(model, conv, kernel, (low, high), input_codes=codes)
     model.validate_nodes_and_infer_types()
     assert not any(op is conv for op in model.get_ordered_ops())  # the original convolution is gone
     got = _run(model, x)
@@ -288,12 +288,12 @@ def _polyphase_case(height, codes):
 
 
 @needs_openvino
-@pytest.mark.parametrize("height", [engines.POLYPHASE * 2, 33, 64])
+@pytest.mark.parametrize("height", [int8_rewrites.POLYPHASE * 2, 33, 64])
 def test_the_polyphase_rewrite_gives_the_exact_int8_sums(height):
     """A tall one-column kernel on one channel (musicnn's temporal convolutions) cut into phases gives the
     exact int8 convolution's output, with the input codes this CPU's int8 kernels sum exactly
-    (engines.int8_input_codes: 7-bit input where pairs of products saturate at 16 bits)."""
-    codes = engines.int8_input_codes(engines.isa_level())
+    (int8_rewrites.int8_input_codes: 7-bit input where pairs of products saturate at 16 bits)."""
+    codes = int8_rewrites.int8_input_codes(cpu.isa_level())
     got, exact, float32 = _polyphase_case(height, codes)
     np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
     assert np.abs(got - float32).max() > 0  # it did compute in int8 (the input was rounded)
@@ -313,7 +313,7 @@ print(json.dumps(errors))
 
 
 @needs_openvino
-@pytest.mark.skipif(not {"avx2", "fma"} <= engines.cpu_flags(), reason="needs a CPU with AVX2 and FMA")
+@pytest.mark.skipif(not {"avx2", "fma"} <= cpu.cpu_flags(), reason="needs a CPU with AVX2 and FMA")
 def test_without_vnni_8_bit_input_saturates_and_7_bit_input_is_exact():
     """OpenVINO obeys ONEDNN_MAX_CPU_ISA: capped at AVX2 it runs the AVX2 int8 kernels (vpmaddubsw) on any
     newer CPU. There u8 input of 255 codes gets some sums wrong (the polyphase convolution's four input
@@ -330,7 +330,7 @@ def test_without_vnni_8_bit_input_saturates_and_7_bit_input_is_exact():
     errors = json.loads(done.stdout.strip().splitlines()[-1])
     assert errors["127"] < 1e-5, errors
     assert errors["255"] > 1e-2, errors  # 8-bit input saturated (8 % off measured on this case)
-    assert engines.int8_input_codes("avx2") == 127 and 127 * 127 * 2 <= 2 ** 15 - 1 < 255 * 127 * 2
+    assert int8_rewrites.int8_input_codes("avx2") == 127 and 127 * 127 * 2 <= 2 ** 15 - 1 < 255 * 127 * 2
 
 
 @needs_openvino
@@ -346,7 +346,7 @@ def test_the_row_stacking_gives_the_direct_int8_sums():
     direct = _run(_direct_int8(_ov_conv_pool(kernel, rows, cols), kernel, low, high), x)
     model = _ov_conv_pool(kernel, rows, cols)
     conv = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
-    source, stacked = engines._stack_rows(conv, kernel)
+    source, stacked = int8_rewrites.stack_rows(conv, kernel)
     assert stacked.shape == (5, 4, 1, 9)
     fq = ops.fake_quantize(source, np.float32(low), np.float32(high), np.float32(low), np.float32(high), 256)
     conv.input(0).replace_source_output(fq.output(0))
@@ -366,6 +366,6 @@ def test_rewrites_leave_other_convolutions_alone():
     kernel = np.ones((3, 2, 9, 1), np.float32)
     conv = ops.convolution(x, ops.constant(kernel), [1, 1], [4, 0], [4, 0], [1, 1])
     model = ov.Model([conv], [x])
-    assert not engines._polyphase_int8(model, conv, kernel, (0.0, 1.0))
-    source, same = engines._stack_rows(conv, kernel)
+    assert not int8_rewrites.polyphase_int8(model, conv, kernel, (0.0, 1.0))
+    source, same = int8_rewrites.stack_rows(conv, kernel)
     assert same is kernel and source.get_node() is x

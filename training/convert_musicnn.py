@@ -223,4 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from codeFeature.runtime import prepare_process
+
+    prepare_process()  # an entry point: before TensorFlow starts
     raise SystemExit(main())

@@ -42,7 +42,9 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from codeFeature.runtime import prepare_process  # noqa: E402  (before TensorFlow and librosa)
+
+prepare_process()
 
 import numpy as np
 

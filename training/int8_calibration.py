@@ -283,4 +283,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from codeFeature.runtime import prepare_process
+
+    prepare_process()  # an entry point: before TensorFlow starts
     sys.exit(main())

@@ -181,6 +181,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from codeFeature.runtime import prepare_process
+
+    prepare_process()  # an entry point: before TensorFlow starts
     from training.datasets import exit_on_missing_data
 
     raise SystemExit(exit_on_missing_data(main)())

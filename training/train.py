@@ -49,7 +49,9 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from codeFeature.runtime import prepare_process  # noqa: E402  (before TensorFlow and librosa)
+
+prepare_process()
 
 import numpy as np
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from codeFeature.runtime import prepare_process  # noqa: E402  (before TensorFlow and librosa)
+
+prepare_process()
 
 import pandas as pd
 import streamlit as st

@@ -14,12 +14,9 @@ and errors are the ones ``python -m codeFeature --help`` has always shown.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from . import export, predict, scan, tag  # noqa: E402  (numpy and the config only; TensorFlow loads with a model)
+from . import export, predict, scan, tag  # numpy and the config only; TensorFlow loads with a model
 
 #: The collection's subcommands, by the first word of the command line.
 SUBCOMMANDS = {"scan": scan, "export": export, "tag": tag}
@@ -40,6 +37,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command line (default ``sys.argv[1:]``); returns the exit status."""
+    from ..runtime import prepare_process
+
+    # the command line is an entry point: TensorFlow's and numba's process set-up before either starts
+    prepare_process()
     argv = sys.argv[1:] if argv is None else list(argv)
     name = argv[0] if argv and argv[0] in SUBCOMMANDS else DEFAULT
     parser, parsers = build_parser()

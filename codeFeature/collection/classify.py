@@ -32,8 +32,9 @@ class ModelSpec:
     engine: str = "auto"
 
     @classmethod
-    def resolve(cls, model: Optional[str], precision: Optional[str] = None) -> "ModelSpec":
-        from ..engines import plan
+    def resolve(cls, model: Optional[str], precision: Optional[str] = None, *, facts=None) -> "ModelSpec":
+        """``facts``: the machine's (:class:`codeFeature.cpu.CpuFacts`; default this one's)."""
+        from ..inference_path import plan
         from ..model_io import read_manifest, resolve_model_dir
 
         folder = resolve_model_dir(model)
@@ -41,7 +42,7 @@ class ModelSpec:
         # the path load_model's own choice gives here (bfloat16 with AMX, int8 on OpenVINO with AVX-512
         # VNNI, OpenVINO float32 on AVX2, ...), engine and precision named explicitly: every worker, local or
         # on a Ray node, then runs this very path (a bare "float32" would mean TensorFlow's)
-        chosen = plan(manifest, precision=precision)
+        chosen = plan(manifest, precision=precision, facts=facts)
         return cls(folder=str(folder), name=str(manifest.get("name", folder.name)),
                    model_hash=manifest_hash(folder), precision=chosen.precision, engine=chosen.engine)
 

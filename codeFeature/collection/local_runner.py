@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, Optional
@@ -20,7 +19,9 @@ _WORKER: dict = {}
 
 def _worker_init(spec: ModelSpec) -> None:
     """Process-pool initialiser: load the model once per worker process."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ..runtime import prepare_process
+
+    prepare_process()
     _WORKER["spec"], _WORKER["model"] = spec, spec.load()
 
 

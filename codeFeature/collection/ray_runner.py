@@ -54,7 +54,9 @@ class Classifier:
     """A Ray Data actor: loads the model once, then classifies batches of paths."""
 
     def __init__(self, spec: ModelSpec):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from ..runtime import prepare_process
+
+        prepare_process()
         from .. import numba_cache
 
         # actors of one node share its cache: the first fills it under the lock, the others load
