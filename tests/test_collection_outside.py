@@ -39,7 +39,7 @@ def _prediction(tags: list[float], *, outside: bool = True) -> Prediction:
     probabilities = np.array([[0.1, 0.8, 0.1], [0.1, 0.7, 0.2]], np.float32)
     rule = DecisionRule.from_manifest({"decision": {"outside": OUTSIDE} if outside else {}})
     return Prediction(model=MODEL, labels=LABELS, probabilities=probabilities, starts=np.array([0.0, 3.0]),
-                      segment_seconds=3.0, duration=6.0, file="x.wav", timings={}, warnings=[],
+                      segment_seconds=3.0, duration=6.0, file="x.wav", warnings=[],
                       extras={"tags": np.array([tags, tags], np.float32)}, extra_labels={"tags": TAGS},
                       rule=rule, rms=0.1)
 

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 import pytest
 
+from codeFeature import settings
 from codeFeature.collection import serve
 from codeFeature.collection.classify import ModelSpec
 from codeFeature.collection.scan import scan
@@ -74,6 +75,7 @@ def served(monkeypatch):
 def start_page(monkeypatch, *dbs) -> AppTest:
     monkeypatch.setattr(sys, "argv", ["app.py"])
     monkeypatch.setenv("CODEFEATURE_LIBRARY", os.pathsep.join(str(d) for d in dbs))
+    settings.reload()  # the server's environment, read again after the test changed it
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
     assert not at.exception

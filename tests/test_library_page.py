@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from codeFeature import settings
 from codeFeature.collection.classify import ModelSpec
 from codeFeature.collection.scan import scan
 from codeFeature.collection.store import LibraryStore
@@ -40,6 +41,7 @@ def serve_libraries(monkeypatch, *dbs, argv=()):
         monkeypatch.setenv("CODEFEATURE_LIBRARY", os.pathsep.join(str(d) for d in dbs))
     else:
         monkeypatch.delenv("CODEFEATURE_LIBRARY", raising=False)
+    settings.reload()  # the server's environment, read again after the test changed it
 
 
 def _metric(at, label):

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from codeFeature import settings
 from codeFeature.collection import background
 from codeFeature.collection import classify as classify_module
 from codeFeature.collection.store import LibraryStore, load_prediction
@@ -48,6 +49,7 @@ def _serve(monkeypatch, tiny_model_dir, db, folders, *, env_folders=()):
     else:
         monkeypatch.delenv("CODEFEATURE_SCAN_FOLDERS", raising=False)
     monkeypatch.setenv("CODEFEATURE_MODEL_PATH", str(tiny_model_dir.parent))
+    settings.reload()  # the server's environment, read again after the test changed it
 
 
 def _page():

@@ -41,6 +41,7 @@ import sys
 from typing import Iterable, Mapping, Optional, Sequence
 
 from ..errors import GenreError
+from ..settings import current
 from .store import FINGERPRINT_EDGE
 
 #: The environment variable naming library databases (``os.pathsep``-separated).
@@ -109,8 +110,8 @@ def configured_libraries(argv: Optional[Sequence[str]] = None,
     :data:`ENV_VAR` (``os.pathsep``-separated). Nothing is opened or checked here.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    environ = os.environ if environ is None else environ
-    return _absolute(_option_values(argv, OPTION) + environ.get(ENV_VAR, "").split(os.pathsep))
+    listed = list(current().library) if environ is None else environ.get(ENV_VAR, "").split(os.pathsep)
+    return _absolute(_option_values(argv, OPTION) + listed)
 
 
 def configured_scan_folders(argv: Optional[Sequence[str]] = None,
@@ -124,8 +125,8 @@ def configured_scan_folders(argv: Optional[Sequence[str]] = None,
     or checked here.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    environ = os.environ if environ is None else environ
-    return _absolute(_option_values(argv, SCAN_OPTION) + environ.get(SCAN_ENV_VAR, "").split(os.pathsep))
+    listed = list(current().scan_folders) if environ is None else environ.get(SCAN_ENV_VAR, "").split(os.pathsep)
+    return _absolute(_option_values(argv, SCAN_OPTION) + listed)
 
 
 def _below(path: bytes, root: bytes) -> Optional[tuple[bytes, list[bytes]]]:
