@@ -194,19 +194,19 @@ class Plan:
 #: * AMX, AVX512-BF16, AVX512-VNNI: OpenVINO's int8 heavy convolutions first (4.2 against 6.8 ms a segment for
 #:   TensorFlow's bfloat16 with AMX, 7.4 against 14.3 on a Zen 4); without a judged calibration, TensorFlow's
 #:   bfloat16 heavy layers where bfloat16 is native.
-#: * AVX2, with or without AVX-VNNI: OpenVINO's int8 heavy convolutions with 7-bit input, exact there
-#:   (``bench/int8_exactness.py``: the same outputs as a VNNI CPU's, natively capped and under qemu), where
-#:   the folder's ``valid_check_7bit`` kept every valid verdict; OpenVINO's int8 kernels took less time than
-#:   its float32 on a Zen 3 (15.3 against 25.7 ms a segment) and capped at AVX2 here; else OpenVINO float32
+#: * AVX-512 without VNNI, AVX2 with or without AVX-VNNI: OpenVINO's int8 heavy convolutions with 7-bit
+#:   input, exact there (``bench/int8_exactness.py``: the same outputs as a VNNI CPU's, capped at AVX2 and
+#:   AVX512_CORE and under qemu), where the folder's ``valid_check_7bit`` kept every valid verdict; OpenVINO's
+#:   int8 kernels took less time than its float32 on a Zen 3 (15.3 against 25.7 ms a segment) and capped at
+#:   AVX2 (26.7 against 41.1 CPU ms) and AVX512_CORE (19.5 against 29.7) on a Zen 4; else OpenVINO float32
 #:   (on a Zen 3, 25.7 against 66 ms a segment for TensorFlow's float32, the same answers to 9e-6).
-#: * AVX-512 without VNNI and below AVX2: OpenVINO float32; int8 there is neither judged for speed nor for
-#:   oneDNN's kernels (SSE4.1) here.
+#: * Below AVX2: OpenVINO float32; int8 with oneDNN's SSE4.1 kernels was not judged.
 #: * TensorFlow float32 last: always there.
 AUTO_PATHS = {
     "amx": (("openvino", "int8"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")),
     "avx512_bf16": (("openvino", "int8"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")),
     "avx512_vnni": (("openvino", "int8"), ("openvino", "float32"), ("tensorflow", "float32")),
-    "avx512": (("openvino", "float32"), ("tensorflow", "float32")),
+    "avx512": (("openvino", "int8"), ("openvino", "float32"), ("tensorflow", "float32")),
     "avx2_vnni": (("openvino", "int8"), ("openvino", "float32"), ("tensorflow", "float32")),
     "avx2": (("openvino", "int8"), ("openvino", "float32"), ("tensorflow", "float32")),
     "baseline": (("openvino", "float32"), ("tensorflow", "float32")),

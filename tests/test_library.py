@@ -429,7 +429,7 @@ def test_prune_removes_only_files_gone_from_disk_and_never_everything(audio_dir,
 
 
 @pytest.mark.parametrize("level, precision", [("amx", "int8"), ("avx512_bf16", "int8"), ("avx2", "int8"),
-                                              ("avx512", "float32")])
+                                              ("baseline", "float32")])
 def test_a_scan_runs_the_path_the_cli_would_pick(monkeypatch, level, precision):
     from codeFeature import engines
     from codeFeature.library.scan import ModelSpec
