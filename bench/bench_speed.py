@@ -69,6 +69,28 @@ def measure(fn, repeats: int, *, warmup: int = 0) -> tuple[list[float], list[flo
     return times, loads, results
 
 
+def phase_note(stages: dict) -> str:
+    """Every phase ``Prediction.timings`` holds, in :data:`codeFeature.predict.PHASES` order (medians, s)."""
+    from codeFeature.predict import PHASES
+
+    words = {"predict": "forward"}
+    parts = [f"{words.get(k, k)} {stages[k]:.2f}" for k in PHASES if k != "overlap" and k in stages]
+    return " / ".join(parts) + f" / overlap -{stages.get('overlap', 0.0):.2f} s"
+
+
+def phase_breakdown(label: str, stages: dict) -> str:
+    """Where a warm call's time goes: each phase's median seconds and share of the median total, largest
+    first (the shares add up to 100 % with ``other`` less ``overlap``)."""
+    from codeFeature.predict import PHASES
+
+    total = stages.get("total") or sum(v for k, v in stages.items() if k in PHASES and k != "overlap")
+    rows = sorted(((k, stages[k]) for k in PHASES if k != "overlap" and k in stages), key=lambda kv: -kv[1])
+    lines = [f"  where the time goes, {label} (median total {total:.3f} s):"]
+    lines += [f"    {k:9} {v:7.3f} s  {100 * v / total:5.1f} %" for k, v in rows]
+    lines.append(f"    {'overlap':9} {-stages.get('overlap', 0.0):7.3f} s  (phases that ran at once)")
+    return "\n".join(lines)
+
+
 def record(name: str, values: list[float], loads: list[float], *, unit: str, target: float | None,
            better: str = "lower", note: str = "", **extra) -> dict:
     med = statistics.median(values) if values else float("nan")
@@ -467,10 +489,20 @@ def main(argv=None) -> int:
                 warm_rows[(name, label)] = record(
                     f"warm predict_file, {label}, {name}", times, loads, unit="s", target=target,
                     stages={k: round(v, 3) for k, v in stages.items()},
-                    note="decode {decode:.2f} / resample {resample:.2f} / features {features:.2f} / forward "
-                    "{predict:.2f} / other {other:.2f} / overlap -{overlap:.2f} s".format(
-                        **{"resample": 0.0, "overlap": 0.0, **stages})
-                    + f"; {model.inference_path}")
+                    note=phase_note(stages) + f"; {model.inference_path}")
+                print(phase_breakdown(f"{label}, {name}", stages), flush=True)
+            if name == default_name and not quick:
+                # a song beyond full scale once decoded: predict_file reads it twice (the first pass, "peak",
+                # finds the peak the song is scaled by), which is where a loud song's extra time goes
+                loud5 = work / "loud_300s.mp3"
+                if not loud5.exists():
+                    S.write_mp3(loud5, 300.0, seed=4, loud=True)
+                times, loads, preds = measure(lambda: cf.predict_file(loud5, model=model), reps_warm, warmup=1)
+                stages = {k: statistics.median(p.timings.get(k, 0.0) for p in preds) for k in preds[0].timings}
+                record(f"warm predict_file, loud 5-min mp3 (beyond full scale once decoded), {name}", times, loads,
+                       unit="s", target=None, stages={k: round(v, 3) for k, v in stages.items()},
+                       note=phase_note(stages))
+                print(phase_breakdown(f"loud 5-min mp3, {name}", stages), flush=True)
             if not args.no_experiments:
                 # the top recommended change, measured here by monkeypatch: the forward pass as a tf.function
                 gmodel = graph_model(model)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import settings
-from .cpu import BFLOAT16_LEVELS, ISA_LEVELS, CpuFacts, describe_isa, machine_facts
+from .cpu import BFLOAT16_LEVELS, INT8_EXACT_LEVELS, ISA_LEVELS, CpuFacts, describe_isa, machine_facts
 from .errors import ConfigError
 
 #: Compute precisions :func:`plan` (and :func:`codeFeature.model_io.load_model`) accept;
@@ -57,25 +57,24 @@ class Plan:
 
 #: The paths ``auto`` may pick, per :func:`isa_level`, fastest first; :func:`plan` takes the first this
 #: model and machine allow. Every one keeps valid's answers: OpenVINO float32 is float32 (within 1e-5 of
-#: TensorFlow's), bfloat16 is judged in the manifest's metrics, int8 by the folder's ``valid_check``.
-#: Measured with ``bench/forward_options.py`` (``bench/README.md``, ``bench/results/``):
+#: TensorFlow's), bfloat16 is judged in the manifest's metrics, int8 by the folder's ``valid_check`` (8-bit
+#: input) or ``valid_check_7bit`` (7-bit input, :func:`codeFeature.int8_rewrites.int8_input_codes`), whichever
+#: the level runs. Why this order, with the measurements: docs/performance.md.
 #:
-#: * AMX, AVX512-BF16, AVX512-VNNI: OpenVINO's int8 heavy convolutions first (4.2 against 6.8 ms a segment for
-#:   TensorFlow's bfloat16 with AMX, 7.4 against 14.3 on a Zen 4); without a judged calibration, TensorFlow's
-#:   bfloat16 heavy layers where bfloat16 is native.
-#: * AVX-512 without VNNI, AVX2 with or without AVX-VNNI, and below: OpenVINO float32 (on a Zen 3, 25.7
-#:   against 66 ms a segment for TensorFlow's float32, the same answers to 9e-6). int8 is left out there:
-#:   with AVX-VNNI it was no faster; without VNNI it is exact only with 7-bit input
-#:   (:func:`codeFeature.int8_rewrites.int8_input_codes`), which the shipped folders' ``valid_check`` did not judge (it was run at
-#:   8 bits on a VNNI CPU), and it is not yet measured on a real AVX2-only CPU.
+#: * AMX, AVX512-BF16, AVX512-VNNI: OpenVINO's int8 heavy convolutions first; without a judged calibration,
+#:   TensorFlow's bfloat16 heavy layers where bfloat16 is native.
+#: * AVX-512 without VNNI, AVX2 with or without AVX-VNNI: OpenVINO's int8 heavy convolutions with 7-bit input,
+#:   exact there (the same outputs as a VNNI CPU's), where the folder's ``valid_check_7bit`` kept every valid
+#:   verdict; else OpenVINO float32 (TensorFlow's float32 answers, several times faster).
+#: * Below AVX2: OpenVINO float32; int8 on SSE4.1 kernels was not judged.
 #: * TensorFlow float32 last: always there.
 AUTO_PATHS = {
     "amx": (("openvino", "int8"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")),
     "avx512_bf16": (("openvino", "int8"), ("tensorflow", "bfloat16"), ("tensorflow", "float32")),
     "avx512_vnni": (("openvino", "int8"), ("openvino", "float32"), ("tensorflow", "float32")),
-    "avx512": (("openvino", "float32"), ("tensorflow", "float32")),
-    "avx2_vnni": (("openvino", "float32"), ("tensorflow", "float32")),
-    "avx2": (("openvino", "float32"), ("tensorflow", "float32")),
+    "avx512": (("openvino", "int8"), ("openvino", "float32"), ("tensorflow", "float32")),
+    "avx2_vnni": (("openvino", "int8"), ("openvino", "float32"), ("tensorflow", "float32")),
+    "avx2": (("openvino", "int8"), ("openvino", "float32"), ("tensorflow", "float32")),
     "baseline": (("openvino", "float32"), ("tensorflow", "float32")),
 }
 
@@ -134,9 +133,16 @@ def plan(manifest: dict, *, precision: Optional[str] = None, engine: Optional[st
         return Plan("openvino" if engine == "openvino" else "tensorflow", "float32", level)
     # OpenVINO's int8 heavy convolutions, plainly rounded, changed one of the default model's 98 valid
     # tracks, GPTQ-rounded against the folder's calibration none: only a calibrated folder that valid
-    # judged to keep its answers gets them automatically (training.int8_calibration)
+    # judged to keep its answers at the input width this level runs gets them automatically
+    # (training.int8_calibration: valid_check at 8 bits, valid_check_7bit at 7 bits for the same layers)
     calibration = manifest.get("int8_calibration") or {}
-    int8_ready = bool(calibration.get("layers")) and (calibration.get("valid_check") or {}).get("passed") is True
+    if level in INT8_EXACT_LEVELS:
+        check = calibration.get("valid_check") or {}
+        same_layers = True
+    else:
+        check = calibration.get("valid_check_7bit") or {}
+        same_layers = sorted(check.get("layers") or []) == sorted(calibration.get("layers") or {})
+    int8_ready = bool(calibration.get("layers")) and check.get("passed") is True and same_layers
 
     def allowed(path: tuple[str, str]) -> bool:
         engine_, precision_ = path

@@ -58,10 +58,10 @@ DEFAULT_INT8_OPTIONS = Int8Options()
 
 
 def int8_input_codes(level: str) -> int:
-    """The largest u8 code the int8 input uses at ``level``: 255 where VNNI or AMX sums u8 x s8 products in 32
-    bits (:data:`INT8_EXACT_LEVELS`), else 127. Without VNNI two products are added into a saturating 16-bit
-    lane (``vpmaddubsw``): ``255 * 127 * 2`` overflows it, ``127 * 127 * 2 = 32258`` does not, so 7-bit input
-    keeps every sum exact there."""
+    """The largest u8 code the int8 input uses at ``level``: 255 where AVX-512 VNNI or AMX sums u8 x s8
+    products in 32 bits (:data:`INT8_EXACT_LEVELS`), else 127. Without VNNI two products are added into a
+    saturating 16-bit lane (``vpmaddubsw``): ``255 * 127 * 2`` overflows it, ``127 * 127 * 2 = 32258`` does
+    not, so 7-bit input keeps every sum exact there (``python -m bench.int8_exactness``)."""
     return 255 if level in INT8_EXACT_LEVELS else 127
 
 

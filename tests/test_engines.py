@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
 HEAVY = {"bfloat16_layers": ["timbral_74_conv", "timbral_77_conv"]}
 CALIBRATED = {**HEAVY, "int8_calibration": {"layers": {"timbral_74_conv": "int8/timbral_74_conv.npy"},
-                                             "valid_check": {"passed": True}}}
+                                             "valid_check": {"passed": True},
+                                             "valid_check_7bit": {"passed": True, "layers": ["timbral_74_conv"]}}}
 needs_openvino = pytest.mark.skipif(not cpu.openvino_available(), reason="the openvino package is not installed")
 
 SPR = frozenset("avx2 fma avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile".split())
@@ -61,10 +62,11 @@ EXPECTED = {
     "Sapphire Rapids": ("amx", ("tensorflow", "bfloat16"), ("openvino", "int8"), ("tensorflow", "bfloat16")),
     "Zen 4": ("avx512_bf16", ("tensorflow", "bfloat16"), ("openvino", "int8"), ("tensorflow", "bfloat16")),
     "Ice Lake": ("avx512_vnni", ("openvino", "float32"), ("openvino", "int8"), ("tensorflow", "float32")),
-    # no VNNI (int8 pairs saturate) or 256-bit VNNI (int8 no faster): OpenVINO float32, the same answers
-    "Skylake-X": ("avx512", ("openvino", "float32"), ("openvino", "float32"), ("tensorflow", "float32")),
-    "Alder Lake": ("avx2_vnni", ("openvino", "float32"), ("openvino", "float32"), ("tensorflow", "float32")),
-    "Zen 3": ("avx2", ("openvino", "float32"), ("openvino", "float32"), ("tensorflow", "float32")),
+    # AVX-512 without VNNI, AVX2 with or without AVX-VNNI: int8 with 7-bit input (exact there) where valid
+    # judged it, else OpenVINO float32, the same answers
+    "Skylake-X": ("avx512", ("openvino", "float32"), ("openvino", "int8"), ("tensorflow", "float32")),
+    "Alder Lake": ("avx2_vnni", ("openvino", "float32"), ("openvino", "int8"), ("tensorflow", "float32")),
+    "Zen 3": ("avx2", ("openvino", "float32"), ("openvino", "int8"), ("tensorflow", "float32")),
     "AVX2 without FMA": ("baseline", ("openvino", "float32"), ("openvino", "float32"), ("tensorflow", "float32")),
     "SSE only": ("baseline", ("openvino", "float32"), ("openvino", "float32"), ("tensorflow", "float32")),
 }
@@ -104,15 +106,17 @@ def test_auto_never_picks_what_the_level_computes_wrongly_or_slowly(level):
         for openvino in (True, False):
             chosen = inference_path.plan(manifest, level=level, openvino=openvino)
             assert (chosen.engine, chosen.precision) in inference_path.AUTO_PATHS[level]
-            if chosen.precision == "int8":
-                assert level in cpu.INT8_EXACT_LEVELS and manifest is CALIBRATED and openvino
+            if chosen.precision == "int8":  # 8-bit input only where AVX-512 VNNI or AMX sums it in 32 bits
+                assert manifest is CALIBRATED and openvino
+                assert engines.int8_input_codes(level) == 127 or level in ("amx", "avx512_bf16", "avx512_vnni")
             if chosen.precision == "bfloat16":
                 assert level in cpu.BFLOAT16_LEVELS
             if openvino and level not in cpu.BFLOAT16_LEVELS:
                 assert chosen.engine == "openvino"  # never TensorFlow float32 where OpenVINO float32 is there
     # a calibration that valid judged to change answers, or that it never judged, runs only when asked
     for check in ({"passed": False}, None):
-        judged = {**CALIBRATED, "int8_calibration": {**CALIBRATED["int8_calibration"], "valid_check": check}}
+        judged = {**CALIBRATED, "int8_calibration": {**CALIBRATED["int8_calibration"], "valid_check": check,
+                                                     "valid_check_7bit": check}}
         assert inference_path.plan(judged, level=level, openvino=True).precision != "int8"
         assert inference_path.plan(judged, engine="openvino", level=level, openvino=True).precision != "int8"
         assert inference_path.plan(judged, precision="int8", level=level, openvino=True) == \

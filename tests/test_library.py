@@ -431,7 +431,8 @@ def test_prune_removes_only_files_gone_from_disk_and_never_everything(audio_dir,
         assert any("mounted" in line for line in empty.lines())
 
 
-@pytest.mark.parametrize("level, precision", [("amx", "int8"), ("avx512_bf16", "int8"), ("avx2", "float32")])
+@pytest.mark.parametrize("level, precision", [("amx", "int8"), ("avx512_bf16", "int8"), ("avx2", "int8"),
+                                              ("baseline", "float32")])
 def test_a_scan_runs_the_path_the_cli_would_pick(monkeypatch, level, precision):
     from codeFeature.cpu import CpuFacts
     from codeFeature.inference_path import plan

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codeFeature import cpu, inference_path, int8_rewrites, quantise
+from bench.int8_exactness import conv_pool_model as _ov_conv_pool  # the benchmark's own cases
+from bench.int8_exactness import polyphase_case, run as _run
+from codeFeature import cpu, engines, inference_path, int8_rewrites, quantise
 from codeFeature.cpu import CpuFacts
 from codeFeature.model_io import MODELS_DIR, load_model
 
@@ -151,15 +153,33 @@ def test_the_calibration_command_writes_a_folder_it_can_load(uncalibrated_copy, 
     assert main([str(MODELS_DIR / "musicnn_genre")]) == 2
 
 
-def _scripted_scores(int8_by_layers):
+def _verdicts(track_accuracy, swapped=0):
+    """Ten tracks' verdicts: the first ``round(10 * track_accuracy)`` right ("blues"), the rest wrong; with
+    ``swapped`` right and wrong verdicts exchanged, the same accuracy from other answers."""
+    right = round(track_accuracy * 10)
+    verdicts = ["blues" if i < right else "rock" for i in range(10)]
+    for i in range(swapped):
+        verdicts[i], verdicts[9 - i] = verdicts[9 - i], verdicts[i]
+    return {f"blues.{i:05d}": verdict for i, verdict in enumerate(verdicts)}
+
+
+def _scripted_scores(int8_by_layers, seven_bits=None):
     """A ``score`` for check_on_valid: float32 at 80 % / 70 %, int8 as ``int8_by_layers`` says for the
-    folder's current calibration."""
+    folder's current calibration, and with 7-bit input as ``seven_bits`` says (track, segment, verdicts
+    swapped; default: as 8-bit input)."""
+    from training.int8_calibration import INT8_7BIT
+
     def score(folder, precision, data, split):
+        swapped = 0
         if precision == "float32":
-            return {"track_accuracy": 0.8, "tracks": 10, "segment_accuracy": 0.7, "segments": 1000}
-        layers = tuple(sorted(json.loads((folder / "manifest.json").read_text())["int8_calibration"]["layers"]))
-        track, segment = int8_by_layers[layers]
-        return {"track_accuracy": track, "tracks": 10, "segment_accuracy": segment, "segments": 1000}
+            track, segment = 0.8, 0.7
+        else:
+            layers = tuple(sorted(json.loads((folder / "manifest.json").read_text())["int8_calibration"]["layers"]))
+            track, segment = int8_by_layers[layers]
+            if precision == INT8_7BIT and seven_bits is not None:
+                track, segment, swapped = seven_bits
+        return {"track_accuracy": track, "tracks": 10, "segment_accuracy": segment, "segments": 1000,
+                "predictions": _verdicts(track, swapped)}
     return score
 
 
@@ -171,6 +191,7 @@ def test_valid_keeps_the_int8_layers_that_keep_its_answers(uncalibrated_copy, tm
     from training.int8_calibration import calibrate, check_on_valid, keeps_valid_answers
 
     zen4 = CpuFacts("avx512_bf16", openvino=True)
+    zen3 = CpuFacts("avx2", openvino=True)
     x = np.random.default_rng(0).uniform(0, 4, (2, 187, 96)).astype(np.float32)
     calibrate(uncalibrated_copy, x, data_note="2 random patches")
     split = tmp_path / "valid.txt"
@@ -184,6 +205,10 @@ def test_valid_keeps_the_int8_layers_that_keep_its_answers(uncalibrated_copy, tm
     manifest = json.loads((uncalibrated_copy / "manifest.json").read_text())
     assert manifest["int8_calibration"] == entry
     assert inference_path.plan(manifest, facts=zen4) == inference_path.Plan("openvino", "int8", "avx512_bf16")
+    # the kept layers with 7-bit input (CPUs without VNNI) move nothing either: auto runs them on AVX2 too
+    assert entry["valid_check_7bit"]["passed"] and entry["valid_check_7bit"]["tracks_changed"] == []
+    assert entry["valid_check_7bit"]["input_bits"] == 7 and entry["valid_check"]["input_bits"] == 8
+    assert inference_path.plan(manifest, facts=zen3) == inference_path.Plan("openvino", "int8", "avx2")
     # where even the timbral two move segments by more than half a point, auto stays off int8
     calibrate(uncalibrated_copy, x, data_note="2 random patches")
     entry = check_on_valid(uncalibrated_copy, [tmp_path], split,
@@ -192,10 +217,50 @@ def test_valid_keeps_the_int8_layers_that_keep_its_answers(uncalibrated_copy, tm
     manifest = json.loads((uncalibrated_copy / "manifest.json").read_text())
     assert inference_path.plan(manifest, facts=zen4).engine == "tensorflow"
     assert inference_path.plan(manifest, precision="int8", facts=zen4).engine == "openvino"  # still there when asked
+    assert inference_path.plan(manifest, facts=zen3) == inference_path.Plan("openvino", "float32", "avx2")
     reference = {"track_accuracy": 0.602, "segment_accuracy": 0.5217}
     assert keeps_valid_answers(reference, {"track_accuracy": 0.602, "segment_accuracy": 0.5178})  # 1 of 253
     assert not keeps_valid_answers(reference, {"track_accuracy": 0.602, "segment_accuracy": 0.5138})  # 2 of 253
     assert not keeps_valid_answers(reference, {"track_accuracy": 0.5918, "segment_accuracy": 0.5217})
+
+
+def test_7_bit_input_that_moves_one_track_keeps_auto_off_int8_below_vnni(uncalibrated_copy, tmp_path, monkeypatch):
+    """The 7-bit check compares every track's verdict: two tracks exchanging answers leave the accuracy
+    as float32's, and still keep auto on float32 where int8 runs with 7-bit input."""
+    from training.int8_calibration import calibrate, check_on_valid
+
+    monkeypatch.setattr(engines, "openvino_available", lambda: True)
+    x = np.random.default_rng(0).uniform(0, 4, (2, 187, 96)).astype(np.float32)
+    calibrate(uncalibrated_copy, x, data_note="2 random patches")
+    split = tmp_path / "valid.txt"
+    split.write_text("blues/blues.00000.wav\n")
+    entry = check_on_valid(uncalibrated_copy, [tmp_path], split,
+                           score=_scripted_scores({ALL_FOUR: (0.8, 0.7)}, seven_bits=(0.8, 0.7, 1)))
+    assert entry["valid_check"]["passed"]
+    check = entry["valid_check_7bit"]
+    assert not check["passed"] and check["tracks_changed"] == ["blues.00000", "blues.00009"]
+    assert check["int8"]["track_accuracy"] == check["float32"]["track_accuracy"]
+    manifest = json.loads((uncalibrated_copy / "manifest.json").read_text())
+    for level in engines.ISA_LEVELS:
+        chosen = engines.plan(manifest, level=level)
+        assert chosen.precision == ("int8" if engines.int8_input_codes(level) == 255 else "float32"), level
+    # a 7-bit check of other layers than the folder's does not count
+    manifest["int8_calibration"]["valid_check_7bit"] = {**check, "passed": True, "layers": list(TIMBRAL)}
+    assert engines.plan(manifest, level="avx2").precision == "float32"
+    manifest["int8_calibration"]["valid_check_7bit"]["layers"] = list(ALL_FOUR)
+    assert engines.plan(manifest, level="avx2").precision == "int8"
+
+
+def test_the_default_model_keeps_every_valid_verdict_with_7_bit_input():
+    """The shipped default folder was judged at 7 bits too (``python -m training.int8_calibration
+    models/musicnn_genre --write-shipped --check-only``): no valid track moved, so auto runs int8 on AVX2."""
+    manifest = json.loads((MODELS_DIR / "musicnn_genre" / "manifest.json").read_text())
+    check = manifest["int8_calibration"]["valid_check_7bit"]
+    assert check["input_bits"] == 7 and check["split"]["file"].endswith("valid_filtered.txt")
+    assert sorted(check["layers"]) == sorted(manifest["int8_calibration"]["layers"])
+    assert check["passed"] and check["tracks_changed"] == [] and check["int8"]["tracks"] == 98
+    assert check["int8"]["track_accuracy"] == check["float32"]["track_accuracy"]
+    assert engines.plan(manifest, level="avx2", openvino=True) == engines.Plan("openvino", "int8", "avx2")
 
 
 def test_every_shipped_calibration_was_judged_on_valid():
@@ -207,6 +272,11 @@ def test_every_shipped_calibration_was_judged_on_valid():
         if check["passed"]:  # the figures recorded bear the verdict out
             assert last["track_accuracy"] == check["float32"]["track_accuracy"], name
             assert abs(last["segment_accuracy"] - check["float32"]["segment_accuracy"]) <= 0.005 + 1e-9, name
+        seven = json.loads((MODELS_DIR / name / "manifest.json").read_text())["int8_calibration"].get(
+            "valid_check_7bit")
+        if seven is not None:  # where judged at 7 bits: passed only with no verdict moved
+            assert seven["passed"] == (seven["tracks_changed"] == [] and abs(
+                seven["int8"]["segment_accuracy"] - seven["float32"]["segment_accuracy"]) <= 0.005 + 1e-9), name
 
 
 def test_same_padding_moments_see_the_padded_input():
@@ -221,25 +291,6 @@ def test_same_padding_moments_see_the_padded_input():
 
 
 # ------------------------------------------------------------------ the int8 graph rewrites (OpenVINO)
-def _ov_conv_pool(kernel, rows, cols, pads=(0, 0)):
-    """An OpenVINO model: single-channel Conv2D (OIHW ``kernel``, time padding ``pads``), bias, max over columns."""
-    import openvino as ov
-    from openvino import opset13 as ops
-
-    x = ops.parameter([-1, 1, rows, cols], np.float32)
-    y = ops.convolution(x, ops.constant(kernel), [1, 1], [pads[0], 0], [pads[1], 0], [1, 1])
-    bias = np.linspace(-0.5, 0.5, kernel.shape[0], dtype=np.float32).reshape(1, -1, 1, 1)
-    y = ops.add(y, ops.constant(bias))
-    out_cols = cols - kernel.shape[3] + 1
-    y = ops.max_pool(y, [1, 1], [1, 1], [0, 0], [0, 0], [1, out_cols]).output(0)
-    return ov.Model([y], [x])
-
-
-def _run(model, x):
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.array(compiled.create_infer_request().infer([x])[compiled.outputs[0]])
 
 
 def _direct_int8(model, kernel, low, high):
@@ -255,82 +306,61 @@ def _direct_int8(model, kernel, low, high):
     return model
 
 
-def _exact_int8_conv_pool(x, kernel, pads, low, step, codes):
-    """What an int8 engine must compute for :func:`_ov_conv_pool`: the input on the u8 grid ``low + k step``
-    (``k`` in ``0..codes``), the kernel on its s8 grid, the sums in float64 (exact for these integers)."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    xq = np.clip(np.round((x[:, 0].astype(np.float64) - low) / step), 0, codes) * step + low
-    amax = quantise.kernel_scales(kernel).astype(np.float64).reshape(-1, 1)
-    wq = np.round(kernel[:, 0, :, 0] / amax * 127) / 127 * amax
-    windows = sliding_window_view(np.pad(xq, ((0, 0), pads, (0, 0))), kernel.shape[2], axis=1)
-    y = np.einsum("nrck,ok->norc", windows, wq) + np.linspace(-0.5, 0.5, kernel.shape[0]).reshape(1, -1, 1, 1)
-    return y.max(axis=3, keepdims=True)
-
-
-def _polyphase_case(height, codes):
-    """The polyphase rewrite of a tall one-column kernel, its output and the exact int8 one."""
-    rng = np.random.default_rng(height)
-    rows, cols = 37, 11
-    kernel = quantise.plain_round(rng.normal(0, 0.2, (6, 1, height, 1)).astype(np.float32))
-    pads = ((height - 1) // 2, height - 1 - (height - 1) // 2)
-    x = smooth_inputs(n=3, rows=rows, cols=cols)[:, None]
-    low, high = 0.0, 4.0
-    model = _ov_conv_pool(kernel, rows, cols, pads)
-    conv = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
-    assert int8_rewrites.polyphase_int8(model, conv, kernel, (low, high), input_codes=codes)
-    model.validate_nodes_and_infer_types()
-    assert not any(op is conv for op in model.get_ordered_ops())  # the original convolution is gone
-    got = _run(model, x)
-    assert got.shape == (3, 6, rows, 1)
-    exact = _exact_int8_conv_pool(x, kernel, pads, low, (high - low) / codes, codes)
-    return got, exact, _run(_ov_conv_pool(kernel, rows, cols, pads), x)
-
-
 @needs_openvino
 @pytest.mark.parametrize("height", [int8_rewrites.POLYPHASE * 2, 33, 64])
 def test_the_polyphase_rewrite_gives_the_exact_int8_sums(height):
     """A tall one-column kernel on one channel (musicnn's temporal convolutions) cut into phases gives the
     exact int8 convolution's output, with the input codes this CPU's int8 kernels sum exactly
-    (int8_rewrites.int8_input_codes: 7-bit input where pairs of products saturate at 16 bits)."""
-    codes = int8_rewrites.int8_input_codes(cpu.isa_level())
-    got, exact, float32 = _polyphase_case(height, codes)
+    (engines.int8_input_codes: 7-bit input where pairs of products saturate at 16 bits)."""
+    codes = engines.int8_input_codes(engines.isa_level())
+    got, exact, float32, _ = polyphase_case(height, codes)
+    assert got.shape == (3, 6, 37, 1)
     np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
     assert np.abs(got - float32).max() > 0  # it did compute in int8 (the input was rounded)
 
 
-_AT_LEVEL = """
-import json, sys
-sys.path.insert(0, "tests")
-import numpy as np
-from test_quantise import _polyphase_case
-errors = {}
-for codes in (255, 127):
-    got, exact, _ = _polyphase_case(33, codes)
-    errors[codes] = float(np.abs(got - exact).max() / np.abs(exact).max())
-print(json.dumps(errors))
-"""
-
-
-@needs_openvino
-@pytest.mark.skipif(not {"avx2", "fma"} <= cpu.cpu_flags(), reason="needs a CPU with AVX2 and FMA")
-def test_without_vnni_8_bit_input_saturates_and_7_bit_input_is_exact():
-    """OpenVINO obeys ONEDNN_MAX_CPU_ISA: capped at AVX2 it runs the AVX2 int8 kernels (vpmaddubsw) on any
-    newer CPU. There u8 input of 255 codes gets some sums wrong (the polyphase convolution's four input
-    channels are summed in saturating pairs), 127 codes none: why int8_input_codes is 127 there."""
-    import json
+def _exactness_run(cap, *extra):
+    """``python -m bench.int8_exactness --json`` in a new process (oneDNN reads its ISA cap once, at start),
+    under ``ONEDNN_MAX_CPU_ISA=cap`` (``None``: uncapped)."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "CODEFEATURE_ENGINE_CACHE": ""}
-    done = subprocess.run([sys.executable, "-c", _AT_LEVEL], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    errors = json.loads(done.stdout.strip().splitlines()[-1])
-    assert errors["127"] < 1e-5, errors
-    assert errors["255"] > 1e-2, errors  # 8-bit input saturated (8 % off measured on this case)
-    assert int8_rewrites.int8_input_codes("avx2") == 127 and 127 * 127 * 2 <= 2 ** 15 - 1 < 255 * 127 * 2
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    if cap is not None:
+        env["ONEDNN_MAX_CPU_ISA"] = cap
+    done = subprocess.run([sys.executable, "-m", "bench.int8_exactness", "--json", *extra], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@needs_openvino
+@pytest.mark.skipif(not {"avx2", "fma"} <= engines.cpu_flags(), reason="needs a CPU with AVX2 and FMA")
+def test_7_bit_int8_computes_on_avx2_what_it_computes_at_this_cpus_level(tmp_path):
+    """OpenVINO's convolutions obey ONEDNN_MAX_CPU_ISA: capped at AVX2 they run oneDNN's AVX2 int8 kernels
+    (vpmaddubsw) on any newer CPU. There u8 input of 255 codes gets some sums wrong (the polyphase
+    convolution's four input channels are summed in saturating pairs, 8 % off on one value), 127 codes none,
+    and the 7-bit outputs are the ones this CPU computes at its own level: why int8_input_codes is 127 below
+    AVX-512 VNNI. (qemu-x86_64 -cpu Haswell-v4, an AVX2-only CPU by cpuid, gives the same: bench/results.)"""
+    native = _exactness_run(None, "--save", str(tmp_path / "native.npz"))
+    capped = _exactness_run("AVX2", "--compare", str(tmp_path / "native.npz"))
+    assert capped["numpy_detects"]["AVX2"]
+    for key, case in capped["cases"].items():
+        assert case["kernels"] and all("avx2" in kind and "I8" in kind for kind in case["kernels"]), (key, case)
+        assert case["differs_from_float32"], key  # it did compute in int8
+        if key.endswith("/127"):
+            assert case["error"] < 1e-5, (key, case)
+            assert native["cases"][key]["error"] < 1e-5, key
+            assert case["vs_saved"] <= 1e-5 * np.abs(np.load(tmp_path / "native.npz")[key.replace("/", "_")]).max()
+    assert capped["cases"]["polyphase_33/255"]["error"] > 1e-2, capped["cases"]  # 8-bit input saturated
+    assert engines.int8_input_codes("avx2") == 127 and 127 * 127 * 2 <= 2 ** 15 - 1 < 255 * 127 * 2
+
+
+@pytest.mark.parametrize("level", engines.ISA_LEVELS)
+def test_int8_input_codes_are_8_bit_only_where_avx512_vnni_or_amx_sums_them(level):
+    exact_8_bit = engines.ISA_LEVELS.index(level) >= engines.ISA_LEVELS.index("avx512_vnni")
+    assert engines.int8_input_codes(level) == (255 if exact_8_bit else 127)
 
 
 @needs_openvino

@@ -1,6 +1,6 @@
 """Measure a musicnn model folder's int8 calibration: what its heavy convolutions read, on the train split.
 
-The int8 path (``--precision int8``, and ``auto`` on CPUs with VNNI but no AMX) rounds the front end's
+The int8 path (``--precision int8``, and ``auto`` where valid judged it) rounds the front end's
 convolutions' kernels (timbral and temporal) by GPTQ against the second moments of their input patches
 (:mod:`codeFeature.quantise`). This command measures those moments on the train split's segments and
 writes them into the folder (``int8/<layer>.npy``, named in the manifest's ``int8_calibration``)::
@@ -15,7 +15,10 @@ automatically (``auto``) only where it keeps valid's answers as issue 14 asks (:
 same track accuracy as float32, segment accuracy within :data:`MAX_SEGMENT_POINTS` point). Where all the
 heavy convolutions in int8 miss that, the timbral ones alone are tried; where they miss it too, ``auto``
 keeps the folder off int8, and ``--precision int8`` still runs it when asked. The figures and the verdict
-are the manifest's ``int8_calibration.valid_check``.
+are the manifest's ``int8_calibration.valid_check`` (``input_bits: 8``). CPUs without AVX-512 VNNI run the
+int8 input with 7-bit codes (:func:`codeFeature.engines.int8_input_codes`), so the kept layers are judged
+again that way, as an AVX2 CPU computes them (:func:`check_7_bits`): ``valid_check_7bit`` (``input_bits:
+7``) passes only where no valid track's verdict moves, and ``auto`` runs int8 on those CPUs only then.
 """
 
 from __future__ import annotations
@@ -100,9 +103,10 @@ def measure(folder: Path, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def write_entry(folder: Path, moments: dict[str, np.ndarray], *, segments: int, data_note: str,
-                valid_check: dict | None = None) -> dict:
+                valid_check: dict | None = None, valid_check_7bit: dict | None = None) -> dict:
     """Write ``moments`` into ``folder`` (and remove the folder's other calibration files) and name them in
-    its manifest's ``int8_calibration``, with ``valid_check`` where given; returns that entry."""
+    its manifest's ``int8_calibration``, with ``valid_check`` (8-bit input codes) and ``valid_check_7bit``
+    where given; returns that entry."""
     from codeFeature.model_io import MANIFEST_FILE
     from codeFeature.quantise import CALIBRATION_DIR, DAMP, write_calibration
 
@@ -123,6 +127,8 @@ def write_entry(folder: Path, moments: dict[str, np.ndarray], *, segments: int, 
     }
     if valid_check is not None:
         entry["valid_check"] = valid_check
+    if valid_check_7bit is not None:
+        entry["valid_check_7bit"] = valid_check_7bit
     path = Path(folder) / MANIFEST_FILE
     manifest = json.loads(path.read_text())
     manifest["int8_calibration"] = entry
@@ -151,11 +157,14 @@ def _valid_scores(folder: Path, precision: str, data, split: Path) -> dict:
     from training.evaluate import evaluate
     from training.metrics import track_votes
 
+    if precision == INT8_7BIT:
+        return _scores_at_7_bits(folder, data, split)
     engine = "openvino" if precision == "int8" else "tensorflow"
     model = load_model(folder, precision=precision, engine=engine)
     if model.manifest.get("task", "genre") != "tags":
         result = evaluate(model, data, split=split)
-        return {k: result[k] for k in ("track_accuracy", "tracks", "segment_accuracy", "segments")}
+        return {**{k: result[k] for k in ("track_accuracy", "tracks", "segment_accuracy", "segments")},
+                "predictions": result["predictions"]}
     dataset = load_set(data, read_split(split), model.config)
     probs = model.forward(dataset.x)[0]
     exact = probs if precision == "float32" else load_model(folder, precision="float32",
@@ -164,17 +173,63 @@ def _valid_scores(folder: Path, precision: str, data, split: Path) -> dict:
     _, exact_votes, _ = track_votes(exact, dataset.y, dataset.tracks)
     return {"track_accuracy": round(float(np.mean(votes == exact_votes)), 4), "tracks": len(ids),
             "segment_accuracy": round(float(np.mean(probs.argmax(1) == exact.argmax(1))), 4),
-            "segments": int(len(probs)), "measure": "agreement with float32's top tags"}
+            "segments": int(len(probs)), "measure": "agreement with float32's top tags",
+            "predictions": {track: int(vote) for track, vote in zip(ids, votes)}}
 
 
-def check_on_valid(folder: Path, data, split: Path = VALID_SPLIT, *, score=_valid_scores) -> dict:
+#: ``precision`` of :func:`_valid_scores` for the int8 path with 7-bit input codes, as CPUs without VNNI run it.
+INT8_7BIT = "int8_7bit"
+
+_SCORE_AT_7_BITS = """
+import json, sys
+from pathlib import Path
+from training.int8_calibration import _valid_scores
+folder, data, split = json.loads(sys.argv[1])
+print(json.dumps(_valid_scores(Path(folder), "int8", [Path(p) for p in data], Path(split))))
+"""
+
+
+def _scores_at_7_bits(folder: Path, data, split: Path) -> dict:
+    """:func:`_valid_scores` of the int8 path with 7-bit input codes, as an AVX2 CPU runs it.
+
+    A child process computes them under ``ONEDNN_MAX_CPU_ISA=AVX2``: there the level is ``avx2``, so the
+    int8 input has 127 codes (:func:`codeFeature.engines.int8_input_codes`), and the convolutions run
+    oneDNN's AVX2 int8 kernels (``vpmaddubsw``) on any newer CPU. The cap must be set before OpenVINO
+    first asks oneDNN for the CPU's features, which is why it is a new process. The 7-bit sums are exact
+    at every level (``python -m bench.int8_exactness``), so a VNNI CPU's 7-bit answers are the same."""
+    import os
+    import subprocess
+
+    from training.data import REPO_ROOT
+
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    argument = json.dumps([str(folder), [str(p) for p in data], str(split)])
+    done = subprocess.run([sys.executable, "-c", _SCORE_AT_7_BITS, argument], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the 7-bit int8 scores could not be computed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def changed_tracks(reference: dict, got: dict) -> list[str] | None:
+    """The tracks whose verdict ``got`` moves from ``reference``'s (``None`` where a score has no verdicts)."""
+    if "predictions" not in reference or "predictions" not in got:
+        return None
+    return sorted(track for track, answer in reference["predictions"].items()
+                  if got["predictions"].get(track) != answer)
+
+
+def check_on_valid(folder: Path, data, split: Path = VALID_SPLIT, *, score=_valid_scores,
+                   seven_bits: bool = True) -> dict:
     """Judge ``folder``'s int8 calibration on ``split`` (valid) and keep the layers that pass.
 
     The calibrated layers are tried all together, then only the manifest's ``bfloat16_layers`` (the
     timbral convolutions); the first set whose int8 scores :func:`keeps_valid_answers` stays in the folder.
     Where none does, the last one tried stays and ``passed`` is false, which keeps ``auto`` off int8
     (:func:`codeFeature.engines.plan`). ``score(folder, precision, data, split)`` gives the scores
-    (``training.evaluate`` through the serving path; replaced in tests). Returns the manifest's new entry.
+    (``training.evaluate`` through the serving path; replaced in tests). The layers kept are then judged
+    with 7-bit input codes too (:func:`check_7_bits`, ``seven_bits``), the manifest's ``valid_check_7bit``.
+    Returns the manifest's new entry.
     """
     from codeFeature.model_io import read_manifest
     from codeFeature.quantise import read_calibration
@@ -193,19 +248,50 @@ def check_on_valid(folder: Path, data, split: Path = VALID_SPLIT, *, score=_vali
                     data_note=entry["data"])
         got = score(folder, "int8", data, split)
         passed = keeps_valid_answers(reference, got)
-        tried.append({"layers": layers, **got, "passed": passed})
+        tried.append({"layers": layers, **_figures(got), "tracks_changed": changed_tracks(reference, got),
+                      "passed": passed})
         log.info("%s: int8 of %s on %s: tracks %.4f (float32 %.4f), segments %.4f (float32 %.4f): %s",
                  display_path(folder), ", ".join(layers), display_path(split), got["track_accuracy"],
                  reference["track_accuracy"], got["segment_accuracy"], reference["segment_accuracy"],
                  "kept" if passed else "misses")
         if passed:
             break
-    check = {"split": {"file": str(display_path(split)), "sha256": file_sha256(split)}, "float32": reference,
-             "tried": tried, "passed": passed,
+    split_entry = {"file": str(display_path(split)), "sha256": file_sha256(split)}
+    figures = _figures(reference)
+    check = {"input_bits": 8, "split": split_entry, "float32": figures, "tried": tried, "passed": passed,
              "criterion": f"track accuracy as float32's, segment accuracy within {MAX_SEGMENT_POINTS} point; "
                           "auto runs int8 only where passed"}
-    return write_entry(folder, {name: moments[name] for name in tried[-1]["layers"]}, segments=entry["segments"],
-                       data_note=entry["data"], valid_check=check)
+    kept = {name: moments[name] for name in tried[-1]["layers"]}
+    write_entry(folder, kept, segments=entry["segments"], data_note=entry["data"], valid_check=check)
+    check_7 = check_7_bits(folder, data, split, reference, tried[-1]["layers"], score=score) if seven_bits else None
+    return write_entry(folder, kept, segments=entry["segments"], data_note=entry["data"], valid_check=check,
+                       valid_check_7bit=check_7)
+
+
+def _figures(scores: dict) -> dict:
+    """``scores`` without the per-track verdicts (the manifest keeps figures, not 98 answers)."""
+    return {key: value for key, value in scores.items() if key != "predictions"}
+
+
+def check_7_bits(folder: Path, data, split: Path, reference: dict, layers: list[str], *, score=_valid_scores) -> dict:
+    """Judge the folder's int8 layers with 7-bit input codes (CPUs without VNNI, :func:`_scores_at_7_bits`)
+    against float32's ``reference`` scores: it passes where no track's verdict moves and segment accuracy
+    stays within :data:`MAX_SEGMENT_POINTS` point. ``auto`` runs int8 below VNNI only where it passed."""
+    got = score(folder, INT8_7BIT, data, split)
+    moved = changed_tracks(reference, got)
+    passed = moved == [] and keeps_valid_answers(reference, got)
+    log.info("%s: int8 of %s with 7-bit input on %s: tracks %.4f (float32 %.4f), segments %.4f (float32 %.4f), "
+             "%s: %s", display_path(folder), ", ".join(layers), display_path(split), got["track_accuracy"],
+             reference["track_accuracy"], got["segment_accuracy"], reference["segment_accuracy"],
+             "verdicts not compared" if moved is None else f"{len(moved)} track verdicts moved",
+             "kept" if passed else "misses")
+    return {"input_bits": 7, "split": {"file": str(display_path(split)), "sha256": file_sha256(split)},
+            "layers": list(layers), "float32": _figures(reference), "int8": _figures(got),
+            "tracks_changed": moved, "passed": passed,
+            "criterion": "every track's verdict as float32's, segment accuracy within "
+                         f"{MAX_SEGMENT_POINTS} point; auto runs int8 on CPUs without VNNI (7-bit input codes, "
+                         "codeFeature.engines.int8_input_codes) only where passed",
+            "computed": "OpenVINO int8 under ONEDNN_MAX_CPU_ISA=AVX2 (AVX2 int8 kernels, 127 input codes)"}
 
 
 def _shipped(folder: Path) -> bool:
@@ -275,7 +361,11 @@ def main(argv=None) -> int:
     if not engines.openvino_available():
         log.warning("openvino is not installed: valid could not judge the int8 path, so auto will not run it")
         return 0
-    entry = check_on_valid(folder, data, args.valid_split)
+    try:
+        entry = check_on_valid(folder, data, args.valid_split)
+    except RuntimeError as exc:  # the 7-bit child process failed: the folder keeps its 8-bit verdict only
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     log.info("%s: int8 runs %s for %s", display_path(folder),
              "automatically" if entry["valid_check"]["passed"] else "only when asked (--precision int8)",
              ", ".join(entry["layers"]))
