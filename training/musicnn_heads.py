@@ -75,6 +75,65 @@ def track_weights(tracks: np.ndarray) -> np.ndarray:
     return w * len(w) / w.sum()
 
 
+def genre_weights(tracks: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Sample weights giving every genre the same total weight, shared equally by its tracks (mean weight 1).
+
+    GTZAN's training audio is unbalanced (rock has the fewest tracks with audio); with track weights a
+    genre's say in the fit grows with its number of tracks, which starves the smallest genres.
+    """
+    tracks, y = np.asarray(tracks), np.asarray(y)
+    w = track_weights(tracks)
+    for genre in np.unique(y):
+        rows = y == genre
+        w[rows] /= w[rows].sum()
+    return w * len(w) / w.sum()
+
+
+def sample_weights(weighting: str, tracks: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """The weights of ``weighting``: ``segment`` (none: every row alike), ``track`` or ``genre``."""
+    if weighting == "segment":
+        return None
+    if weighting == "track":
+        return track_weights(tracks)
+    if weighting == "genre":
+        return genre_weights(tracks, y)
+    raise ValueError(f"weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
+
+
+WEIGHTINGS = ("segment", "track", "genre")
+
+
+def mixup_rows(x: np.ndarray, y: np.ndarray, tracks: np.ndarray, ratio: float, *, seed: int = 42,
+               alpha: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Extra rows mixed between segments of the same genre from two different tracks (mixup in the head's input).
+
+    ``ratio`` x the genre's rows are made for each genre (rounded), each ``lam * a + (1 - lam) * b`` with
+    ``lam ~ Beta(alpha, alpha)``. The label stays the genre, so no soft labels are needed; every new row is its
+    own pseudo-track ``mix:<genre>:<i>`` (one segment, so a track's weight), never a real track id.
+    Genres with a single track get none (their segments would be mixed with themselves).
+    """
+    rng = np.random.default_rng(seed)
+    xs, ys, ts = [], [], []
+    for genre in np.unique(y):
+        rows = np.flatnonzero(y == genre)
+        n_new = int(round(ratio * len(rows)))
+        if n_new == 0 or len(set(tracks[rows].tolist())) < 2:
+            continue
+        a = rng.choice(rows, n_new)
+        b = rng.choice(rows, n_new)
+        same = tracks[a] == tracks[b]
+        while same.any():  # redraw partners from the same track until every pair spans two tracks
+            b[same] = rng.choice(rows, int(same.sum()))
+            same = tracks[a] == tracks[b]
+        lam = rng.beta(alpha, alpha, n_new)[:, None]
+        xs.append(lam * x[a] + (1 - lam) * x[b])
+        ys.append(np.full(n_new, genre))
+        ts.append(np.array([f"mix:{genre}:{i}" for i in range(n_new)]))
+    if not xs:
+        return x[:0], y[:0], tracks[:0]
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ts)
+
+
 @dataclass
 class Head:
     """A fitted head: standardisation, a classifier and a temperature."""
