@@ -191,8 +191,8 @@ def fit_head(kind: str, x: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarr
              seed: int = 42, **params) -> Head:
     """Fit a head of ``kind`` (``lr``, ``svm``, ``mlp``) on rows ``x`` with genre indices ``y``.
 
-    ``params``: ``C`` (lr, svm), ``gamma_scale`` (svm: gamma = gamma_scale / n_features), ``hidden`` and
-    ``alpha`` (mlp).
+    ``params``: ``C`` (lr, svm), ``gamma_scale`` (svm: gamma = gamma_scale / n_features), ``balanced`` (svm,
+    optional: class weights balancing each one-vs-rest machine), ``hidden`` and ``alpha`` (mlp).
     """
     x = np.asarray(x, np.float64)
     mean = x.mean(axis=0)
@@ -208,8 +208,11 @@ def fit_head(kind: str, x: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarr
         from sklearn.svm import SVC
 
         gamma = params["gamma_scale"] / z.shape[1]
-        model = [SVC(kernel="rbf", C=params["C"], gamma=gamma).fit(z, (y == k).astype(int), sample_weight=sample_weight)
-                 for k in classes]
+        # "balanced": each one-vs-rest machine weighs its genre as much as the nine others together, so a
+        # small genre is not outvoted by the rest inside its own machine
+        weights = "balanced" if params.get("balanced") else None
+        model = [SVC(kernel="rbf", C=params["C"], gamma=gamma, class_weight=weights)
+                 .fit(z, (y == k).astype(int), sample_weight=sample_weight) for k in classes]
     elif kind == "mlp":
         from sklearn.neural_network import MLPClassifier
 

@@ -57,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--head", default="svm", choices=("lr", "svm", "mlp"))
     p.add_argument("--C", type=float, default=1.0)
     p.add_argument("--gamma-scale", type=float, default=0.1, help="svm: gamma = this / n_features")
+    p.add_argument("--svm-balanced", action="store_true",
+                   help="svm: weigh each one-vs-rest machine's genre as much as the other nine together")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--weighting", default="track", choices=("segment", "track", "genre"),
@@ -122,7 +124,8 @@ PRESETS = {"lr": {"head": "lr", "inputs": "msd:penultimate", "C": 0.01, "weighti
 
 
 def head_params(args) -> dict:
-    return {"lr": {"C": args.C}, "svm": {"C": args.C, "gamma_scale": args.gamma_scale},
+    return {"lr": {"C": args.C}, "svm": {"C": args.C, "gamma_scale": args.gamma_scale,
+                                         **({"balanced": True} if args.svm_balanced else {})},
             "mlp": {"hidden": args.hidden, "alpha": args.alpha}}[args.head]
 
 
