@@ -139,3 +139,68 @@ def test_bad_repeats_is_a_plain_message():
 
     with pytest.raises(SystemExit, match="at least 1"):
         parse_args(["--repeats", "0"])
+
+
+def _reports(tmp_path, recipe_params, weighting="genre"):
+    import json
+
+    folder = tmp_path / "musicnn_genre"
+    folder.mkdir()
+    manifest = {"format_version": 1, "name": "musicnn_genre", "labels": list(GENRES), "other": {"kept": True},
+                "training": {"head": {"inputs": "msd:penultimate", "kind": "svm", "C": 1.0, "gamma_scale": 0.03,
+                                      "balanced": True, "temperature": 0.5, "weighting": "genre"}},
+                "metrics": {"valid": {"track_accuracy": 0.7041, "tracks": 98, "fit_on": "train"}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    summary = {"repeats": 5, "tracks": 305, "track_accuracy": {"mean": 0.6922}, "worst_genre":
+               {"genre": "blues", "recall": 0.4765, "n": 34}}
+    other = {"repeats": 5, "tracks": 305, "track_accuracy": {"mean": 0.9}, "worst_genre":
+             {"genre": "rock", "recall": 0.9, "n": 24}}
+    cv = {"reproduce": "python -m training.head_cv_report --write-report", "results": [
+        {"recipe": {"spec": "msd:penultimate", "kind": "svm", "params": {"C": 1.0, "gamma_scale": 0.1},
+                    "weighting": "track", "train_hop": None, "mixup": 0.0}, "summary": other},
+        {"recipe": {"spec": "msd:penultimate", "kind": "svm", "params": recipe_params, "weighting": weighting,
+                    "train_hop": None, "mixup": 0.0}, "summary": summary}]}
+    (tmp_path / "cv.json").write_text(json.dumps(cv))
+    (tmp_path / "decision.json").write_text(json.dumps(
+        {"valid": {"tracks": 98, "flagged": 20, "accuracy_when_sure": 0.8205},
+         "criterion": "python -m training.decision_thresholds --model models/musicnn_genre: on the 98 tracks"}))
+    (tmp_path / "labelled.json").write_text(json.dumps(
+        {"in_genre": {"files": 8, "sure": 6, "right_when_sure": 4, "accuracy_when_sure": 0.6667},
+         "reproduce": "python -m training.decision_thresholds --model models/musicnn_genre --labelled DIR"}))
+    return folder, {"cv_report": tmp_path / "cv.json", "decision_report": tmp_path / "decision.json",
+                    "labelled_report": tmp_path / "labelled.json"}
+
+
+def test_figures_are_copied_from_the_reports_of_the_manifests_own_recipe(tmp_path):
+    import json
+
+    from training.head_cv_report import write_figures
+
+    folder, reports = _reports(tmp_path, {"C": 1.0, "gamma_scale": 0.03, "balanced": True})
+    figures = write_figures(folder, **reports)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["figures"] == figures and manifest["other"] == {"kept": True}
+    by_value = {(f["value"], f["n"]) for f in figures}
+    # the matching row's CV (not the other row's 0.9), the twin's valid figure, both "when sure" figures
+    assert by_value == {(0.7041, 98), (0.6922, 305), (0.4765, 34), (0.8205, 78), (0.6667, 6)}
+    for f in figures:
+        assert set(f) == {"label", "value", "n", "measured_on", "command"}
+        assert 0 <= f["value"] <= 1 and f["command"].startswith("python -m training.")
+
+
+def test_figures_refuse_a_cv_report_of_another_recipe(tmp_path):
+    from training.head_cv_report import write_figures
+
+    folder, reports = _reports(tmp_path, {"C": 1.0, "gamma_scale": 0.03}, weighting="track")
+    before = (folder / "manifest.json").read_text()
+    with pytest.raises(ValueError, match="no row of musicnn_genre's recipe"):
+        write_figures(folder, **reports)
+    assert (folder / "manifest.json").read_text() == before  # untouched
+
+
+def test_labels_file_without_its_columns_is_a_plain_error(tmp_path, capsys):
+    from training.decision_thresholds import main
+
+    (tmp_path / "labels.csv").write_text("name,genre\na.wav,jazz\n")
+    assert main(["--model", "musicnn_genre", "--labelled", str(tmp_path)]) == 2
+    assert "no 'file' and 'label' columns" in capsys.readouterr().err

@@ -227,9 +227,7 @@ def figures_for(folder: Path, cv_report: Path, decision_report: Path, labelled_r
     recipe is not the manifest's), accuracy when sure on GTZAN valid (``decision_report``, the twin's held-out
     answers under this model's rule) and on real recordings in the model's genres (``labelled_report``).
     """
-    from codeFeature.model_io import read_manifest
-
-    manifest = read_manifest(folder)
+    manifest = json.loads((Path(folder) / "manifest.json").read_text())
     name = manifest["name"]
     out = []
     valid = manifest.get("metrics", {}).get("valid")
@@ -329,6 +327,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.write_figures is not None:
+        from codeFeature.errors import ModelError
+
         folder = Path(args.write_figures)
         name = folder.name
         decision = REPO_ROOT / "reports" / name / "decision"
@@ -336,7 +336,7 @@ def main(argv=None) -> int:
             figures = write_figures(folder, cv_report=REPORT_DIR / "recipe" / "results.json",
                                     decision_report=decision / "decision.json",
                                     labelled_report=decision / "labelled.json")
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, ModelError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         for f in figures:
