@@ -278,7 +278,7 @@ def kfold_main(own, rest) -> int:
     pool = [t for t in pool if t in have]
     cv = artist_cv(embedded, pool, artists, args.inputs, args.head, head_params(args), args.weighting,
                    folds=own.folds, seed=args.seed, calibrate=not args.no_calibration,
-                   **recipe_extras(args, args.data, args.cache, track_ids=train_ids + valid_ids))
+                   **recipe_extras(args, args.data, args.cache, track_ids=pool))
     cv.update({"model": own.model, "recipe": {"inputs": args.inputs, "head": args.head, **head_params(args),
                                               "weighting": args.weighting, **extras_summary(args)},
                "artists_file": str(display_path(own.artists)),
