@@ -64,7 +64,60 @@ def parse_args(argv=None):
     p.add_argument("--write-manifest", action="store_true", help="write the 'decision' key into each model's manifest")
     p.add_argument("--write-report", action="store_true", help="write to reports/<model>/decision/ (tracked)")
     p.add_argument("--out", type=Path, default=RUNS_DIR / "decision")
+    p.add_argument("--labelled", type=Path, metavar="DIR",
+                   help="only measure, choose nothing: each model's answers on DIR's audio, labelled by DIR/labels.csv "
+                        "(columns file,label; a label among the model's, or outside:<what>): accuracy when sure on "
+                        "the in-genre files, and how many outside files it hedges; written to labelled.json")
     return p.parse_args(argv)
+
+
+def read_labels(folder: Path) -> list[tuple[str, str]]:
+    """``(file, label)`` rows of ``folder/labels.csv`` (a header row naming ``file`` and ``label``)."""
+    import csv
+
+    path = Path(folder) / "labels.csv"
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "file" not in rows[0] or "label" not in rows[0]:
+        raise ValueError(f"{path} has no 'file' and 'label' columns")
+    return [(r["file"], r["label"].strip()) for r in rows]
+
+
+def labelled_check(model_ref: str, folder: Path) -> dict:
+    """The answers of ``model_ref`` on a labelled folder, as the CLI gives them (its manifest's whole rule).
+
+    In-genre files (label among the model's labels) give the accuracy when sure (right / answered as sure)
+    and the accuracy of every answer; other labels (``outside:...``) count as hedged when the answer is not
+    one sure genre. Nothing is fitted or chosen here: a small set of real recordings only checks.
+    """
+    from codeFeature.model_io import load_model
+    from codeFeature.predict import predict_file
+
+    model = load_model(model_ref)
+    labels = set(model.labels)
+    rows = []
+    for name, label in read_labels(folder):
+        row = {"file": name, "label": label}
+        try:
+            v = predict_file(Path(folder) / name, model=model).verdict
+        except Exception as exc:  # a file that cannot be decoded is reported, not fatal
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            row.update({"genre": v.genre, "confidence": round(float(v.confidence), 4), "not_sure": bool(v.not_sure),
+                        "state": getattr(v, "state", "not_sure" if v.not_sure else "genre")})
+        rows.append(row)
+    ok = [r for r in rows if "error" not in r]
+    inside = [r for r in ok if r["label"] in labels]
+    sure = [r for r in inside if not r["not_sure"]]
+    outside = [r for r in ok if r["label"] not in labels]
+    return {"model": model.name, "folder": str(display_path(folder)), "files": len(rows),
+            "errors": [r["file"] for r in rows if "error" in r],
+            "in_genre": {"files": len(inside), "right": sum(r["genre"] == r["label"] for r in inside),
+                         "sure": len(sure), "right_when_sure": sum(r["genre"] == r["label"] for r in sure),
+                         "accuracy_when_sure": round(sum(r["genre"] == r["label"] for r in sure) / len(sure), 4)
+                         if sure else None},
+            "outside": {"files": len(outside), "hedged": sum(r["not_sure"] for r in outside)},
+            "rows": rows}
 
 
 # ------------------------------------------------------------------ odd inputs
@@ -237,13 +290,20 @@ def run_one(model_ref: str, select_ref: str | None, args) -> dict:
     if args.write_manifest:
         manifest = read_manifest(folder)
         manifest["decision"] = rule
-        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        _write_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     outs = [args.out / model.name] + ([REPO_ROOT / "reports" / model.name / "decision"] if args.write_report else [])
     for out in outs:
         out.mkdir(parents=True, exist_ok=True)
         (out / "decision.json").write_text(json.dumps(result, indent=1) + "\n")
         (out / "README.md").write_text(markdown(result, command))
     return result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path`` and rename it over: a kill never leaves a half-written manifest."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def markdown(r, command) -> str:
@@ -271,6 +331,25 @@ def markdown(r, command) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    summary = {}
+    if args.labelled is not None:
+        try:
+            read_labels(args.labelled)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for model_ref in args.model:
+            r = labelled_check(model_ref, args.labelled)
+            r["reproduce"] = (f"python -m training.decision_thresholds --model {model_ref} --labelled DIR"
+                              + (" --write-report" if args.write_report else ""))
+            outs = [args.out / r["model"]] + ([REPO_ROOT / "reports" / r["model"] / "decision"]
+                                              if args.write_report else [])
+            for out in outs:
+                out.mkdir(parents=True, exist_ok=True)
+                _write_atomic(out / "labelled.json", json.dumps(r, indent=1) + "\n")
+            summary[r["model"]] = {k: r[k] for k in ("files", "errors", "in_genre", "outside")}
+        print(json.dumps(summary))
+        return 0
     args.data = audio_data(args.data, args.gtzan)
     selects = args.select_with or [None] * len(args.model)
     if len(selects) != len(args.model):
