@@ -198,7 +198,7 @@ def test_artist_csv_groups_songs_and_bad_rows_are_refused(tmp_path, capsys):
                         + "tones0.wav,band0\nnot/there.wav,x\n")
     artists, notes = own_genres.read_artists(csv_path, songs)
     assert len(artists) == len(songs) and artists["tones/tones0.wav"] == "band0"
-    assert notes == ["--artists line 18: 'not/there.wav' is no song of the folder; ignored"]
+    assert notes == ["--artists: 1 rows name no song of the folder and were ignored: line 18 (not/there.wav)"]
     csv_path.write_text("file,artist\ntones/tones0.wav\n")
     assert "line 2" in _refused([data, "--out", tmp_path / "out", "--artists", csv_path], capsys)
     # every song of a label by one artist: the label cannot be held out by artist

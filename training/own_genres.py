@@ -147,7 +147,7 @@ def read_artists(path: Path, songs: list[Song]) -> tuple[dict[str, str], list[st
             rows = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise Refusal(f"--artists {path}: cannot read it as a CSV ({exc})") from None
-    artists, notes = {}, []
+    artists, unknown = {}, []
     for number, row in enumerate(rows, start=1):
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
@@ -164,12 +164,14 @@ def read_artists(path: Path, songs: list[Song]) -> tuple[dict[str, str], list[st
                               f"({', '.join(matches[:3])}); give its path relative to the folder")
             rel = matches[0] if matches else None
         if rel is None:
-            notes.append(f"--artists line {number}: {name!r} is no song of the folder; ignored")
+            unknown.append(f"line {number} ({name})")
             continue
         if artists.get(rel, artist) != artist:
             raise Refusal(f"--artists {path}, line {number}: {rel} is given two artists "
                           f"({artists[rel]!r} and {artist!r})")
         artists[rel] = artist
+    notes = [f"--artists: {len(unknown)} rows name no song of the folder and were ignored: "
+             + ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")] if unknown else []
     return artists, notes
 
 
