@@ -619,7 +619,7 @@ def manifest_for(*, name, labels, base, head, model, cv, rule, firing_, selectio
         "training": {
             "recipe": "training.own_genres: the default model's (training.train_musicnn_head) on a folder of "
                       "folders, one per label",
-            "data": str(folder.resolve()),
+            "data": [str(folder.resolve())],  # a list, as every manifest's (the app lists them)
             "songs": sum(counts.values()),
             "songs_per_label": counts,
             "segments": int(cv["segments"]),
