@@ -289,3 +289,23 @@ def test_an_interrupted_run_leaves_no_model_and_no_temporary_folder(tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         own_genres.run([str(data), "--out", str(out), "--cache", str(tmp_path / "cache"), "--skip-int8"])
     assert list((tmp_path / "models").iterdir()) == []
+
+
+@pytest.mark.parametrize("kind,params", [("lr", {"C": 0.01}), ("svm", {"C": 1.0, "gamma_scale": 0.1}),
+                                         ("mlp", {"hidden": 8, "alpha": 1.0})])
+def test_a_two_label_head_tells_them_apart_and_exports_the_same(kind, params):
+    """scikit-learn keeps one logit for two classes; the head and its Keras export must still tell them apart."""
+    import keras
+
+    from training.musicnn_heads import fit_head, head_layers
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (40, 6)), rng.normal(1.5, 1, (40, 6))])
+    y = np.repeat([0, 1], 40)
+    head = fit_head(kind, x, y, labels=("calm", "loud"), seed=0, **params)
+    head.temperature = 0.7
+    probs = head.probabilities(x)
+    assert probs.shape == (80, 2) and (probs.argmax(1) == y).mean() > 0.85
+    inp = keras.Input((6,))
+    exported = np.asarray(keras.Model(inp, head_layers(inp, head))(x.astype(np.float32)))
+    np.testing.assert_allclose(exported, probs, atol=2e-5)

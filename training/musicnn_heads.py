@@ -108,6 +108,8 @@ class Head:
                 logits = z @ self.model.coef_.T + self.model.intercept_
             else:
                 logits = _mlp_logits(self.model, z)
+            if logits.shape[1] == 1:
+                logits = _two_columns(logits, np.zeros(1))[0]
             out[:, self.classes] = logits if len(self.classes) > 2 else log_softmax(logits, axis=1)
         return out
 
@@ -120,6 +122,16 @@ class Head:
     def describe(self) -> str:
         p = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
         return f"{self.kind}({p})"
+
+
+def _two_columns(kernel, bias):
+    """A two-class model's single logit (scikit-learn keeps one: the second class's against the first) as
+    two columns, 0 and that logit, whose softmax is the same probabilities."""
+    kernel = np.asarray(kernel, np.float64)
+    if kernel.shape[1] != 1:
+        return kernel, bias
+    return (np.concatenate([np.zeros_like(kernel), kernel], axis=1),
+            np.concatenate([np.zeros(1), np.asarray(bias, np.float64).reshape(1)]))
 
 
 def _mlp_logits(mlp, z: np.ndarray) -> np.ndarray:
@@ -222,7 +234,7 @@ def head_layers(features, head: Head, *, prefix: str = "head"):
         return out
 
     z = dense(features, np.diag(1.0 / head.scale), -head.mean / head.scale, f"{prefix}_standardise")
-    full_scores_kernel = lambda k, b: _spread(k, b, head.classes, t, len(head.labels))  # noqa: E731
+    full_scores_kernel = lambda k, b: _spread(*_two_columns(k, b), head.classes, t, len(head.labels))  # noqa: E731
     if head.kind == "lr":
         kernel, bias = full_scores_kernel(head.model.coef_.T, head.model.intercept_)
         logits = dense(z, kernel, bias, f"{prefix}_logits")
