@@ -146,6 +146,9 @@ class Head:
     classes: np.ndarray
     temperature: float = 1.0
     extra: dict = field(default_factory=dict)
+    #: The output labels, in output order (``classes`` index them): GTZAN's genres, or a model's own
+    #: (training.own_genres).
+    labels: tuple = GENRES
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, np.float64) - self.mean) / self.scale
@@ -153,7 +156,7 @@ class Head:
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Ten genre scores per row (absent genres: :data:`ABSENT_SCORE`)."""
         z = self.standardise(x)
-        out = np.full((len(z), len(GENRES)), ABSENT_SCORE)
+        out = np.full((len(z), len(self.labels)), ABSENT_SCORE)
         if self.kind == "svm":
             out[:, self.classes] = np.stack([m.decision_function(z) for m in self.model], axis=1)
         else:
@@ -164,6 +167,8 @@ class Head:
                 logits = z @ self.model.coef_.T + self.model.intercept_
             else:
                 logits = _mlp_logits(self.model, z)
+            if logits.shape[1] == 1:
+                logits = _two_columns(logits, np.zeros(1))[0]
             out[:, self.classes] = logits if len(self.classes) > 2 else log_softmax(logits, axis=1)
         return out
 
@@ -178,6 +183,16 @@ class Head:
         return f"{self.kind}({p})"
 
 
+def _two_columns(kernel, bias):
+    """A two-class model's single logit (scikit-learn keeps one: the second class's against the first) as
+    two columns, 0 and that logit, whose softmax is the same probabilities."""
+    kernel = np.asarray(kernel, np.float64)
+    if kernel.shape[1] != 1:
+        return kernel, bias
+    return (np.concatenate([np.zeros_like(kernel), kernel], axis=1),
+            np.concatenate([np.zeros(1), np.asarray(bias, np.float64).reshape(1)]))
+
+
 def _mlp_logits(mlp, z: np.ndarray) -> np.ndarray:
     h = z
     for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_)):
@@ -188,8 +203,9 @@ def _mlp_logits(mlp, z: np.ndarray) -> np.ndarray:
 
 
 def fit_head(kind: str, x: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarray | None = None,
-             seed: int = 42, **params) -> Head:
-    """Fit a head of ``kind`` (``lr``, ``svm``, ``mlp``) on rows ``x`` with genre indices ``y``.
+             seed: int = 42, labels: Sequence[str] = GENRES, **params) -> Head:
+    """Fit a head of ``kind`` (``lr``, ``svm``, ``mlp``) on rows ``x`` with label indices ``y`` (into
+    ``labels``, GTZAN's genres unless given).
 
     ``params``: ``C`` (lr, svm), ``gamma_scale`` (svm: gamma = gamma_scale / n_features), ``balanced`` (svm,
     optional: class weights balancing each one-vs-rest machine), ``hidden`` and ``alpha`` (mlp).
@@ -220,7 +236,7 @@ def fit_head(kind: str, x: np.ndarray, y: np.ndarray, *, sample_weight: np.ndarr
                               random_state=seed).fit(z, y, sample_weight=sample_weight)
     else:
         raise ValueError(f"head {kind!r}: use one of {', '.join(HEADS)}")
-    return Head(kind, dict(params), mean, scale, model, classes)
+    return Head(kind, dict(params), mean, scale, model, classes, labels=tuple(labels))
 
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
@@ -280,7 +296,7 @@ def head_layers(features, head: Head, *, prefix: str = "head"):
         return out
 
     z = dense(features, np.diag(1.0 / head.scale), -head.mean / head.scale, f"{prefix}_standardise")
-    full_scores_kernel = lambda k, b: _spread(k, b, head.classes, t)  # noqa: E731
+    full_scores_kernel = lambda k, b: _spread(*_two_columns(k, b), head.classes, t, len(head.labels))  # noqa: E731
     if head.kind == "lr":
         kernel, bias = full_scores_kernel(head.model.coef_.T, head.model.intercept_)
         logits = dense(z, kernel, bias, f"{prefix}_logits")
@@ -307,11 +323,12 @@ def head_layers(features, head: Head, *, prefix: str = "head"):
     return layers.Activation("softmax", name="genre")(logits)
 
 
-def _spread(kernel, bias, classes, temperature):
-    """A (in, 10) kernel and bias over all genres from the fitted classes' columns, divided by the temperature."""
+def _spread(kernel, bias, classes, temperature, n_labels=len(GENRES)):
+    """A (in, n_labels) kernel and bias over all labels from the fitted classes' columns, divided by the
+    temperature."""
     kernel = np.asarray(kernel, np.float64)
-    full_k = np.zeros((kernel.shape[0], len(GENRES)))
-    full_b = np.full(len(GENRES), ABSENT_SCORE)
+    full_k = np.zeros((kernel.shape[0], n_labels))
+    full_b = np.full(n_labels, ABSENT_SCORE)
     full_k[:, classes] = kernel
     full_b[classes] = bias
     return full_k / temperature, full_b / temperature
@@ -336,7 +353,7 @@ def svm_arrays(head: Head) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def head_summary(head: Head) -> dict:
     """What the manifest records about a head."""
     out = {"kind": head.kind, **head.params, "temperature": round(head.temperature, 6),
-           "classes": [GENRES[c] for c in head.classes]}
+           "classes": [head.labels[c] for c in head.classes]}
     if head.kind == "svm":
         out["support_vectors"] = int(len(svm_arrays(head)[0]))
     return out
