@@ -8,7 +8,7 @@ import shutil
 import pytest
 import soundfile as sf
 
-from codeFeature import load_model, predict_file
+from codeFeature import load_model, predict_file, settings
 from codeFeature.model_io import default_model_name
 from tests.app_models import THREE_LABELS, write_own_label_models
 from tests.conftest import REPO, chord
@@ -303,7 +303,8 @@ def _model_copy(tmp_path, monkeypatch, name: str, edit) -> None:
     edit(manifest)
     (models / name / "manifest.json").write_text(json.dumps(manifest))
     (models / "default.txt").write_text(f"{name}\n")
-    monkeypatch.setattr(model_io, "MODELS_DIR", models)
+    monkeypatch.setenv("CODEFEATURE_MODELS", str(models))
+    settings.reload()
 
 
 def _sidebar_figures(at) -> list[str]:
@@ -391,10 +392,10 @@ def three_label_models(tmp_path_factory):
 
 
 def test_a_model_of_three_made_up_labels_gets_its_own_charts_legend_and_colours(three_label_models, monkeypatch):
-    from codeFeature import model_io
     from webapp import charts
 
-    monkeypatch.setattr(model_io, "MODELS_DIR", three_label_models)
+    monkeypatch.setenv("CODEFEATURE_MODELS", str(three_label_models))
+    settings.reload()
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
