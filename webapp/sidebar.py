@@ -152,7 +152,9 @@ def _short_source(source: str) -> str:
 
 def _trained_on(training: dict) -> str:
     data = ", ".join(_data_name(d) for d in training.get("data", []))
-    if "fit_tracks" in training:
+    if "songs" in training and "fit_tracks" not in training:  # a folder of one's own labels (training.own_genres)
+        count = f"{training['songs']} songs"
+    elif "fit_tracks" in training:
         count = f"{training['fit_tracks']} tracks" + (f" ({training['fit_on'].replace('+', ' + ')})"
                                                        if training.get("fit_on") else "")
     else:
