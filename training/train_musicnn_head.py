@@ -581,6 +581,8 @@ def main(argv=None) -> int:
                 manifest["int8_calibration"] = entry
                 calibration["moments"] = {k: calibration["moments"][k] for k in entry["layers"]}
                 calibration["valid_check"] = {**entry["valid_check"], "judged_on": name}
+                if entry.get("valid_check_7bit"):  # the 7-bit verdict (CPUs without VNNI) travels with it
+                    calibration["valid_check_7bit"] = {**entry["valid_check_7bit"], "judged_on": name}
         else:
             manifest["int8_calibration"] = write_entry(folder, **calibration)
         for precision, wanted in (("bfloat16", not args.skip_bfloat16), ("int8", int8_wanted)):
