@@ -146,7 +146,7 @@ def grouped_cv(embedded, pool, artists, recipe: dict, *, repeats: int = 5, folds
     ``fit`` (tests) replaces :func:`training.train_musicnn_head.fit_recipe`. Repeat ``r`` splits with seed
     ``seed + r``, so repeat 0 is the single split of ``training.kfold`` and the manifest's ``cv_artist_5fold``.
     """
-    from training.kfold import artist_folds
+    from training.artists import artist_folds
     from training.metrics import track_votes
     from training.musicnn_heads import input_matrix
 
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
         for f in figures:
             print(f"{f['label']}: {f['value']:.3f} (n={f['n']})")
         return 0
-    from training.kfold import read_artists
+    from training.artists import read_artists
 
     args.data = audio_data(args.data, args.gtzan)
     try:

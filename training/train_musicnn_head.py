@@ -227,7 +227,7 @@ def headline(s: dict) -> dict:
 def artist_cv(embedded, pool_ids, artists, spec, kind, params, weighting, *, folds=5, seed=42,
               calibrate=True, overlap=None, mixup=0.0) -> dict:
     """Artist-grouped ``folds``-fold cross-validation of the recipe over ``pool_ids`` (never grouped by track)."""
-    from training.kfold import artist_folds
+    from training.artists import artist_folds
 
     pool = sorted(t for t in set(pool_ids) if t in artists)
     missing = len(set(pool_ids)) - len(pool)
@@ -256,7 +256,7 @@ def artist_cv(embedded, pool_ids, artists, spec, kind, params, weighting, *, fol
 
 def kfold_main(own, rest) -> int:
     """``python -m training.kfold --model musicnn_genre --artists FILE [head options]``: artist-grouped CV."""
-    from training.kfold import read_artists
+    from training.artists import read_artists
     from training.musicnn_embeddings import embed_files
     from training.musicnn_heads import BASES
 
@@ -460,7 +460,7 @@ def main(argv=None) -> int:
 
     keras.utils.set_random_seed(args.seed)
     from codeFeature.model_io import load_model, save_model
-    from training.kfold import read_artists
+    from training.artists import read_artists
     from training.metrics import plot_confusion
     from training.musicnn_embeddings import embed_files
     from training.musicnn_heads import BASES
