@@ -8,7 +8,7 @@ import shutil
 import pytest
 import soundfile as sf
 
-from codeFeature import load_model, predict_file, settings
+from codeFeature import GENRES, load_model, predict_file, settings
 from codeFeature.model_io import default_model_name
 from tests.app_models import THREE_LABELS, write_own_label_models
 from tests.conftest import REPO, chord
@@ -127,6 +127,12 @@ def test_the_outside_state_reaches_the_headline(tmp_path, monkeypatch):
     genre = next(m for m in at.metric if m.label == "Genre")
     assert genre.value == "Not music" and genre.delta == "sounds like speech"
     assert any(i.value.startswith("The model does not hear music: no music tag reaches 100%") for i in at.info)
+    # no "Confidence" under "Not music" (it would read as confidence in not being music): the nearest genre, named
+    labels = [m.label for m in at.metric]
+    assert "Confidence" not in labels and "Nearest genre" in labels
+    nearest = next(m for m in at.metric if m.label == "Nearest genre").value
+    assert nearest.split()[0] in GENRES and nearest.endswith("%")
+    assert not any("Sounds like" in m.value for m in at.markdown)  # musicnn's music tags, named as tags
 
 
 def test_bad_upload_shows_a_message_and_the_app_keeps_serving(app):

@@ -44,8 +44,14 @@ def show_verdict(prediction) -> None:
                       delta_arrow="off", help=rule_help)
         else:
             st.metric("Genre", verdict.headline.capitalize(), help=rule_help)
-        st.metric("Confidence", f"{verdict.confidence:.0%}",
-                  help=f"{verdict.genre.capitalize()}'s probability averaged over the {segments_word(n)}.")
+        if verdict.state == "outside":
+            # not a confidence in the answer above: the likeliest of the model's labels, kept for reference
+            st.metric("Nearest genre", f"{verdict.genre} {verdict.confidence:.0%}",
+                      help=f"The model's likeliest genre all the same, its probability averaged over the "
+                           f"{segments_word(n)}; the answer above is that the song is none of them.")
+        else:
+            st.metric("Confidence", f"{verdict.confidence:.0%}",
+                      help=f"{verdict.genre.capitalize()}'s probability averaged over the {segments_word(n)}.")
         voted = int(votes[list(prediction.labels).index(verdict.genre)])
         st.caption(f"**{voted} of {segments_word(n)}** voted {verdict.genre} · mean probability "
                    f"{verdict.confidence:.0%} · {prediction.duration:.1f} s analysed · model {prediction.model}")
@@ -56,7 +62,9 @@ def show_verdict(prediction) -> None:
             st.warning(verdict.explanation)
         tags = prediction.top_tags(5)
         if tags:
-            st.markdown("**Sounds like:** " + ", ".join(tag.lower() for tag, _ in tags),
+            # for a song heard as not music, musicnn's music tags describe nothing it is: named as tags
+            words = "Strongest tags" if verdict.outside_kind == "not music" else "Sounds like"
+            st.markdown(f"**{words}:** " + ", ".join(tag.lower() for tag, _ in tags),
                         help="The strongest of musicnn's 50 Million Song Dataset tags, averaged over the segments.")
     with right:
         st.markdown("**Mean probability and votes, every genre**")

@@ -90,7 +90,7 @@ def load_table(path: str, model: str, stamp: tuple) -> pd.DataFrame:
         "verdict": [r["verdict"] if r["status"] == "ok" else "error" for r in rows],
         "_state": [r["state"] if r["status"] == "ok" else None for r in rows],
         "seconds": [r["duration"] for r in rows],
-        "sounds like": [", ".join(t for t, _ in (r["top_tags"] or [])[:3]) for r in rows],
+        "top tags": [", ".join(t for t, _ in (r["top_tags"] or [])[:3]) for r in rows],
         "error": [r["error"] for r in rows],
         "path": [r["path_text"] for r in rows],
         "_raw": [r["path"] for r in rows],  # the exact bytes, for names that are not UTF-8
