@@ -56,7 +56,7 @@ class Plan:
 
 
 #: The paths ``auto`` may pick, per :func:`isa_level`, fastest first; :func:`plan` takes the first this
-#: model and machine allow. Every one keeps valid's answers: OpenVINO float32 is float32 (within 1e-5 of
+#: model and machine allow. Every one keeps valid's answers: OpenVINO float32 is float32 (within 5e-5 of
 #: TensorFlow's), bfloat16 is judged in the manifest's metrics, int8 by the folder's ``valid_check`` (8-bit
 #: input) or ``valid_check_7bit`` (7-bit input, :func:`codeFeature.int8_rewrites.int8_input_codes`), whichever
 #: the level runs. Why this order, with the measurements: docs/performance.md.

@@ -212,7 +212,11 @@ def float32_outputs(reference):
 #: kernel to 1/127 of its largest tap (GPTQ-rounded against the folder's calibration): both move
 #: probabilities and tags by ~1e-2 (measured on this fixture: bfloat16 0.004 / 0.011, int8 0.005 / 0.006;
 #: plainly rounded int8 0.011).
-PATHS = {("tensorflow", "bfloat16"): 0.03, ("openvino", "float32"): 1e-5, ("openvino", "bfloat16"): 0.03,
+#: The genre-balanced SVM head shipped since is steeper: on this fixture (on a Zen 4) OpenVINO float32 (another
+#: summation order) moved its probabilities by 1.8e-5, and OpenVINO bfloat16, whose precision hint takes the
+#: whole network to bfloat16 and not only the heavy layers, by 0.13 on one patch, each patch's winner kept (the
+#: argmax check below). ``auto`` never takes OpenVINO bfloat16 for a folder whose int8 check passed.
+PATHS = {("tensorflow", "bfloat16"): 0.03, ("openvino", "float32"): 5e-5, ("openvino", "bfloat16"): 0.2,
          ("openvino", "int8"): 0.02}
 
 
