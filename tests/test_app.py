@@ -56,7 +56,10 @@ def test_upload_shows_the_libraries_verdict_and_plots(app):
     expected = predict_file(data, model=load_model(), filename="song.wav")
     headline = expected.verdict.headline
     assert _metric(app, "Genre") == headline[:1].upper() + headline[1:]
-    assert _metric(app, "Confidence") == f"{expected.verdict.confidence:.0%}"
+    if expected.verdict.state == "outside":  # a test chord may be heard as not music: the nearest genre instead
+        assert _metric(app, "Nearest genre") == f"{expected.genre} {expected.verdict.confidence:.0%}"
+    else:
+        assert _metric(app, "Confidence") == f"{expected.verdict.confidence:.0%}"
     # votes and mean probability side by side, with the rule stated
     assert any(f"of {len(expected.probabilities)} segments** voted {expected.genre}" in c.value for c in app.caption)
     assert any(expected.rule.description in c.value for c in app.caption)
