@@ -76,7 +76,7 @@ def _folder_key(folder: Path, plan_: Plan, heavy: list[str], moments: dict[str, 
 #: itself waits for the GIL (pybind11's ``gil_safe_call_once_and_store`` of the numpy API): a second
 #: thread arriving meanwhile blocks on that static's guard while holding the GIL, and the process hangs
 #: for good. Two streams' first calls met like that in about 1 in 15 runs of the CLI on 100 files (13
-#: in 30 processes of a bare two-thread repro); ``tests/test_engines.py`` checks they no longer can.
+#: in 30 processes of a bare two-thread repro); ``tests/codeFeature/test_engines.py`` checks they no longer can.
 _first_infer = threading.Lock()
 _bindings_warm = threading.Event()
 

@@ -12,7 +12,7 @@ Usage (from the repository root)::
     python -m training.convert_musicnn                    # pip-downloads the wheel to a temp dir
     python -m training.convert_musicnn --wheel musicnn-0.1.0-py3-none-any.whl
 
-Parity with the original TF1 graph is checked by ``tests/test_musicnn.py``
+Parity with the original TF1 graph is checked by ``tests/codeFeature/test_musicnn.py``
 against ``tests/fixtures/musicnn_reference.npz`` (see
 ``training/make_musicnn_reference.py``).
 """

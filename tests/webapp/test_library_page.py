@@ -2,7 +2,7 @@
 open a file's analysis from its stored row (nothing is classified again).
 
 The page shows only the databases the server was started with (``--library`` after ``--``, or
-``CODEFEATURE_LIBRARY``); tests/test_library_hostile.py tries to make it show anything else.
+``CODEFEATURE_LIBRARY``); tests/codeFeature/collection/test_library_hostile.py tries to make it show anything else.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_library_page_says_plainly_when_the_file_is_not_a_library(tmp_path, monk
 def test_library_page_shows_and_filters_the_verdict_state(tmp_path, monkeypatch):
     """Songs outside the model's genres: counted apart, named "outside the three" in the table, kept by the
     "outside only" filter and left out of the others (rows made from synthetic predictions, no model)."""
-    from tests.test_collection_outside import _prediction, _record
+    from tests.codeFeature.collection.test_collection_outside import _prediction, _record
 
     db = tmp_path / "lib.sqlite"
     made = {"/m/electronic.wav": _prediction([0.5, 0.9, 0.1]), "/m/house.wav": _prediction([0.5, 0.8, 0.1]),

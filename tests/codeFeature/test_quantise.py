@@ -16,7 +16,7 @@ from codeFeature import cpu, engines, inference_path, int8_rewrites, quantise
 from codeFeature.cpu import CpuFacts
 from codeFeature.model_io import MODELS_DIR, load_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
 needs_openvino = pytest.mark.skipif(not cpu.openvino_available(), reason="the openvino package is not installed")
 

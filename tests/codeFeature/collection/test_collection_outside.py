@@ -161,7 +161,7 @@ def test_export_carries_the_state_in_every_format(tmp_path):
 def test_tag_never_writes_a_genre_for_an_outside_song_unless_asked(tmp_path):
     from codeFeature.cli import main
     from codeFeature.collection.store import fingerprint
-    from tests.test_tags import _mp3
+    from tests.codeFeature.collection.test_tags import _mp3
 
     folder = tmp_path / "music"
     folder.mkdir()

@@ -20,7 +20,7 @@ from codeFeature.musicnn import (
     BFLOAT16_LAYERS, MSD_TAGS, MTT_TAGS, MUSICNN_FRAMES, MUSICNN_N_MELS, build_musicnn, embedding_model,
     fold_frontend_signs, musicnn_logmel)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
 MODELS = {"msd": ("musicnn_msd", MSD_TAGS), "mtt": ("musicnn_mtt", MTT_TAGS)}
 

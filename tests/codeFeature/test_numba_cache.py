@@ -22,7 +22,7 @@ import numpy as np
 
 from codeFeature import model_probe, numba_cache
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 #: Bounds a child that hangs; the children here take seconds to a minute on a busy machine.
 CHILD_TIMEOUT = 900
 

@@ -17,7 +17,7 @@ from codeFeature.spectrogram_image import (
 )
 
 SR = 22050
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "gtzan"
 
 # Measured by training/measure_feature_parity.py (matplotlib 3.11) on the 31
 # shared images: mean |diff| over RGB 0.82 .. 1.48 (blues.00000: 0.99) and over

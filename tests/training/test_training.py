@@ -17,7 +17,7 @@ import pytest
 from codeFeature.config import GENRES
 from tests.conftest import SHARED_GTZAN
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 CONTRACT_KEYS = {"model", "data", "tracks", "track_accuracy", "segment_accuracy", "genres", "per_genre", "confusion"}
 NO_SHARED = pytest.mark.skipif(not (SHARED_GTZAN / "splits" / "valid_filtered.txt").is_file(),
@@ -280,19 +280,19 @@ def test_evaluate_reproduces_the_shipped_cnn_valid_figures(tmp_path, capsys):
                             [SHARED_GTZAN / "genres", SHARED_GTZAN / "excerpts"],
                             SHARED_GTZAN / "splits" / "valid_filtered.txt", cache=False)  # the project's cache
     _check_contract(result, 98)
-    manifest = json.loads((Path(__file__).parent.parent / "models" / "cnn_mfcc_small" / "manifest.json").read_text())
+    manifest = json.loads((Path(__file__).resolve().parents[2] / "models" / "cnn_mfcc_small" / "manifest.json").read_text())
     assert result["track_accuracy"] == manifest["metrics"]["valid"]["track_accuracy"]
     assert result["segment_accuracy"] == manifest["metrics"]["valid"]["segment_accuracy"]
 
 
 @NO_SHARED
-@pytest.mark.skipif(not (Path(__file__).parent.parent / "models" / "ann_features").is_dir(),
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "models" / "ann_features").is_dir(),
                     reason="models/ann_features is not shipped")
 def test_shipped_ann_features_reproduces_its_valid_figure_on_the_csv(tmp_path, capsys):
     result = _evaluate_json(capsys, tmp_path, "ann_features", [SHARED_GTZAN / "features_30_sec.csv"],
                             SHARED_GTZAN / "splits" / "valid_filtered.txt")
     _check_contract(result, 197)
-    manifest = json.loads((Path(__file__).parent.parent / "models" / "ann_features" / "manifest.json").read_text())
+    manifest = json.loads((Path(__file__).resolve().parents[2] / "models" / "ann_features" / "manifest.json").read_text())
     assert result["track_accuracy"] == manifest["metrics"]["valid"]["track_accuracy"]
 
 

@@ -280,7 +280,7 @@ def test_the_reproduce_command_of_an_extras_model_spells_its_extras():
 
 
 def test_kfold_with_extras_reports_under_the_extras_models_name(tmp_path, capsys):
-    from tests.test_training import _artist_file
+    from tests.training.test_training import _artist_file
     from training.kfold import QUICK_TRACKS_PER_GENRE, main
 
     artists_csv = _artist_file(tmp_path / "artists.csv", QUICK_TRACKS_PER_GENRE)

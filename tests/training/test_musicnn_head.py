@@ -15,7 +15,7 @@ from codeFeature.model_io import list_models, load_model
 from codeFeature.predict import predict_audio
 from tests.conftest import chord
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "gtzan"
 
 
 def _synthetic(n=160, dim=24, classes=(0, 2, 3, 5, 7), seed=0):
@@ -84,7 +84,7 @@ def test_ece_and_temperature_mean_what_they_say():
 def test_sturm_artist_index_is_read():
     from training.kfold import read_artists
 
-    path = Path(__file__).resolve().parents[1] / "training" / "splits" / "artists_train_valid.txt"
+    path = Path(__file__).resolve().parents[2] / "training" / "splits" / "artists_train_valid.txt"
     artists = read_artists(path)
     assert artists["blues.00000"] == "John Lee Hooker"
     assert len(artists) > 500 and "classical.00059" not in artists  # an unidentified artist is left out

@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 from codeFeature.gtzan_features import FEATURE_COLUMNS, gtzan_features, gtzan_features_batch
 
 SR = 22050
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "gtzan"
 NEAR_ZERO = ("harmony_mean", "perceptr_mean")
 
 # Parity tolerances, from training/measure_feature_parity.py on the 31 shared

@@ -1,7 +1,7 @@
 """The "Listen live" page, driven headlessly through ``streamlit.testing.v1.AppTest``.
 
 ``st.audio_input`` recordings can be staged in AppTest, so the record path runs as in a browser.
-The continuous (WebRTC) path needs a real browser session: see ``tests/test_browser_live.py``.
+The continuous (WebRTC) path needs a real browser session: see ``tests/webapp/test_browser_live.py``.
 """
 
 import io

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _cli(*args: str, env: dict | None = None, importtime: bool = False) -> subprocess.CompletedProcess:

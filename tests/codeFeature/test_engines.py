@@ -16,7 +16,7 @@ from codeFeature.cpu import CpuFacts
 from codeFeature.errors import ConfigError
 from codeFeature.model_io import LazyKerasModel, load_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "musicnn_reference.npz"
 HEAVY = {"bfloat16_layers": ["timbral_74_conv", "timbral_77_conv"]}
 CALIBRATED = {**HEAVY, "int8_calibration": {"layers": {"timbral_74_conv": "int8/timbral_74_conv.npy"},

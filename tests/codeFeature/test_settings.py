@@ -15,7 +15,7 @@ import pytest
 from codeFeature import settings
 from codeFeature.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_variable_is_parsed_in_one_place():
