@@ -50,20 +50,12 @@ def _summary(prediction) -> dict:
             "segments": int(len(prediction.probabilities))}
 
 
-def _app_decode(data: bytes, name: str, sample_rate: int):
-    """The app's own upload decoding, wherever the web UI keeps it."""
-    for module_name in ("webapp.uploads", "webapp.analysis", "webapp.upload", "ui"):
-        try:
-            module = __import__(module_name, fromlist=["decode_upload"])
-        except ImportError:
-            continue
-        if hasattr(module, "decode_upload"):
-            return module.decode_upload(data, name, sample_rate=sample_rate)
-    raise RuntimeError("the app's decode_upload was not found")
-
-
-def in_process(files: list[Path], model_name: str, precision: Optional[str] = None) -> dict[str, dict[str, dict]]:
+def in_process(files: list[Path], model_name: str,
+               precision: Optional[str] = None) -> tuple[dict[str, dict[str, dict]], str]:
+    """Each file's path, bytes and app answers, and the inference path they ran on (CPU level, engine,
+    precision: bit-for-bit comparisons need the same)."""
     from codeFeature import load_model, predict_audio, predict_file
+    from webapp.uploads import decode_upload  # the app's own upload decoding
 
     model = load_model(model_name, precision=precision)
     out: dict[str, dict[str, dict]] = {}
@@ -71,10 +63,10 @@ def in_process(files: list[Path], model_name: str, precision: Optional[str] = No
         data = path.read_bytes()
         by_path = predict_file(path, model=model)
         by_bytes = predict_file(data, model=model, filename=path.name)
-        decoded = _app_decode(data, path.name, model.config.sample_rate)
+        decoded = decode_upload(data, path.name, sample_rate=model.config.sample_rate)
         by_app = predict_audio(decoded.samples, model=model, file=path.name, warnings=decoded.warnings)
         out[path.name] = {"path": _summary(by_path), "bytes": _summary(by_bytes), "app": _summary(by_app)}
-    return out
+    return out, model.inference_path
 
 
 def by_cli(files: list[Path], model_name: str, precision: Optional[str] = None) -> dict[str, dict]:
@@ -124,13 +116,6 @@ def by_scan(folder: Path, model_name: str, precision: Optional[str] = None) -> d
 
 def _precision_option(precision: Optional[str]) -> list[str]:
     return [] if precision is None else ["--precision", precision]
-
-
-def machine_key(model_name: str, precision: Optional[str] = None) -> str:
-    """The CPU level and inference path answers were computed on: bit-for-bit comparisons need both."""
-    from codeFeature import load_model
-
-    return load_model(model_name, precision=precision).inference_path
 
 
 def model_hash(model_name: str) -> str:
@@ -209,12 +194,12 @@ def record(folder: Path, models: Iterable[str], precision: Optional[str] = None)
     result = {"folder": str(folder), "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
                                                for p in files}, "precision": precision, "models": {}}
     for model_name in models:
-        answers = in_process(files, model_name, precision)
+        answers, machine = in_process(files, model_name, precision)
         for surface, found in (("cli", by_cli(files, model_name, precision)),
                                ("scan", by_scan(folder, model_name, precision))):
             for name in answers:
                 answers[name][surface] = found.get(name, {"error": f"no {surface} answer"})
-        result["models"][model_name] = {"machine": machine_key(model_name, precision), "model_hash": model_hash(model_name),
+        result["models"][model_name] = {"machine": machine, "model_hash": model_hash(model_name),
                                         "answers": answers}
     return result
 
