@@ -20,6 +20,12 @@ For each ``--model`` (a model folder or a shipped name):
 Valid probabilities come from ``--select-with`` when given: for a model refit on train + valid,
 pass its train-only twin (``runs/musicnn_genre_train_only``), whose valid answers are held out.
 
+``--from-cv FILE`` fits the not-sure thresholds on the held-out answers of the recipe's repeated
+artist-grouped cross-validation instead (``held_out_answers.json``, written by
+``python -m training.head_cv_report``): every track of train + valid in all ten genres, each answered by
+a head that never saw its artist, rather than the 98 valid tracks, which hold no hiphop or reggae
+track. The criterion is the same; valid's answers are still reported beside it.
+
     python -m training.decision_thresholds --model runs/musicnn_genre --select-with runs/musicnn_genre_train_only
     python -m training.decision_thresholds --model models/musicnn_genre --select-with runs/musicnn_genre_train_only \\
         --write-manifest --write-report      # writes the decision key and reports/<model>/decision/
@@ -57,6 +63,9 @@ def parse_args(argv=None):
     p.add_argument("--data", nargs="+", type=Path,
                    help="GTZAN-layout audio folders (default: the audio of the dataset --gtzan finds)")
     p.add_argument("--valid-split", type=Path, default=VALID_SPLIT)
+    p.add_argument("--from-cv", type=Path, metavar="FILE",
+                   help="fit min_confidence and min_margin on these held-out cross-validation answers "
+                        "(held_out_answers.json of python -m training.head_cv_report) instead of valid")
     p.add_argument("--max-right-flagged", type=float, default=0.10)
     p.add_argument("--tag-safety", type=float, default=0.5)
     p.add_argument("--min-gain", type=int, default=2, help="tracks a test-time choice must win by to be adopted")
@@ -188,6 +197,20 @@ def per_track(probs, tags, ids, ys, aggregate):
     return rows
 
 
+def read_cv_answers(path: Path) -> tuple[list[dict], dict]:
+    """The rows of a ``held_out_answers.json`` (``right``, ``confidence``, ``margin``; ``tag`` None) and its header."""
+    data = json.loads(Path(path).read_text())
+    try:
+        rows = [{"track": a["track"], "repeat": int(a["repeat"]), "right": bool(a["right"]),
+                 "confidence": float(a["confidence"]), "margin": float(a["margin"]), "tag": None}
+                for a in data["answers"]]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path} is not a held_out_answers.json of python -m training.head_cv_report") from None
+    if not rows:
+        raise ValueError(f"{path} holds no answers")
+    return rows, {k: v for k, v in data.items() if k != "answers"}
+
+
 def choose_thresholds(rows, max_right_flagged: float) -> dict:
     right = [r for r in rows if r["right"]]
     wrong = [r for r in rows if not r["right"]]
@@ -269,7 +292,13 @@ def run_one(model_ref: str, select_ref: str | None, args) -> dict:
     aggregate = tt.pop("aggregate")
     probs, tags, ids, ys = tt.pop("answers")
     rows = per_track(probs, tags, ids, ys, aggregate)
-    rule = {"aggregate": aggregate, **choose_thresholds(rows, args.max_right_flagged)}
+    cv = None
+    if args.from_cv is not None:
+        cv_rows, cv_info = read_cv_answers(args.from_cv)
+        if aggregate != "vote":
+            raise ValueError("the cross-validation answers are votes: --from-cv needs the 'vote' aggregate")
+        cv = {"rows": cv_rows, "info": cv_info}
+    rule = {"aggregate": aggregate, **choose_thresholds(cv["rows"] if cv else rows, args.max_right_flagged)}
     if tags.shape[1]:
         strongest = min(r["tag"] for r in rows)
         rule["min_tag"] = float(np.floor(strongest * args.tag_safety * 1000) / 1000)
@@ -278,18 +307,30 @@ def run_one(model_ref: str, select_ref: str | None, args) -> dict:
     folder = resolve_model_dir(model_ref)
     command = ("python -m training.decision_thresholds --model " + str(display_path(folder))
                + (f" --select-with {display_path(resolve_model_dir(select_ref))}" if select_ref else "")
+               + (f" --from-cv {display_path(args.from_cv)}" if cv else "")
                + " --write-manifest --write-report")
-    rule["source"] = (f"{command}: on the {len(rows)} valid tracks (answers of "
-                      f"{selector.name}, fit without valid), the thresholds that flag the most wrong answers "
+    if cv:
+        n_tracks = len({r["track"] for r in cv["rows"]})
+        fitted_on = (f"the {len(cv['rows'])} held-out answers of the recipe's artist-grouped cross-validation "
+                     f"({n_tracks} tracks of train + valid, all ten genres, {cv['info'].get('reproduce', '?')})")
+    else:
+        fitted_on = f"the {len(rows)} valid tracks (answers of {selector.name}, fit without valid)"
+    rule["source"] = (f"{command}: on {fitted_on}, the thresholds that flag the most wrong answers "
                       f"while flagging at most {args.max_right_flagged:.0%} of right ones; min_tag = "
                       f"{args.tag_safety:g} x the weakest valid track's strongest tag")
     result = {"model": model.name, "selected_with": selector.name, "rule": rule,
               "valid": firing(rows, rule), "test_time": tt, "odd_inputs": odd_firing(model, rule),
               "criterion": rule["source"]}
+    if cv:
+        result["cross_validation"] = firing(cv["rows"], rule)
+        result["cross_validation"]["tracks_distinct"] = n_tracks
+        result["cross_validation"]["source"] = cv["info"].get("reproduce")
     result["odd_inputs_flagged"] = f"{sum(v['not_sure'] for v in result['odd_inputs'].values())}/{len(result['odd_inputs'])}"
     if args.write_manifest:
         manifest = read_manifest(folder)
-        manifest["decision"] = rule
+        # the rule's own keys are replaced; the others (the "outside" rule, fitted by its own command) stay
+        manifest["decision"] = {**rule, **{k: v for k, v in (manifest.get("decision") or {}).items()
+                                           if k not in rule}}
         _write_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     outs = [args.out / model.name] + ([REPO_ROOT / "reports" / model.name / "decision"] if args.write_report else [])
     for out in outs:
@@ -319,7 +360,15 @@ def markdown(r, command) -> str:
               f"min_tag {rule['min_tag']:g}. Criterion: {rule['source'].split(': ', 1)[1]}.", "",
               f"On valid ({v['tracks']} tracks): says not sure on {v['flagged']} ({v['flagged'] / v['tracks']:.0%}): "
               f"{v['wrong_flagged']} of the {v['wrong']} wrong answers and {v['right_flagged']} of the {v['right']} "
-              f"right ones; accuracy on the answers it is sure of: {v['accuracy_when_sure']:.1%}.", "",
+              f"right ones; accuracy on the answers it is sure of: {v['accuracy_when_sure']:.1%}.", ""]
+    c = r.get("cross_validation")
+    if c:
+        lines += [f"On the held-out answers of the artist-grouped cross-validation ({c['tracks']} answers, "
+                  f"{c['tracks_distinct']} distinct tracks of all ten genres): says not sure on {c['flagged']} "
+                  f"({c['flagged'] / c['tracks']:.0%}): {c['wrong_flagged']} of the {c['wrong']} wrong answers and "
+                  f"{c['right_flagged']} of the {c['right']} right ones; accuracy on the answers it is sure of: "
+                  f"{c['accuracy_when_sure']:.1%}.", ""]
+    lines += [
               f"Odd inputs ({r['odd_inputs_flagged']} flagged):", "", "| input | answer | confidence | why |",
               "|---|---|---|---|"]
     for name, o in r["odd_inputs"].items():

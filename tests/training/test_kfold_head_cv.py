@@ -163,6 +163,7 @@ def _reports(tmp_path, recipe_params, weighting="genre"):
     (tmp_path / "cv.json").write_text(json.dumps(cv))
     (tmp_path / "decision.json").write_text(json.dumps(
         {"valid": {"tracks": 98, "flagged": 20, "accuracy_when_sure": 0.8205},
+         "cross_validation": {"tracks": 1525, "flagged": 231, "tracks_distinct": 305, "accuracy_when_sure": 0.7342},
          "criterion": "python -m training.decision_thresholds --model models/musicnn_genre: on the 98 tracks"}))
     (tmp_path / "labelled.json").write_text(json.dumps(
         {"in_genre": {"files": 8, "sure": 6, "right_when_sure": 4, "accuracy_when_sure": 0.6667},
@@ -181,8 +182,8 @@ def test_figures_are_copied_from_the_reports_of_the_manifests_own_recipe(tmp_pat
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["figures"] == figures and manifest["other"] == {"kept": True}
     by_value = {(f["value"], f["n"]) for f in figures}
-    # the matching row's CV (not the other row's 0.9), the twin's valid figure, both "when sure" figures
-    assert by_value == {(0.7041, 98), (0.6922, 305), (0.4765, 34), (0.8205, 78), (0.6667, 6)}
+    # the matching row's CV (not the other row's 0.9), the twin's valid figure, the three "when sure" figures
+    assert by_value == {(0.7041, 98), (0.6922, 305), (0.4765, 34), (0.8205, 78), (0.7342, 1294), (0.6667, 6)}
     for f in figures:
         assert set(f) == {"label", "value", "n", "measured_on", "command"}
         assert 0 <= f["value"] <= 1 and f["command"].startswith("python -m training.")
@@ -204,3 +205,79 @@ def test_labels_file_without_its_columns_is_a_plain_error(tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("name,genre\na.wav,jazz\n")
     assert main(["--model", "musicnn_genre", "--labelled", str(tmp_path)]) == 2
     assert "no 'file' and 'label' columns" in capsys.readouterr().err
+
+
+def test_held_out_answers_carry_the_verdicts_confidence_and_margin():
+    from codeFeature.decision import winner_index
+    from training.head_cv_report import grouped_cv, held_out_answers, track_confidence
+
+    # track_confidence is the verdict's arithmetic: the winner's mean probability and its lead over the runner-up
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    tracks = np.array(["a", "a", "a", "b"])
+    confidence, margin = track_confidence(probs, tracks, ["a", "b"], [winner_index(probs[:3]), 2])
+    assert confidence == pytest.approx([0.5, 0.8], abs=1e-5) and margin == pytest.approx([0.5 - 1 / 3, 0.7], abs=1e-5)
+
+    embedded, artists = _synthetic_embedded(artists_per_genre=3, tracks_per_artist=2)
+    pool = sorted(artists)
+    folds = grouped_cv(embedded, pool, artists, RECIPE, repeats=2, folds=3, seed=3, calibrate=False)
+    rows = held_out_answers(folds)
+    assert len(rows) == 2 * len(pool)  # every track once a repeat
+    assert {r["track"] for r in rows if r["repeat"] == 1} == set(pool)
+    for r in rows:
+        assert r["right"] == (r["true"] == r["pred"]) and r["true"] == r["track"].split(".")[0]
+        assert 0 < r["confidence"] <= 1 and 0 <= r["margin"] <= r["confidence"]
+
+
+def test_thresholds_from_cross_validation_answers_keep_the_outside_rule(tmp_path, monkeypatch):
+    """--from-cv fits min_confidence and min_margin on the CV's held-out answers with valid's criterion, and
+    writing the manifest replaces the rule's keys only: the "outside" rule (fitted by its own command) stays."""
+    import json
+
+    from training import decision_thresholds as dt
+
+    rng = np.random.default_rng(0)
+    answers = []
+    for i in range(400):  # right answers confident, wrong ones not: a threshold separates most of them
+        right = i % 4 != 0
+        conf = float(rng.uniform(0.45, 0.95) if right else rng.uniform(0.2, 0.5))
+        answers.append({"repeat": i // 200, "track": f"blues.{i % 200:05d}", "true": "blues",
+                        "pred": "blues" if right else "rock", "right": right, "confidence": conf,
+                        "margin": conf / 2})
+    cv_file = tmp_path / "held_out_answers.json"
+    cv_file.write_text(json.dumps({"reproduce": "python -m training.head_cv_report", "answers": answers}))
+    rows, info = dt.read_cv_answers(cv_file)
+    rule = dt.choose_thresholds(rows, 0.10)
+    fired = dt.firing(rows, rule)
+    assert fired["right_flagged"] <= 0.10 * fired["right"]  # the criterion holds on the answers it was fitted on
+    assert fired["wrong_flagged"] > 0.8 * fired["wrong"]
+    assert info == {"reproduce": "python -m training.head_cv_report"}
+
+    (tmp_path / "broken.json").write_text(json.dumps({"answers": [{"track": "x"}]}))
+    with pytest.raises(ValueError, match="not a held_out_answers.json"):
+        dt.read_cv_answers(tmp_path / "broken.json")
+
+    # the manifest write keeps keys the rule does not own
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(
+        {"format_version": 1, "name": "m", "decision": {"min_confidence": 0.9, "outside": {"tags": ["x"]}}}))
+    monkeypatch.setattr(dt, "test_time", lambda model, args: {
+        "aggregate": "vote", "table": {}, "overlap_note": "",
+        "answers": (np.array([[0.8, 0.2]]), np.array([[0.5]]), np.array(["blues.00000"]), np.array([0]))})
+    monkeypatch.setattr(dt, "odd_firing", lambda model, rule: {})
+
+    class FakeModel:
+        name = "m"
+
+    import codeFeature.model_io as model_io
+
+    monkeypatch.setattr(model_io, "load_model", lambda ref, precision=None: FakeModel())
+    monkeypatch.setattr(model_io, "read_manifest", lambda f: json.loads((f / "manifest.json").read_text()))
+    args = dt.parse_args(["--model", str(folder), "--from-cv", str(cv_file), "--write-manifest",
+                          "--out", str(tmp_path / "out")])
+    result = dt.run_one(str(folder), None, args)
+    decision = json.loads((folder / "manifest.json").read_text())["decision"]
+    assert decision["outside"] == {"tags": ["x"]}
+    assert decision["min_confidence"] == rule["min_confidence"] != 0.9
+    assert "held-out answers of the recipe's artist-grouped cross-validation" in decision["source"]
+    assert result["cross_validation"]["tracks"] == 400 and result["cross_validation"]["tracks_distinct"] == 200
