@@ -266,16 +266,17 @@ def test_time(model, args) -> dict:
             "answers": answers["back-to-back"]}
 
 
-def odd_firing(model, rule_dict) -> dict:
-    from codeFeature.decision import DecisionRule
+def odd_firing(model, rule_dict, outside=None) -> dict:
+    """The answers on :func:`odd_inputs` under the thresholds of ``rule_dict``, with the manifest's
+    ``outside`` rule (a dict, as in the manifest) when given: the whole rule a person's answer comes from."""
+    from codeFeature.decision import DecisionRule, OutsideRule, decide
     from codeFeature.predict import predict_audio
 
-    rule = DecisionRule(**{k: rule_dict[k] for k in ("aggregate", "min_confidence", "min_margin", "min_tag")})
+    rule = DecisionRule(**{k: rule_dict[k] for k in ("aggregate", "min_confidence", "min_margin", "min_tag")},
+                        outside=OutsideRule.from_dict(outside) if outside else None)
     out = {}
     for name, signal in odd_inputs(model.config.sample_rate).items():
         prediction = predict_audio(signal, model=model, sample_rate=model.config.sample_rate)
-        from codeFeature.decision import decide
-
         v = decide(prediction.probabilities, model.labels, rule=rule, rms=prediction.rms,
                    tags=prediction.extras.get("tags"))
         out[name] = {"not_sure": v.not_sure, "headline": v.headline, "confidence": round(v.confidence, 3),
@@ -319,7 +320,8 @@ def run_one(model_ref: str, select_ref: str | None, args) -> dict:
                       f"while flagging at most {args.max_right_flagged:.0%} of right ones; min_tag = "
                       f"{args.tag_safety:g} x the weakest valid track's strongest tag")
     result = {"model": model.name, "selected_with": selector.name, "rule": rule,
-              "valid": firing(rows, rule), "test_time": tt, "odd_inputs": odd_firing(model, rule),
+              "valid": firing(rows, rule), "test_time": tt,
+              "odd_inputs": odd_firing(model, rule, (read_manifest(folder).get("decision") or {}).get("outside")),
               "criterion": rule["source"]}
     if cv:
         result["cross_validation"] = firing(cv["rows"], rule)
@@ -369,7 +371,8 @@ def markdown(r, command) -> str:
                   f"{c['right_flagged']} of the {c['right']} right ones; accuracy on the answers it is sure of: "
                   f"{c['accuracy_when_sure']:.1%}.", ""]
     lines += [
-              f"Odd inputs ({r['odd_inputs_flagged']} flagged):", "", "| input | answer | confidence | why |",
+              f"Odd inputs ({r['odd_inputs_flagged']} hedged by the whole rule, the manifest's 'outside' rule "
+              "included when it has one):", "", "| input | answer | confidence | why |",
               "|---|---|---|---|"]
     for name, o in r["odd_inputs"].items():
         lines.append(f"| {name} | {o['headline']} | {o['confidence']:.0%} | {'; '.join(o['reasons']) or '-'} |")

@@ -264,7 +264,7 @@ def test_thresholds_from_cross_validation_answers_keep_the_outside_rule(tmp_path
     monkeypatch.setattr(dt, "test_time", lambda model, args: {
         "aggregate": "vote", "table": {}, "overlap_note": "",
         "answers": (np.array([[0.8, 0.2]]), np.array([[0.5]]), np.array(["blues.00000"]), np.array([0]))})
-    monkeypatch.setattr(dt, "odd_firing", lambda model, rule: {})
+    monkeypatch.setattr(dt, "odd_firing", lambda model, rule, outside=None: {})
 
     class FakeModel:
         name = "m"
