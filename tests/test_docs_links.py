@@ -197,3 +197,33 @@ def test_readme_two_commands_are_what_ci_and_a_new_user_run():
     assert (REPO / "app.py").is_file()
     # the tests page shows the same command
     assert TEST_COMMAND in (DOCS / "testing.md").read_text()
+
+
+# ---------------------------------------------------------------- how packages are named
+
+#: A package registry's web address; a package is named by its name and version ("musicnn 0.1.0 from PyPI").
+_REGISTRY_ADDRESS = re.compile(r"pypi\.org|pypi\.python\.org|pythonhosted\.org|anaconda\.org|npmjs\.com", re.I)
+_TEXT_SUFFIXES = {".py", ".md", ".json", ".txt", ".toml", ".cfg", ".ini", ".yml", ".yaml", ".sh", ".csv"}
+
+
+def _project_text_files(root: Path):
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        if any(p.startswith(".") or p in {"runs", "node_modules", "__pycache__"} for p in parts[:-1]):
+            continue
+        if path.is_file() and (path.suffix in _TEXT_SUFFIXES or path.name in {"run", "Makefile"}):
+            yield path
+
+
+def test_packages_are_named_by_name_and_version_not_by_a_registry_address(tmp_path):
+    registry_page = "https://" + "pypi" + ".org/project/x/1.0/"  # spelt in pieces so this file passes its own test
+    (tmp_path / "m.json").write_text('{"package": "x 1.0 (%s)"}' % registry_page)
+    (tmp_path / "ok.md").write_text("musicnn 0.1.0 from PyPI, source https://github.com/jordipons/musicnn\n")
+    assert [p.name for p in _project_text_files(tmp_path)
+            if _REGISTRY_ADDRESS.search(p.read_text(encoding="utf-8"))] == ["m.json"]
+
+    found = []
+    for path in _project_text_files(REPO):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found += [f"{path.relative_to(REPO)}: {m.group(0)}" for m in _REGISTRY_ADDRESS.finditer(text)]
+    assert found == []

@@ -199,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                     "bfloat16_layers": list(BFLOAT16_LAYERS),
                     "description": description,
                     "source": {
-                        "package": "musicnn 0.1.0 (https://pypi.org/project/musicnn/0.1.0/, "
-                                   "https://github.com/jordipons/musicnn)",
+                        "package": "musicnn 0.1.0 from PyPI (source: https://github.com/jordipons/musicnn)",
                         "wheel": wheel_path.name,
                         "wheel_sha256": wheel_sha,
                         "checkpoint": f"musicnn/{checkpoint}/ (.index, .data-00000-of-00001)",
