@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -92,7 +93,7 @@ def _multi_output(model):
 
 def embed_files(base: str, data: Sequence[str | Path], *, track_ids: Sequence[str] | None = None,
                 hop_seconds: float | None = None, cache_dir: Path = EMBEDDING_CACHE,
-                precision: str = "float32") -> Embedded:
+                precision: str = "float32", augment: str | None = None) -> Embedded:
     """The cached musicnn outputs of every file of ``track_ids`` (default: every track of ``data``).
 
     Parameters
@@ -107,6 +108,9 @@ def embed_files(base: str, data: Sequence[str | Path], *, track_ids: Sequence[st
     cache_dir : Path
     precision : str
         ``float32`` (training's default) or ``bfloat16``.
+    augment : str, optional
+        A recording chain of :func:`training.recording_chain.degrade` (``band``, ``shellac``, ``noise10``):
+        every file as that chain would give it, seeded by the file's name, cut as served. ``None``: as it is.
     """
     from codeFeature.features import segment_features
     from codeFeature.model_io import load_model
@@ -121,8 +125,9 @@ def embed_files(base: str, data: Sequence[str | Path], *, track_ids: Sequence[st
     for track in ids:
         for path in tracks[track]:
             stat = path.stat()
-            key = hashlib.sha1(json.dumps([str(path.resolve()), stat.st_size, int(stat.st_mtime), digest,
-                                           model.config.to_dict(), hop_seconds, precision]).encode()).hexdigest()
+            fields = [str(path.resolve()), stat.st_size, int(stat.st_mtime), digest, model.config.to_dict(),
+                      hop_seconds, precision] + ([augment] if augment else [])  # the clean key is unchanged
+            key = hashlib.sha1(json.dumps(fields).encode()).hexdigest()
             cached = Path(cache_dir) / model.name / f"{key}.npz"
             if cached.exists():
                 with np.load(cached) as record:
@@ -130,13 +135,20 @@ def embed_files(base: str, data: Sequence[str | Path], *, track_ids: Sequence[st
             else:
                 if forward is None:
                     forward = _multi_output(model)
-                if hop_seconds is None:
+                if hop_seconds is None and not augment:
                     segments = file_segments(path, model.config)
                 else:
                     from codeFeature.audio import decode
+                    from codeFeature.segments import segment_array
 
-                    segments = overlapping_segments(decode(path, sample_rate=model.config.sample_rate),
-                                                    model.config, hop_seconds)
+                    samples = decode(path, sample_rate=model.config.sample_rate)
+                    if augment:
+                        from training.recording_chain import degrade
+
+                        seed = zlib.crc32(f"{path.name}|{path.parent.parent.name}|{augment}".encode())
+                        samples = degrade(samples, augment, model.config.sample_rate, seed)
+                    segments = (segment_array(samples, model.config)[0] if hop_seconds is None
+                                else overlapping_segments(samples, model.config, hop_seconds))
                 outs = forward.forward(segment_features(segments, model.config))
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cached.with_suffix(".tmp.npz")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from codeFeature.decision import DecisionRule, OutsideRule, decide
-from training.outside_rule import KEEP_VERSIONS, STYLE_TAGS, degrade, evaluate, fit_rule, threshold
+from training.outside_rule import KEEP_VERSIONS, STYLE_TAGS, evaluate, fit_rule, threshold
+from training.recording_chain import degrade
 from training.outside_synth import MUSIC_OUTSIDE, NOT_MUSIC, corpus
 
 
