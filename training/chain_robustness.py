@@ -61,7 +61,7 @@ def held_out_by_chain(embedded, chains: dict, pool, artists, recipe: dict, augme
         for k, (train_part, test_part) in enumerate(artist_folds(pool, artists, folds=folds, seed=seed + r)):
             head = fit(embedded, train_part, recipe["spec"], recipe["kind"], recipe["params"], recipe["weighting"],
                        artists=artists, calibrate=False, seed=seed, mixup=recipe.get("mixup", 0.0),
-                       augmented=tuple(chains[c] for c in augment))
+                       augmented=tuple(chains[c] for c in augment), augment_as=recipe.get("augment_as", "rows"))
             for name, e in scored.items():
                 e0 = next(iter(e.values()))
                 mask = np.isin(e0.tracks, test_part)
@@ -135,10 +135,11 @@ def main(argv=None) -> int:
         return 2
     chains = {c: {b: embed_files(BASES[b], args.data, augment=c, track_ids=pool, **cache)} for c in VERSIONS}
     recipe = {"spec": args.inputs, "kind": args.head, "params": head_params(args), "weighting": args.weighting,
-              "mixup": args.mixup}
+              "mixup": args.mixup, "augment_as": args.augment_as}
     results, raw = {}, {}
     for augment in ((), tuple(args.augment)):
-        trained = "audio as it is" + (f" + {' + '.join(augment)} versions" if augment else "")
+        trained = "audio as it is" + ("" if not augment else f" + {' + '.join(augment)} versions"
+                                      + (" (a second head, averaged)" if args.augment_as == "second-head" else ""))
         folds = held_out_by_chain(embedded, chains, pool, artists, recipe, augment, repeats=args.repeats,
                                   folds=args.cv_folds, seed=args.seed)
         results[trained] = {chain: summarise(f) for chain, f in folds.items()}
@@ -147,7 +148,8 @@ def main(argv=None) -> int:
     lines = table(results)
     print("\n".join(lines))
     report = {
-        "reproduce": "python -m training.chain_robustness" + (f" --augment {','.join(args.augment)}"),
+        "reproduce": f"python -m training.chain_robustness --augment {','.join(args.augment)} "
+                     f"--augment-as {args.augment_as}",
         "recipe": recipe_label(dict(recipe, train_hop=None)),
         "protocol": f"{args.repeats} x artist-grouped, genre-stratified {args.cv_folds}-fold CV over train + valid "
                     f"({len(pool)} tracks); held-out tracks scored as they are and through each chain of "

@@ -73,7 +73,7 @@ def search_recipes(spec: str) -> list[dict]:
              for p in SEARCH_EXTRAS for hop, mix in ((1.5, 0.0), (None, 1.0))]
     # the shipped machines also trained on other recording chains (training.chain_robustness says what for)
     chains = [{"spec": spec, "kind": "svm", "params": SEARCH_EXTRAS[-1], "weighting": "genre", "train_hop": None,
-               "mixup": 0.0, "augment": ["band", "shellac"]}]
+               "mixup": 0.0, "augment": ["band", "shellac"], "augment_as": how} for how in ("rows", "second-head")]
     return plain + extra + chains
 
 
@@ -188,7 +188,8 @@ def grouped_cv(embedded, pool, artists, recipe: dict, *, repeats: int = 5, folds
         for k, (train_part, test_part) in enumerate(artist_folds(pool, artists, folds=folds, seed=seed + r)):
             head = fit(embedded, train_part, recipe["spec"], recipe["kind"], recipe["params"], recipe["weighting"],
                        artists=artists, calibrate=calibrate, seed=seed, overlap=overlap,
-                       mixup=recipe.get("mixup", 0.0), augmented=augmented)
+                       mixup=recipe.get("mixup", 0.0), augmented=augmented,
+                       augment_as=recipe.get("augment_as", "rows"))
             mask = np.isin(e0.tracks, test_part)
             probs = head.probabilities(input_matrix(recipe["spec"], embedded, mask))
             true, pred, ids = track_votes(probs, e0.y[mask], e0.tracks[mask])
@@ -205,7 +206,9 @@ def recipe_label(recipe: dict) -> str:
     p = ", ".join(k if v is True else f"{k}={v:g}" for k, v in recipe["params"].items())
     extra = (f", windows every {recipe['train_hop']:g} s" if recipe.get("train_hop") else "") + \
         (f", mixup {recipe['mixup']:g}" if recipe.get("mixup") else "") + \
-        (f", also as {' + '.join(recipe['augment'])} recordings" if recipe.get("augment") else "")
+        (("" if not recipe.get("augment") else
+          f", with a second head also on {' + '.join(recipe['augment'])} recordings, averaged"
+          if recipe.get("augment_as") == "second-head" else f", also as {' + '.join(recipe['augment'])} recordings"))
     return f"{recipe['kind']}({p}) on {recipe['spec']}, {recipe['weighting']} weights{extra}"
 
 
@@ -257,7 +260,8 @@ def _same_recipe(recipe: dict, head: dict) -> bool:
             and recipe["weighting"] == head.get("weighting")
             and (recipe.get("train_hop") or None) == head.get("train_hop_seconds")
             and float(recipe.get("mixup") or 0.0) == float(mixup)
-            and list(recipe.get("augment") or []) == list(head.get("augment") or []))
+            and list(recipe.get("augment") or []) == list(head.get("augment") or [])
+            and (not recipe.get("augment") or recipe.get("augment_as", "rows") == head.get("augment_as", "rows")))
 
 
 def figures_for(folder: Path, cv_report: Path, decision_report: Path, labelled_report: Path) -> list[dict]:
@@ -429,8 +433,8 @@ def main(argv=None) -> int:
         return tuple(chains[c] for c in names)
 
     shipped = {"spec": args.inputs, "kind": args.head, "params": head_params(args), "weighting": args.weighting,
-               "train_hop": args.train_hop, "mixup": args.mixup, **({"augment": list(args.augment)}
-                                                                    if args.augment else {})}
+               "train_hop": args.train_hop, "mixup": args.mixup,
+               **({"augment": list(args.augment), "augment_as": args.augment_as} if args.augment else {})}
     recipes = [shipped]
     if args.search:
         recipes += [r for r in search_recipes(args.inputs) if r != shipped]

@@ -183,6 +183,40 @@ class Head:
         return f"{self.kind}({p})"
 
 
+@dataclass
+class HeadPair:
+    """Two heads on the same input whose calibrated probabilities are averaged: one fitted on the audio as it
+    is, one also on other recording chains of it (``training.train_musicnn_head --augment-as second-head``).
+
+    ``trained_on`` says, per member, what it was fitted on (the manifest records it).
+    """
+
+    members: tuple
+    trained_on: tuple
+
+    @property
+    def kind(self) -> str:
+        return self.members[0].kind
+
+    @property
+    def params(self) -> dict:
+        return self.members[0].params
+
+    @property
+    def classes(self) -> np.ndarray:
+        return np.unique(np.concatenate([m.classes for m in self.members]))
+
+    @property
+    def labels(self) -> tuple:
+        return self.members[0].labels
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        return np.mean([m.probabilities(x) for m in self.members], axis=0)
+
+    def describe(self) -> str:
+        return " + ".join(f"{m.describe()} on {what}" for m, what in zip(self.members, self.trained_on))
+
+
 def _two_columns(kernel, bias):
     """A two-class model's single logit (scikit-learn keeps one: the second class's against the first) as
     two columns, 0 and that logit, whose softmax is the same probabilities."""
@@ -277,13 +311,19 @@ def calibrate(head: Head, x, y, tracks, groups, *, weighting: str, seed: int = 4
 
 # ------------------------------------------------------------------ export
 
-def head_layers(features, head: Head, *, prefix: str = "head"):
-    """Apply ``head`` to a Keras tensor ``features`` with built-in layers; returns the probability tensor.
+def head_layers(features, head: Head, *, prefix: str = "head", name: str = "genre"):
+    """Apply ``head`` to a Keras tensor ``features`` with built-in layers; returns the probability tensor
+    (named ``name``). A :class:`HeadPair` becomes both heads and an ``Average`` of their probabilities.
 
     The layers get their weights at once (they are built on ``features``), so the caller needs no
     ``set_weights`` afterwards.
     """
     from keras import layers
+
+    if isinstance(head, HeadPair):
+        outs = [head_layers(features, m, prefix=f"{prefix}{i + 1}", name=f"{prefix}{i + 1}_probabilities")
+                for i, m in enumerate(head.members)]
+        return layers.Average(name=name)(outs)
 
     n = int(features.shape[-1])
     t = head.temperature
@@ -320,7 +360,7 @@ def head_layers(features, head: Head, *, prefix: str = "head"):
         logits = dense(kernel_values, kernel, bias, f"{prefix}_logits")
     else:
         raise ValueError(head.kind)
-    return layers.Activation("softmax", name="genre")(logits)
+    return layers.Activation("softmax", name=name)(logits)
 
 
 def _spread(kernel, bias, classes, temperature, n_labels=len(GENRES)):
@@ -351,7 +391,14 @@ def svm_arrays(head: Head) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def head_summary(head: Head) -> dict:
-    """What the manifest records about a head."""
+    """What the manifest records about a head (a :class:`HeadPair`: the members' shared settings, then each
+    member's temperature, support vectors and what it was fitted on)."""
+    if isinstance(head, HeadPair):
+        members = [{"trained_on": what, **{k: v for k, v in head_summary(m).items() if k not in m.params
+                                           and k not in ("kind", "classes")}}
+                   for m, what in zip(head.members, head.trained_on)]
+        return {"kind": head.kind, **head.params, "classes": [head.labels[c] for c in head.classes],
+                "members": members, "combine": "the mean of the members' calibrated probabilities"}
     out = {"kind": head.kind, **head.params, "temperature": round(head.temperature, 6),
            "classes": [head.labels[c] for c in head.classes]}
     if head.kind == "svm":

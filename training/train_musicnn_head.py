@@ -77,6 +77,10 @@ def parse_args(argv=None):
                         "(band: low-passed with noise; shellac: a 78-rpm-like transfer; noise10: pink noise at "
                         "10 dB SNR; training.recording_chain), 'none' for the audio alone; scoring always uses "
                         "the audio as it is (default: %(default)s)")
+    p.add_argument("--augment-as", choices=AUGMENT_AS, default=DEFAULT_AUGMENT_AS,
+                   help="rows: the chain versions join the head's training rows; second-head: a second head is "
+                        "fitted on them too and the model averages the two heads' calibrated probabilities "
+                        "(default: %(default)s)")
     p.add_argument("--fit-on", default="train+valid", choices=("train", "train+valid"))
     p.add_argument("--no-calibration", action="store_true", help="temperature 1 (the raw scores' softmax)")
     p.add_argument("--artists", type=Path, default=DEFAULT_ARTISTS,
@@ -128,13 +132,16 @@ def quick_tracks(ids, have, per_genre: int) -> list[str]:
 
 #: Recipes of the shipped heads other than the default (options of this command), by --preset.
 PRESETS = {"lr": {"head": "lr", "inputs": "msd:penultimate", "C": 0.01, "weighting": "segment", "fit_on": "train",
-                  "no_calibration": True, "name": "musicnn_genre_lr"}}
+                  "no_calibration": True, "name": "musicnn_genre_lr", "augment": ()}}
 
 #: The recording chains the default recipe also trains on (``--augment``): none. Training on band + shellac
 #: versions keeps far more accuracy through other recording chains at the same accuracy on GTZAN's own audio,
 #: but costs rock and reggae recall and moves two valid verdicts under the int8 path's 7-bit check, which
 #: would put AVX2 CPUs on float32 (``python -m training.chain_robustness``, docs/models.md).
-DEFAULT_AUGMENT: tuple[str, ...] = ()
+DEFAULT_AUGMENT: tuple[str, ...] = ("band", "shellac")
+#: How the chain versions are used (``--augment-as``).
+AUGMENT_AS = ("rows", "second-head")
+DEFAULT_AUGMENT_AS = "second-head"
 
 
 def head_params(args) -> dict:
@@ -218,9 +225,21 @@ def recipe_temperature(embedded, ids, spec, kind, params, weighting, artists, *,
 
 
 def fit_recipe(embedded, ids, spec, kind, params, weighting, *, artists=None, calibrate=True, seed=42, folds=5,
-               overlap=None, mixup=0.0, augmented=()):
-    """The head of this recipe fitted (and calibrated by artist-grouped CV) on the tracks ``ids``."""
-    from training.musicnn_heads import calibrate as calibrate_head, fit_head
+               overlap=None, mixup=0.0, augmented=(), augment_as="rows"):
+    """The head of this recipe fitted (and calibrated by artist-grouped CV) on the tracks ``ids``.
+
+    With ``augmented`` chain versions and ``augment_as="second-head"``: a :class:`HeadPair` of the head fitted
+    without them and the head fitted with them (as rows), each calibrated on its own.
+    """
+    from training.musicnn_heads import HeadPair, calibrate as calibrate_head, fit_head
+
+    if augmented and augment_as == "second-head":
+        common = dict(artists=artists, calibrate=calibrate, seed=seed, folds=folds, overlap=overlap, mixup=mixup)
+        return HeadPair((fit_recipe(embedded, ids, spec, kind, params, weighting, **common),
+                         fit_recipe(embedded, ids, spec, kind, params, weighting, augmented=augmented, **common)),
+                        ("the audio as it is", "the audio as it is and its other recording chains"))
+    if augment_as not in AUGMENT_AS:
+        raise ValueError(f"augment_as {augment_as!r}: use one of {', '.join(AUGMENT_AS)}")
 
     x, y, tracks, w = recipe_rows(embedded, ids, spec, weighting, overlap=overlap, mixup=mixup, seed=seed,
                                   augmented=augmented)
@@ -259,7 +278,7 @@ def headline(s: dict) -> dict:
 
 
 def artist_cv(embedded, pool_ids, artists, spec, kind, params, weighting, *, folds=5, seed=42,
-              calibrate=True, overlap=None, mixup=0.0, augmented=()) -> dict:
+              calibrate=True, overlap=None, mixup=0.0, augmented=(), augment_as="rows") -> dict:
     """Artist-grouped ``folds``-fold cross-validation of the recipe over ``pool_ids`` (never grouped by track)."""
     from training.artists import artist_folds
 
@@ -268,7 +287,8 @@ def artist_cv(embedded, pool_ids, artists, spec, kind, params, weighting, *, fol
     rows, confusion = [], np.zeros((len(GENRES), len(GENRES)), int)
     for k, (train_part, test_part) in enumerate(artist_folds(pool, artists, folds=folds, seed=seed), start=1):
         head = fit_recipe(embedded, train_part, spec, kind, params, weighting, artists=artists,
-                          calibrate=calibrate, seed=seed, overlap=overlap, mixup=mixup, augmented=augmented)
+                          calibrate=calibrate, seed=seed, overlap=overlap, mixup=mixup, augmented=augmented,
+                          augment_as=augment_as)
         s = score_head(head, embedded, test_part, spec)
         confusion += np.asarray(s["confusion"])
         rows.append({"fold": k, "train_tracks": len(train_part), **headline(s)})
@@ -345,7 +365,8 @@ def recipe_extras(args, data, cache_dir=None, track_ids=None) -> dict:
         overlap = {b: embed_files(BASES[b], data, hop_seconds=args.train_hop, track_ids=track_ids, **cache)}
     augmented = tuple({b: embed_files(BASES[b], data, track_ids=track_ids, augment=chain, **cache)}
                       for chain in getattr(args, "augment", ()))
-    return {"overlap": overlap, "mixup": args.mixup, "augmented": augmented}
+    return {"overlap": overlap, "mixup": args.mixup, "augmented": augmented,
+            "augment_as": getattr(args, "augment_as", "rows")}
 
 
 def extras_summary(args) -> dict:
@@ -357,6 +378,7 @@ def extras_summary(args) -> dict:
         out["mixup"] = {"ratio": args.mixup, "alpha": 0.4, "between": "two tracks of one genre, in the head's input"}
     if getattr(args, "augment", ()):
         out["augment"] = list(args.augment)
+        out["augment_as"] = args.augment_as
     return out
 
 
@@ -446,6 +468,9 @@ def manifest_for(args, base, head, spec, model, metrics, fitted_ids, train_ids, 
     b = spec.split(":")[0].upper()
     kind = {"lr": "Logistic regression", "svm": "RBF support-vector machines (one per genre)",
             "mlp": "A one-hidden-layer MLP"}[head.kind]
+    if len(getattr(head, "members", ())) == 2:
+        kind = (f"Two heads of {kind[0].lower()}{kind[1:]}, one also trained on other recording chains "
+                "(" + ", ".join(args.augment) + "), their calibrated probabilities averaged,")
     return {
         "name": args.name,
         "task": "genre",
@@ -626,6 +651,12 @@ def main(argv=None) -> int:
                     calibration["valid_check_7bit"] = {**entry["valid_check_7bit"], "judged_on": name}
         else:
             manifest["int8_calibration"] = write_entry(folder, **calibration)
+            judged = calibration.get("valid_check", {}).get("judged_on")
+            if judged:  # the verdicts are the twin's: int8_calibration on this folder would judge it, not them
+                manifest["int8_calibration"]["reproduce"] = (
+                    f"{reproduce_command()}  (moments from the train split; the verdicts judged on {judged}'s "
+                    "valid answers, held out; python -m training.int8_calibration --check-only on a copy of this "
+                    "folder judges the folder itself, on valid that it was fitted on)")
         for precision, wanted in (("bfloat16", not args.skip_bfloat16), ("int8", int8_wanted)):
             if wanted:
                 rescore_valid(folder, precision, args, manifest, train_only=fitted is train_only,

@@ -64,7 +64,10 @@ def test_augment_option_reads_chain_names_and_refuses_unknown_ones():
     assert augment_list("none") == () and augment_list("") == ()
     with pytest.raises(argparse.ArgumentTypeError, match="unknown recording chain vinyl"):
         augment_list("band,vinyl")
-    assert parse_args([]).augment == ()  # the default recipe trains on the audio as it is
+    default = parse_args([])  # the default recipe: a second head also trained on band + shellac versions
+    assert default.augment == ("band", "shellac") and default.augment_as == "second-head"
+    assert parse_args(["--preset", "lr"]).augment == ()  # musicnn_genre_lr's recipe has none
+    assert parse_args(["--augment", "none"]).augment == ()
     assert parse_args(["--augment", "shellac"]).augment == ("shellac",)
 
 
@@ -107,3 +110,42 @@ def test_chain_embeddings_are_the_served_segments_of_the_degraded_audio_and_repr
     assert not np.allclose(band.layers["penultimate"], clean.layers["penultimate"], atol=1e-3)
     np.testing.assert_allclose(again.layers["penultimate"], band.layers["penultimate"], atol=1e-5)
     assert len(list((tmp_path / "c1").rglob("*.npz"))) == 4  # clean and band cached apart
+
+
+def test_second_head_pair_averages_its_members_and_exports_as_built_in_layers():
+    """--augment-as second-head: a HeadPair of the plain head and the chain head, each calibrated on its own;
+    its probabilities are their mean, and the exported Keras layers give the same numbers."""
+    import keras
+
+    from training.musicnn_heads import HeadPair, head_layers, head_summary, input_matrix
+    from training.train_musicnn_head import fit_recipe
+
+    embedded, artists = _synthetic_embedded(artists_per_genre=3, tracks_per_artist=2)
+    ids = sorted(artists)
+    chain = _chain(embedded, 1.5, 4)
+    params = {"C": 1.0, "gamma_scale": 0.1, "balanced": True}
+    pair = fit_recipe(embedded, ids, "msd:penultimate", "svm", params, "genre", artists=artists, calibrate=True,
+                      folds=3, augmented=(chain,), augment_as="second-head")
+    assert isinstance(pair, HeadPair) and len(pair.members) == 2
+    plain, chained = pair.members
+    assert len(chained.model[0].support_) != len(plain.model[0].support_) or \
+        not np.allclose(chained.mean, plain.mean)  # the second member was fitted on more rows
+    x = input_matrix("msd:penultimate", embedded)
+    np.testing.assert_allclose(pair.probabilities(x), (plain.probabilities(x) + chained.probabilities(x)) / 2)
+
+    inp = keras.Input((x.shape[1],))
+    model = keras.Model(inp, head_layers(inp, pair))
+    assert model.output.name.startswith("genre") or model.layers[-1].name == "genre"
+    np.testing.assert_allclose(np.asarray(model(x.astype(np.float32))), pair.probabilities(x), atol=1e-5)
+    restored = keras.models.model_from_json(model.to_json())  # safe mode: built-in layers only
+    restored.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(restored(x.astype(np.float32))), pair.probabilities(x), atol=1e-5)
+
+    summary = head_summary(pair)
+    assert summary["kind"] == "svm" and summary["C"] == 1.0 and len(summary["members"]) == 2
+    assert [m["temperature"] for m in summary["members"]] == [round(plain.temperature, 6),
+                                                             round(chained.temperature, 6)]
+    # rows (the other way to use the chains) gives one head
+    rows = fit_recipe(embedded, ids, "msd:penultimate", "svm", params, "genre", artists=artists, calibrate=False,
+                      augmented=(chain,), augment_as="rows")
+    assert not isinstance(rows, HeadPair)

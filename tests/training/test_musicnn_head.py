@@ -122,7 +122,8 @@ def test_shipped_musicnn_genre_models(name):
     model = load_model(name)
     architecture = (model.path / "model.json").read_text()
     assert "Lambda" not in architecture and "lambda" not in architecture
-    assert (model.path / "model.weights.h5").stat().st_size < 5e6
+    # small enough to clone quickly: the trunk (3.2 MB) and the head's support vectors (the default: two heads)
+    assert (model.path / "model.weights.h5").stat().st_size < 8e6
     assert model.config.sample_rate == 16000 and model.labels == GENRES
     prediction = predict_audio(chord(7.0, 16000), model=model)
     assert prediction.probabilities.shape == (2, 10)
