@@ -5,8 +5,8 @@ Training and evaluation write to ``runs/`` (gitignored); nothing else replaces a
     python -m training.promote runs/cnn_mfcc_small                 # replaces models/cnn_mfcc_small
     python -m training.promote runs/cnn_mfcc --name cnn_mfcc_v2    # installs a new model beside it
 
-The run folder's model files (``model.json``, ``model.weights.h5``, ``manifest.json``, ``report.json``)
-replace ``models/NAME/`` as a whole (written beside it first, then swapped in, so an interrupted
+The run folder's model files (``model.json``, ``model.weights.h5``, ``manifest.json``, ``report.json``, an
+``int8/`` folder; not its pictures or ``calibration.json``, which are reports) replace ``models/NAME/`` as a whole (written beside it first, then swapped in, so an interrupted
 promote leaves the old model in place); its reports (``RUN_DIR/reports/``, or
 ``RUN_DIR/../reports/<run>/`` where ``--reports`` put them) replace ``reports/NAME/``. A ``--quick``
 smoke run is refused: it is not a model.
@@ -66,6 +66,12 @@ def _swap_in(source_files: list[Path], dest: Path, *, rename: dict | None = None
             shutil.rmtree(staging)
 
 
+def _report_file(path: Path) -> bool:
+    """A picture or calibration report a training command leaves beside the model files: it belongs in
+    ``reports/`` (installed there from the run's reports), not in the model folder."""
+    return path.is_file() and (path.suffix == ".png" or path.name == "calibration.json")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,7 +100,8 @@ def main(argv=None) -> int:
     if not name or "/" in name or name.startswith("."):
         print(f"error: {name!r} is not a model name", file=sys.stderr)
         return 2
-    files = [p for p in sorted(run_dir.iterdir()) if p.name != "reports" and not p.name.startswith(".")]
+    files = [p for p in sorted(run_dir.iterdir())
+             if p.name != "reports" and not p.name.startswith(".") and not _report_file(p)]
     dest = args.models_dir / name
     replaced = dest.exists()
     _swap_in(files, dest, rename={"name": name} if manifest.get("name") != name else None)
