@@ -469,8 +469,9 @@ def manifest_for(args, base, head, spec, model, metrics, fitted_ids, train_ids, 
     kind = {"lr": "Logistic regression", "svm": "RBF support-vector machines (one per genre)",
             "mlp": "A one-hidden-layer MLP"}[head.kind]
     if len(getattr(head, "members", ())) == 2:
-        kind = (f"Two heads of {kind[0].lower()}{kind[1:]}, one also trained on other recording chains "
-                "(" + ", ".join(args.augment) + "), their calibrated probabilities averaged,")
+        what = kind if kind[:2].isupper() else kind[0].lower() + kind[1:]
+        kind = (f"Two heads of {what}, one also trained on other recording chains ("
+                + ", ".join(args.augment) + "), their calibrated probabilities averaged,")
     return {
         "name": args.name,
         "task": "genre",
