@@ -12,7 +12,8 @@ codeFeature decodes; sub-folders of a label, such as albums, count as that label
     python -m training.own_genres my-genres --out my_genres --artists artists.csv
     python -m codeFeature --model my_genres song.mp3                         # use it like a shipped model
 
-The recipe is the default model's (``models/musicnn_genre``, :mod:`training.train_musicnn_head`): the
+The recipe is the default model's (``models/musicnn_genre``, :mod:`training.train_musicnn_head`), less its
+second head on other recording chains: the
 frozen, pretrained musicnn (MSD) trunk, its penultimate layer and 50 tags per 3 s segment, computed once
 per file and cached on disk (``--cache``); a head (RBF SVMs or logistic regression, standardised input)
 fitted with scikit-learn, every label and every song given the same total weight; a temperature

@@ -215,8 +215,10 @@ def float32_outputs(reference):
 #: The genre-balanced SVM head shipped since is steeper: on this fixture (on a Zen 4) OpenVINO float32 (another
 #: summation order) moved its probabilities by 1.8e-5, and OpenVINO bfloat16, whose precision hint takes the
 #: whole network to bfloat16 and not only the heavy layers, by 0.13 on one patch, each patch's winner kept (the
-#: argmax check below). ``auto`` never takes OpenVINO bfloat16 for a folder whose int8 check passed.
-PATHS = {("tensorflow", "bfloat16"): 0.03, ("openvino", "float32"): 5e-5, ("openvino", "bfloat16"): 0.2,
+#: argmax check below). The default since 2026-12-07 averages two such heads (2,515 support vectors whose RBF
+#: sums bfloat16 rounds): 0.21 on one patch of this fixture, every winner kept. ``auto`` never takes OpenVINO
+#: bfloat16 for a folder whose int8 check passed (the default's did, at 8 and 7 bits).
+PATHS = {("tensorflow", "bfloat16"): 0.03, ("openvino", "float32"): 5e-5, ("openvino", "bfloat16"): 0.25,
          ("openvino", "int8"): 0.02}
 
 
