@@ -10,7 +10,9 @@ writes them into the folder (``int8/<layer>.npy``, named in the manifest's ``int
     python -m training.int8_calibration models/musicnn_genre --write-shipped --check-only   # judge what is there
 
 ``python -m training.train_musicnn_head`` runs it on the folders it writes, so a retrained model carries
-its calibration. The moments come from the train split only. Valid then judges them: the int8 path runs
+its calibration, its verdicts judged on the train-only twin (valid held out; ``judged_on``). Run here on a
+refit such as the shipped default, the verdicts are the refit's own, on valid that it was fitted on: to compare,
+use ``--check-only`` on a copy rather than rewriting ``models/``. The moments come from the train split only. Valid then judges them: the int8 path runs
 automatically (``auto``) only where it keeps valid's answers as issue 14 asks (:func:`check_on_valid`: the
 same track accuracy as float32, segment accuracy within :data:`MAX_SEGMENT_POINTS` point). Where all the
 heavy convolutions in int8 miss that, the timbral ones alone are tried; where they miss it too, ``auto``
