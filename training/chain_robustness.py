@@ -32,9 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from training.data import RUNS_DIR, display_path, read_split
+from training.data import RUNS_DIR, display_path
 from training.datasets import audio_data, exit_on_missing_data
-from training.head_cv_report import REPORT_DIR, cpu_name, recipe_label, summarise
+from training.head_cv_report import REPORT_DIR, cpu_name, cv_pool, recipe_label, summarise, with_recipe_options
 
 log = logging.getLogger("training.chain_robustness")
 
@@ -89,21 +89,9 @@ def parse_args(argv=None):
     own.add_argument("--repeats", type=int, default=5)
     own.add_argument("--write-report", action="store_true", help="also write reports/musicnn_head_cv/chains/")
     own.add_argument("--out", type=Path, default=RUNS_DIR / "chain_robustness")
-    own.add_argument("-h", "--help", action="store_true")
-    mine, rest = own.parse_known_args(argv)
-    if mine.help:
-        print(__doc__)
-        print("Recipe and data options: those of python -m training.train_musicnn_head (--help there).")
-        raise SystemExit(0)
-    from training.train_musicnn_head import parse_args as recipe_args
-
-    args = recipe_args(rest)
-    for k, v in vars(mine).items():
-        setattr(args, k, v)
+    args = with_recipe_options(own, argv, __doc__)
     if not args.augment:
         args.augment = CHAINS
-    if args.repeats < 1:
-        raise SystemExit("error: --repeats must be at least 1")
     return args
 
 
@@ -111,28 +99,20 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    from training.artists import read_artists
     from training.musicnn_embeddings import embed_files
     from training.musicnn_heads import BASES
     from training.recording_chain import VERSIONS
-    from training.train_musicnn_head import head_params, single_base
+    from training.train_musicnn_head import head_params
 
     args.data = audio_data(args.data, args.gtzan)
+    t0 = time.perf_counter()
     try:
-        artists = read_artists(args.artists)
-        pool_ids = read_split(args.train_split) + read_split(args.valid_split)
-    except (OSError, ValueError) as exc:
+        embedded, artists, _, pool = cv_pool(args)
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    t0 = time.perf_counter()
-    b = single_base(args.inputs)
+    b = next(iter(embedded))
     cache = {} if args.cache is None else {"cache_dir": args.cache}
-    embedded = {b: embed_files(BASES[b], args.data, **cache)}
-    have = set(embedded[b].tracks.tolist())
-    pool = sorted(t for t in pool_ids if t in have and t in artists)
-    if len({artists[t] for t in pool}) < args.cv_folds:
-        print(f"error: {len(pool)} tracks cannot fill {args.cv_folds} artist-grouped folds", file=sys.stderr)
-        return 2
     chains = {c: {b: embed_files(BASES[b], args.data, augment=c, track_ids=pool, **cache)} for c in VERSIONS}
     recipe = {"spec": args.inputs, "kind": args.head, "params": head_params(args), "weighting": args.weighting,
               "mixup": args.mixup, "augment_as": args.augment_as}

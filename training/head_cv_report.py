@@ -332,6 +332,50 @@ def write_figures(folder: Path, **reports) -> list[dict]:
     return figures
 
 
+def with_recipe_options(own: argparse.ArgumentParser, argv, doc: str) -> argparse.Namespace:
+    """``own``'s options (with ``-h``, which prints ``doc``; ``--repeats`` at least 1) and the recipe and data
+    options of ``python -m training.train_musicnn_head``, in one namespace."""
+    own.add_argument("-h", "--help", action="store_true")
+    mine, rest = own.parse_known_args(argv)
+    if mine.help:
+        print(doc)
+        print("Recipe and data options: those of python -m training.train_musicnn_head (--help there).")
+        raise SystemExit(0)
+    from training.train_musicnn_head import parse_args as recipe_args
+
+    args = recipe_args(rest)
+    for k, v in vars(mine).items():
+        setattr(args, k, v)
+    if getattr(args, "repeats", 1) < 1:
+        raise SystemExit("error: --repeats must be at least 1")
+    return args
+
+
+def cv_pool(args) -> tuple[dict, dict, list[str], list[str]]:
+    """The embedded audio (``{base: Embedded}``), the artist index, the tracks of train + valid with audio, and
+    the pool: those of them with a known artist. Raises ValueError (in words) when a file cannot be read or
+    the pool cannot fill ``args.cv_folds`` artist-grouped folds."""
+    from training.artists import read_artists
+    from training.musicnn_embeddings import embed_files
+    from training.musicnn_heads import BASES
+    from training.train_musicnn_head import single_base
+
+    try:
+        artists = read_artists(args.artists)
+        pool_ids = read_split(args.train_split) + read_split(args.valid_split)
+    except OSError as exc:
+        raise ValueError(str(exc)) from exc
+    b = single_base(args.inputs)
+    embedded = {b: embed_files(BASES[b], args.data, **({} if args.cache is None else {"cache_dir": args.cache}))}
+    have = set(embedded[b].tracks.tolist())
+    with_audio = sorted(set(t for t in pool_ids if t in have))
+    pool = [t for t in with_audio if t in artists]
+    if len({artists[t] for t in pool}) < args.cv_folds:
+        raise ValueError(f"{len(pool)} tracks of {len({artists[t] for t in pool})} artists cannot fill "
+                         f"{args.cv_folds} artist-grouped folds")
+    return embedded, artists, with_audio, pool
+
+
 def parse_args(argv=None):
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--repeats", type=int, default=5)
@@ -341,19 +385,7 @@ def parse_args(argv=None):
     own.add_argument("--write-figures", type=Path, metavar="MODEL_DIR",
                      help="only write MODEL_DIR's manifest key 'figures' from the reports (reports/musicnn_head_cv/"
                           "recipe/, reports/<model>/decision/decision.json and labelled.json); fits nothing")
-    own.add_argument("-h", "--help", action="store_true")
-    mine, rest = own.parse_known_args(argv)
-    if mine.help:
-        print(__doc__)
-        print("Recipe and data options: those of python -m training.train_musicnn_head (--help there).")
-        raise SystemExit(0)
-    from training.train_musicnn_head import parse_args as recipe_args
-
-    args = recipe_args(rest)
-    for k, v in vars(mine).items():
-        setattr(args, k, v)
-    if args.repeats < 1:
-        raise SystemExit("error: --repeats must be at least 1")
+    args = with_recipe_options(own, argv, __doc__)
     if args.cv_folds < 2:
         raise SystemExit("error: --cv-folds must be at least 2")
     return args
@@ -394,29 +426,18 @@ def main(argv=None) -> int:
         for f in figures:
             print(f"{f['label']}: {f['value']:.3f} (n={f['n']})")
         return 0
-    from training.artists import read_artists
-
     args.data = audio_data(args.data, args.gtzan)
     try:
-        artists = read_artists(args.artists)
-        pool_ids = read_split(args.train_split) + read_split(args.valid_split)
-    except (OSError, ValueError) as exc:
+        embedded, artists, with_audio, pool = cv_pool(args)
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from training.musicnn_embeddings import embed_files
     from training.musicnn_heads import BASES
-    from training.train_musicnn_head import head_params, single_base
+    from training.train_musicnn_head import head_params
 
-    b = single_base(args.inputs)
+    b = next(iter(embedded))
     cache = {} if args.cache is None else {"cache_dir": args.cache}
-    embedded = {b: embed_files(BASES[b], args.data, **cache)}
-    have = set(embedded[b].tracks.tolist())
-    with_audio = sorted(set(t for t in pool_ids if t in have))
-    pool = [t for t in with_audio if t in artists]
-    if len({artists[t] for t in pool}) < args.cv_folds:
-        print(f"error: {len(pool)} tracks of {len({artists[t] for t in pool})} artists cannot fill "
-              f"{args.cv_folds} artist-grouped folds", file=sys.stderr)
-        return 2
     overlaps: dict = {}
 
     def overlap_for(hop):
