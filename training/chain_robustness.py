@@ -116,14 +116,13 @@ def main(argv=None) -> int:
     chains = {c: {b: embed_files(BASES[b], args.data, augment=c, track_ids=pool, **cache)} for c in VERSIONS}
     recipe = {"spec": args.inputs, "kind": args.head, "params": head_params(args), "weighting": args.weighting,
               "mixup": args.mixup, "augment_as": args.augment_as}
-    results, raw = {}, {}
+    results = {}
     for augment in ((), tuple(args.augment)):
         trained = "audio as it is" + ("" if not augment else f" + {' + '.join(augment)} versions"
                                       + (" (a second head, averaged)" if args.augment_as == "second-head" else ""))
         folds = held_out_by_chain(embedded, chains, pool, artists, recipe, augment, repeats=args.repeats,
                                   folds=args.cv_folds, seed=args.seed)
         results[trained] = {chain: summarise(f) for chain, f in folds.items()}
-        raw[trained] = folds
     seconds = time.perf_counter() - t0
     lines = table(results)
     print("\n".join(lines))
